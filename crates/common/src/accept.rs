@@ -1,0 +1,123 @@
+//! Taking connections off a listening socket's accept queue, the same way in every architecture.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use http::response::{Connection, Response};
+use http::Status;
+
+use crate::config::program_name;
+use crate::stats::{Listener, WorkerStats};
+
+/// How long accepting pauses when the process is out of file descriptors.
+///
+/// NOTE: with no fd left, accept(2) fails with EMFILE and leaves the connection in the accept queue,
+/// so the listener stays readable and a loop that retries at once spins at 100% CPU, starving the
+/// very connections whose closing would free an fd. Like nginx (`accept_mutex_delay`) and memcached
+/// (`accept_new_conns(false)`), we stop accepting for a moment and let the queue wait in the kernel.
+pub const EMFILE_PAUSE: Duration = Duration::from_millis(100);
+
+/// One thread's way into a listener: accepts, admits against `--max-conns`, pauses on EMFILE.
+pub struct Acceptor {
+    listener: Listener,
+    worker: WorkerStats,
+    paused_until: Option<Instant>,
+    last_warning: Option<Instant>,
+}
+
+impl Acceptor {
+    pub fn new(listener: Listener, worker: WorkerStats) -> Self {
+        Acceptor { listener, worker, paused_until: None, last_warning: None }
+    }
+
+    /// The listening socket.
+    pub fn listener(&self) -> &Listener {
+        &self.listener
+    }
+
+    /// Accepts until the queue is empty (or the process is out of fds), handing each admitted
+    /// connection to `hand_off`; returns how many were handed off.
+    pub fn accept_all(&mut self, mut hand_off: impl FnMut(OwnedFd)) -> usize {
+        let mut handed_off = 0;
+        self.take_resumed();
+        while self.resume_in().is_none() {
+            match self.accept_one() {
+                Ok(Some(fd)) => {
+                    hand_off(fd);
+                    handed_off += 1;
+                }
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+        handed_off
+    }
+
+    /// Accepts one connection. `Ok(None)`: one was taken and turned away (max-conns). `Err`:
+    /// nothing to take now (`WouldBlock`), or out of fds (accepting is then paused).
+    pub fn accept_one(&mut self) -> io::Result<Option<OwnedFd>> {
+        loop {
+            match sys::socket::accept(self.listener.fd.as_fd()) {
+                Ok(fd) => {
+                    self.worker.accepted();
+                    if self.worker.stats().admit() {
+                        return Ok(Some(fd));
+                    }
+                    self.worker.rejected();
+                    turn_away(&fd);
+                    return Ok(None);
+                }
+                // The client gave up between handshake and accept, or a signal came: try the next.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                Err(e) => {
+                    self.pause(&e);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// How long accepting is still paused for, if it is.
+    pub fn resume_in(&self) -> Option<Duration> {
+        let left = self.paused_until?.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// True once when a pause has just ended: the listener is edge-triggered, so the kernel will not
+    /// report the connections that queued up meanwhile, and the loop must accept them unasked.
+    pub fn take_resumed(&mut self) -> bool {
+        if self.paused_until.is_some() && self.resume_in().is_none() {
+            self.paused_until = None;
+            return true;
+        }
+        false
+    }
+
+    fn pause(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        self.paused_until = Some(now + EMFILE_PAUSE);
+        if self.last_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5)) {
+            self.last_warning = Some(now);
+            eprintln!(
+                "{}: accept4 {}: {}; pausing accepts for {} ms",
+                program_name(),
+                self.listener.addr,
+                error,
+                EMFILE_PAUSE.as_millis()
+            );
+        }
+    }
+}
+
+/// Answers a connection over `--max-conns` with a 503 and closes it. One nonblocking write: a fresh
+/// socket's send buffer always has room for it, and nothing waits for the client.
+fn turn_away(fd: &OwnedFd) {
+    let mut response = Response::text(Status::ServiceUnavailable, b"too many open connections");
+    response.connection = Connection::Close;
+    let mut bytes = Vec::with_capacity(192);
+    response.write_to(&mut bytes);
+    let _ = sys::socket::write(fd.as_fd(), &bytes);
+}

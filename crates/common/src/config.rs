@@ -1,0 +1,150 @@
+//! The command line every server shares (SPEC.md, "Common command line").
+
+use std::net::SocketAddr;
+use std::process;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+/// The common flags, flattened into each server's own `clap` parser.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address to listen on. Port 0: the kernel picks one (all workers share it).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// listen(2) backlog: the accept queue's capacity (the kernel caps it at net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 511)]
+    pub backlog: u32,
+    /// Worker threads / processes [default: one per CPU in --cpus, else per available CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+    /// Pin each thread / process to one CPU of the list, in order (acceptor or dispatcher first, then
+    /// the workers), wrapping around; e.g. 0-3,8.
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
+    /// Open connections at most; one more gets a 503 and is closed.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_conns: u64,
+    /// Close a connection idle this long; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
+    #[arg(long)]
+    pub no_nodelay: bool,
+}
+
+/// A parsed `--cpus` list, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Parses `0-3,8` into `[0, 1, 2, 3, 8]`.
+pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let number = |s: &str| s.trim().parse::<usize>().map_err(|_| format!("not a CPU number: {s:?}"));
+        match part.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (number(first)?, number(last)?);
+                if first > last {
+                    return Err(format!("empty CPU range {part:?}"));
+                }
+                cpus.extend(first..=last);
+            }
+            None => cpus.push(number(part)?),
+        }
+    }
+    if cpus.len() > 4096 {
+        return Err("more than 4096 CPUs".to_string());
+    }
+    Ok(CpuList(cpus))
+}
+
+/// The resolved configuration every server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub backlog: u32,
+    pub workers: usize,
+    pub cpus: Option<Vec<usize>>,
+    pub max_conns: u64,
+    pub idle_timeout: Option<Duration>,
+    pub nodelay: bool,
+}
+
+impl Config {
+    /// The CPU the `index`-th thread or process is pinned to (0 is the acceptor or dispatcher, where
+    /// the architecture has one), or `None` without `--cpus`.
+    pub fn cpu_for(&self, index: usize) -> Option<usize> {
+        self.cpus.as_ref().map(|cpus| cpus[index % cpus.len()])
+    }
+}
+
+impl CommonArgs {
+    /// Resolves defaults. `max_workers`: the architecture's own limit (lab-epoll: exactly one).
+    pub fn resolve(&self, max_workers: Option<usize>) -> Result<Config, String> {
+        let available = || sys::cpu::allowed_cpus().map(|cpus| cpus.len()).unwrap_or(1).max(1);
+        let default_workers = match (&self.cpus, max_workers) {
+            (_, Some(max)) => max,
+            (Some(list), None) => list.0.len(),
+            (None, None) => available(),
+        };
+        let workers = self.workers.map_or(default_workers, usize::from);
+        if let Some(max) = max_workers.filter(|&max| workers > max) {
+            return Err(format!("--workers {workers}: this architecture runs exactly {max}"));
+        }
+        if matches!(&self.cpus, Some(list) if list.0.is_empty()) {
+            return Err("--cpus: empty list".to_string());
+        }
+        Ok(Config {
+            addr: self.addr,
+            backlog: self.backlog,
+            workers,
+            cpus: self.cpus.as_ref().map(|list| list.0.clone()),
+            max_conns: self.max_conns,
+            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            nodelay: !self.no_nodelay,
+        })
+    }
+}
+
+/// Parses the command line of server `P`; a bad one exits 2 with a one-line reason (clap's own
+/// message, without its usage paragraph), `--help` and `--version` print and exit 0.
+pub fn parse_or_exit<P: Parser>() -> P {
+    P::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit();
+        }
+        let rendered = e.render().to_string();
+        let reason = rendered.lines().next().unwrap_or("bad command line");
+        eprintln!("{}: {}", program_name(), reason.trim_start_matches("error: "));
+        process::exit(2);
+    })
+}
+
+/// Exits 2 with a one-line reason: a command line that parsed but does not make sense.
+pub fn usage_error(reason: &str) -> ! {
+    eprintln!("{}: {reason}", program_name());
+    process::exit(2);
+}
+
+/// The name the binary was started as (`lab-epoll`), for messages.
+pub fn program_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|arg0| arg0.rsplit('/').next().map(str::to_owned))
+        .unwrap_or_else(|| "acceptlab".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,8"), Ok(CpuList(vec![0, 1, 2, 3, 8])));
+        assert_eq!(parse_cpu_list("5"), Ok(CpuList(vec![5])));
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("").is_err());
+    }
+}

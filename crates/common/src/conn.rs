@@ -1,0 +1,594 @@
+//! The connections of one event loop, and the state machine each goes through:
+//!
+//! ```text
+//!   readable ──► read ──► frame + route ──► Executor ──► output ──► write ──► (again, or wait)
+//!                 ▲                        (here, or another      │
+//!                 └── paused while output  thread: the response   └─ EAGAIN: wait for EPOLLOUT,
+//!                     is blocked or too    comes back through         read nothing meanwhile
+//!                     much is in flight    `Connections::complete`)
+//! ```
+//!
+//! Connections are registered edge-triggered for reading and writing at once, so a connection costs
+//! one `epoll_ctl` in its whole life. Edge-triggered means the loop must remember what the kernel will
+//! not say again: `readable` (more may be waiting: a read filled the buffer, or was cut short by this
+//! wake-up's budget) and `write_blocked` (the last write hit `EAGAIN`; `EPOLLOUT` will say when to go on).
+//!
+//! Nothing here blocks. A client that never reads gets its responses queued until the kernel's send
+//! buffer is full; then the connection stops reading, so its requests wait in its own socket's receive
+//! queue and, once that is full, in its own sending kernel: memory stays bounded and no one else waits.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use http::framing::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
+use http::{parse_request, route, Job, Parsed, Status};
+
+use crate::exec;
+use crate::stats::WorkerStats;
+use sys::epoll::{Event, Poller};
+
+/// The first read buffer of a connection; it grows for large requests.
+const INITIAL_INPUT: usize = 4 * 1024;
+/// The largest read buffer: one maximal header section and body, plus the chunk framing around it.
+const MAX_INPUT: usize = 2 * MAX_BODY_BYTES + MAX_HEADER_BYTES;
+/// Stop executing requests while this much output waits: a pipelining client that does not read
+/// can make us hold no more than this (plus one response).
+const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+/// At most this many requests of one connection executing elsewhere at once.
+const MAX_IN_FLIGHT: usize = 128;
+/// Bytes one connection may read in one wake-up before the others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+/// How long a closing connection keeps discarding what the client still sends, so that the kernel
+/// does not answer it with a reset that could destroy our last response before the client reads it.
+const LINGER: Duration = Duration::from_secs(2);
+/// How often idle connections are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Where a job was executed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Executed {
+    /// Here, now: its response is in `out`.
+    Here,
+    /// Sent to another thread: its response comes back through [`Connections::complete`].
+    Elsewhere,
+}
+
+/// What a loop does with each routed request.
+pub trait Executor {
+    /// Executes `job` now, appending its response to `out`, or sends it elsewhere, remembering
+    /// `token` and `seq` for [`Connections::complete`].
+    fn execute(&mut self, worker: &WorkerStats, token: u64, seq: u64, job: Job<'_>, out: &mut Vec<u8>) -> Executed;
+}
+
+/// Executes every request on the loop's own thread (every architecture but RAMCloud's).
+#[derive(Debug, Default)]
+pub struct ExecuteHere;
+
+impl Executor for ExecuteHere {
+    fn execute(&mut self, worker: &WorkerStats, _: u64, _: u64, job: Job<'_>, out: &mut Vec<u8>) -> Executed {
+        exec::execute(job, worker, out);
+        Executed::Here
+    }
+}
+
+/// Settings every connection of a loop shares.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnSettings {
+    pub idle_timeout: Option<Duration>,
+    pub nodelay: bool,
+}
+
+/// All connections one event loop owns, by token.
+pub struct Connections {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// Tokens that used up their read budget with input left: served again before the next wait.
+    ready_again: Vec<u64>,
+    settings: ConnSettings,
+    worker: WorkerStats,
+    draining: bool,
+    next_sweep: Instant,
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+/// A token is the slot's index in the low 32 bits and its generation above: a response that comes
+/// back for a connection that has since closed (and whose slot was reused) finds the wrong
+/// generation and is dropped. Generations stay below 2^31, so no token reaches the reserved ones.
+fn token_of(index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | index as u64
+}
+
+impl Connections {
+    /// No connections yet; `worker` is whose counters they bump.
+    pub fn new(settings: ConnSettings, worker: WorkerStats) -> Self {
+        Connections {
+            slots: Vec::new(),
+            free: Vec::new(),
+            ready_again: Vec::new(),
+            settings,
+            worker,
+            draining: false,
+            next_sweep: Instant::now() + SWEEP_INTERVAL,
+        }
+    }
+
+    /// The counters of the worker that owns these connections.
+    pub fn worker(&self) -> &WorkerStats {
+        &self.worker
+    }
+
+    /// Takes over a newly accepted connection: `TCP_NODELAY`, then into `poller`, edge-triggered.
+    /// The connection must already have been admitted (see `Stats::admit`); a failure here closes
+    /// it and releases that place again.
+    pub fn add(&mut self, poller: &Poller, fd: OwnedFd) -> io::Result<u64> {
+        self.worker.conn_opened();
+        if self.settings.nodelay {
+            if let Err(e) = sys::socket::set_nodelay(fd.as_fd(), true) {
+                self.worker.conn_closed();
+                return Err(e);
+            }
+        }
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot { generation: 0, conn: None });
+            self.slots.len() - 1
+        });
+        let token = token_of(index, self.slots[index].generation);
+        if let Err(e) = poller.add(fd.as_fd(), token, sys::epoll::CONNECTION) {
+            self.free.push(index);
+            self.worker.conn_closed();
+            return Err(e);
+        }
+        self.slots[index].conn = Some(Conn::new(fd));
+        Ok(token)
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Handles an epoll event for connection `token`.
+    pub fn ready(&mut self, token: u64, event: &Event, executor: &mut impl Executor) {
+        let Some(conn) = self.get_mut(token) else { return };
+        if event.is_readable() || event.is_closed() {
+            conn.readable = true;
+        }
+        if event.is_writable() {
+            conn.write_blocked = false;
+        }
+        self.pump(token, executor);
+    }
+
+    /// The response to request `seq` of connection `token`, executed on another thread.
+    pub fn complete(&mut self, token: u64, seq: u64, response: Vec<u8>, executor: &mut impl Executor) {
+        let Some(conn) = self.get_mut(token) else { return }; // closed meanwhile: nobody to answer
+        conn.in_flight.complete(seq, response, &mut conn.output);
+        self.pump(token, executor);
+    }
+
+    /// Runs the connections that still had input when their read budget ran out, then the periodic
+    /// sweep: idle connections past `--idle-timeout`, lingering ones past their time.
+    pub fn tick(&mut self, executor: &mut impl Executor) {
+        for token in std::mem::take(&mut self.ready_again) {
+            self.pump(token, executor);
+        }
+        let now = Instant::now();
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_INTERVAL;
+        let idle_timeout = self.settings.idle_timeout;
+        for index in 0..self.slots.len() {
+            let Some(conn) = &self.slots[index].conn else { continue };
+            let idle = now.saturating_duration_since(conn.last_active);
+            let expired = match conn.lingering {
+                true => idle >= LINGER,
+                false => conn.in_flight.is_empty() && idle_timeout.is_some_and(|limit| idle >= limit),
+            };
+            if expired {
+                self.close(index);
+            }
+        }
+    }
+
+    /// How long the loop may wait before [`Connections::tick`] has work: zero if a connection waits
+    /// for its next turn, else until the next sweep, or forever with no connection open.
+    pub fn timeout(&self) -> Option<Duration> {
+        if !self.ready_again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        (!self.is_empty()).then(|| self.next_sweep.saturating_duration_since(Instant::now()))
+    }
+
+    /// SIGTERM: no new requests; connections close as soon as what they have in flight is answered,
+    /// and idle ones at once.
+    pub fn begin_drain(&mut self, executor: &mut impl Executor) {
+        self.draining = true;
+        for index in 0..self.slots.len() {
+            if let Some(conn) = &mut self.slots[index].conn {
+                conn.closing = true;
+                let token = token_of(index, self.slots[index].generation);
+                self.pump(token, executor);
+            }
+        }
+    }
+
+    fn get_mut(&mut self, token: u64) -> Option<&mut Conn> {
+        conn_mut(&mut self.slots, token)
+    }
+
+    /// Moves connection `token` as far as it can go without blocking, then closes it if it is done.
+    fn pump(&mut self, token: u64, executor: &mut impl Executor) {
+        let index = (token & u64::from(u32::MAX)) as usize;
+        let Some(conn) = conn_mut(&mut self.slots, token) else { return };
+        let mut step = Step { worker: &self.worker, executor, token, draining: self.draining };
+        match conn.pump(&mut step) {
+            Progress::Wait => {}
+            Progress::ReadyAgain => self.ready_again.push(token),
+            Progress::Done => self.close(index),
+        }
+    }
+
+    fn close(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        if slot.conn.take().is_some() {
+            slot.generation = (slot.generation + 1) & 0x7fff_ffff;
+            self.free.push(index);
+            self.worker.conn_closed();
+        }
+    }
+}
+
+/// The connection `token` names, unless it has closed since.
+fn conn_mut(slots: &mut [Slot], token: u64) -> Option<&mut Conn> {
+    let slot = slots.get_mut((token & u64::from(u32::MAX)) as usize)?;
+    if u64::from(slot.generation) != token >> 32 {
+        return None;
+    }
+    slot.conn.as_mut()
+}
+
+/// What one connection's pump needs from its loop.
+struct Step<'a, E> {
+    worker: &'a WorkerStats,
+    executor: &'a mut E,
+    token: u64,
+    draining: bool,
+}
+
+/// Where a pump left a connection.
+enum Progress {
+    /// Waiting for the kernel (readable, writable) or for responses from elsewhere.
+    Wait,
+    /// Read budget used up with input left.
+    ReadyAgain,
+    /// Finished: close it.
+    Done,
+}
+
+struct Conn {
+    fd: OwnedFd,
+    input: Input,
+    /// Total length of the request being received, once its headers say (0: unknown).
+    need: usize,
+    continue_sent: bool,
+    output: Vec<u8>,
+    output_sent: usize,
+    in_flight: InFlight,
+    /// More may be waiting in the socket: the kernel will not report it again (edge-triggered).
+    readable: bool,
+    /// The last write hit EAGAIN; EPOLLOUT clears this.
+    write_blocked: bool,
+    /// No more requests: close once everything in flight is answered and written.
+    closing: bool,
+    /// The peer has closed its side (read returned 0).
+    peer_closed: bool,
+    /// Our side is shut; discarding what the peer still sends until it closes or `LINGER` passes.
+    lingering: bool,
+    last_active: Instant,
+}
+
+impl Conn {
+    fn new(fd: OwnedFd) -> Self {
+        Conn {
+            fd,
+            input: Input::new(),
+            need: 0,
+            continue_sent: false,
+            output: Vec::new(),
+            output_sent: 0,
+            in_flight: InFlight::default(),
+            readable: false,
+            write_blocked: false,
+            closing: false,
+            peer_closed: false,
+            lingering: false,
+            last_active: Instant::now(),
+        }
+    }
+
+    /// Writes what is pending, executes what is buffered, reads what has arrived; repeats until it
+    /// would block.
+    fn pump(&mut self, step: &mut Step<'_, impl Executor>) -> Progress {
+        if self.lingering {
+            return self.discard_input();
+        }
+        let mut budget = READ_BUDGET;
+        loop {
+            if self.flush().is_err() {
+                return Progress::Done;
+            }
+            if self.write_blocked {
+                return Progress::Wait; // read nothing until the client takes what it was sent
+            }
+            if self.closing {
+                return match self.in_flight.is_empty() {
+                    true => self.finish(step.draining),
+                    false => Progress::Wait,
+                };
+            }
+            if self.execute_buffered(step) {
+                continue; // new output: write it before reading more
+            }
+            if self.in_flight.len() >= MAX_IN_FLIGHT || !self.readable {
+                return Progress::Wait;
+            }
+            if budget == 0 {
+                return Progress::ReadyAgain;
+            }
+            match self.read() {
+                Ok(0) => {
+                    self.peer_closed = true;
+                    self.closing = true;
+                }
+                Ok(n) => budget = budget.saturating_sub(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Progress::Done,
+            }
+        }
+    }
+
+    /// Reads what the socket has into the input buffer.
+    fn read(&mut self) -> io::Result<usize> {
+        let space = self.input.space(self.need)?;
+        let room = space.len();
+        let n = sys::socket::read(self.fd.as_fd(), space)?;
+        self.input.filled(n);
+        // A read that did not fill the buffer emptied the socket: edge-triggered epoll will report
+        // the next arrival, so no extra read is spent just to see EAGAIN.
+        if n < room {
+            self.readable = false;
+        }
+        if n > 0 {
+            self.last_active = Instant::now();
+        }
+        Ok(n)
+    }
+
+    /// Frames, routes and executes the complete requests in the input buffer, in order; true if it
+    /// produced output. Stops at a partial request, at too much pending output or in-flight work,
+    /// and after a request that closes the connection.
+    fn execute_buffered(&mut self, step: &mut Step<'_, impl Executor>) -> bool {
+        let output_before = self.output.len();
+        while !self.closing
+            && self.input.len() >= self.need.max(1)
+            && self.output.len() < MAX_PENDING_OUTPUT
+            && self.in_flight.len() < MAX_IN_FLIGHT
+        {
+            match parse_request(self.input.data()) {
+                Ok(Parsed::Complete { request, consumed }) => {
+                    let job = route(request);
+                    self.closing = job.closes();
+                    let seq = self.in_flight.next_seq();
+                    if self.in_flight.is_empty() {
+                        // The usual case: nothing ahead of it, so its response goes straight out.
+                        let executed = step.executor.execute(step.worker, step.token, seq, job, &mut self.output);
+                        if executed == Executed::Elsewhere {
+                            self.in_flight.push(None);
+                        }
+                    } else {
+                        let mut response = Vec::new();
+                        let executed = step.executor.execute(step.worker, step.token, seq, job, &mut response);
+                        self.in_flight.push((executed == Executed::Here).then_some(response));
+                    }
+                    self.input.consume(consumed);
+                    self.need = 0;
+                    self.continue_sent = false;
+                }
+                Ok(Parsed::Partial { need, expects_continue }) => {
+                    self.need = need;
+                    if expects_continue && !self.continue_sent {
+                        self.output.extend_from_slice(http::response::CONTINUE);
+                        self.continue_sent = true;
+                    }
+                    if self.input.is_full() {
+                        // Only a chunked body framed in tiny chunks can fill the buffer unfinished.
+                        self.fail(Status::PayloadTooLarge, "request framing over the buffer limit");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.fail(e.status, e.reason);
+                    break;
+                }
+            }
+        }
+        self.output.len() > output_before
+    }
+
+    /// Answers a request that cannot be framed, in its turn after those in flight, then closes.
+    fn fail(&mut self, status: Status, reason: &str) {
+        let mut response = Vec::new();
+        exec::write_error(status, reason, &mut response);
+        match self.in_flight.is_empty() {
+            true => self.output.extend_from_slice(&response),
+            false => self.in_flight.push(Some(response)),
+        }
+        self.closing = true;
+    }
+
+    /// Writes pending output; sets `write_blocked` on EAGAIN.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.output_sent < self.output.len() {
+            match sys::socket::write(self.fd.as_fd(), &self.output[self.output_sent..]) {
+                Ok(n) => {
+                    self.output_sent += n;
+                    self.last_active = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.output.clear();
+        self.output_sent = 0;
+        if self.output.capacity() > MAX_PENDING_OUTPUT {
+            self.output = Vec::new(); // give back what one large response took
+        }
+        Ok(())
+    }
+
+    /// Everything is answered and written. If the client may still be sending (it has not closed,
+    /// and it left bytes we did not use), shut our side and linger; else, or when the server is
+    /// draining, close now.
+    fn finish(&mut self, draining: bool) -> Progress {
+        if draining || self.peer_closed || (self.input.len() == 0 && !self.readable) {
+            return Progress::Done;
+        }
+        if sys::socket::shutdown_write(self.fd.as_fd()).is_err() {
+            return Progress::Done;
+        }
+        self.lingering = true;
+        self.last_active = Instant::now();
+        self.discard_input()
+    }
+
+    fn discard_input(&mut self) -> Progress {
+        let mut sink = [0u8; 4096];
+        loop {
+            match sys::socket::read(self.fd.as_fd(), &mut sink) {
+                Ok(0) => return Progress::Done,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Progress::Done,
+            }
+        }
+    }
+}
+
+/// A connection's read buffer: bytes `start..end` of `buf` are received and not yet consumed. The
+/// buffer stays initialised, so reading into it costs no zeroing.
+struct Input {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Input {
+    fn new() -> Self {
+        Input { buf: vec![0; INITIAL_INPUT], start: 0, end: 0 }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn is_full(&self) -> bool {
+        self.start == 0 && self.end == MAX_INPUT
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > 64 * 1024 {
+                self.buf = vec![0; INITIAL_INPUT]; // give back what one large request took
+            }
+        }
+    }
+
+    /// Room to read into: moves unconsumed bytes to the front, or grows (towards `need`, the
+    /// request's known length) when a request does not fit.
+    fn space(&mut self, need: usize) -> io::Result<&mut [u8]> {
+        if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() || need > self.buf.len() {
+            if self.buf.len() >= MAX_INPUT {
+                return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer at its limit"));
+            }
+            let grown = (self.buf.len() * 2).max(need).min(MAX_INPUT);
+            self.buf.resize(grown, 0);
+        }
+        Ok(&mut self.buf[self.end..])
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+}
+
+/// Requests of one connection executing elsewhere, in arrival order: a response that finishes early
+/// waits here until every response before it has been written.
+#[derive(Default)]
+struct InFlight {
+    /// The sequence number of the front entry.
+    front_seq: u64,
+    /// `None`: still executing; `Some`: its response, waiting for its turn.
+    queue: VecDeque<Option<Vec<u8>>>,
+}
+
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The sequence number the next request gets.
+    fn next_seq(&self) -> u64 {
+        self.front_seq + self.queue.len() as u64
+    }
+
+    fn push(&mut self, response: Option<Vec<u8>>) {
+        self.queue.push_back(response);
+    }
+
+    /// Stores the response to `seq`, then moves every response now at the front to `output`.
+    fn complete(&mut self, seq: u64, response: Vec<u8>, output: &mut Vec<u8>) {
+        if let Some(entry) = seq.checked_sub(self.front_seq).and_then(|i| self.queue.get_mut(i as usize)) {
+            *entry = Some(response);
+        }
+        while let Some(Some(_)) = self.queue.front() {
+            if let Some(Some(ready)) = self.queue.pop_front() {
+                output.extend_from_slice(&ready);
+            }
+            self.front_seq += 1;
+        }
+    }
+}

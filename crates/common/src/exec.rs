@@ -1,0 +1,57 @@
+//! Executing a routed request: the one function every architecture calls, on whichever thread it
+//! chose to execute requests on.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use http::response::{Connection, Response};
+use http::{Action, Job, Status};
+
+use crate::stats::WorkerStats;
+
+const HELLO: &[u8] = b"Hello, World!";
+
+/// Executes `job` on the calling thread, counts it as one of `worker`'s requests, and appends the
+/// response to `out`.
+pub fn execute(job: Job<'_>, worker: &WorkerStats, out: &mut Vec<u8>) {
+    worker.requests(1);
+    let stats_body;
+    let mut response = Response::text(Status::Ok, HELLO);
+    match &job.action {
+        Action::Hello => {}
+        Action::Spin { us } => spin(Duration::from_micros(u64::from(*us))),
+        Action::Sleep { ms } => thread::sleep(Duration::from_millis(u64::from(*ms))),
+        Action::Echo(body) => {
+            response.body = body;
+            response.content_type = "application/octet-stream";
+        }
+        Action::Stats => {
+            stats_body = worker.stats().render();
+            response.body = &stats_body;
+            response.content_type = "application/json";
+        }
+        Action::Reject { status, reason, allow } => {
+            response.status = *status;
+            response.body = reason.as_bytes();
+            response.allow = *allow;
+        }
+    }
+    response.head_only = job.head_only;
+    response.connection = job.connection;
+    response.write_to(out);
+}
+
+/// Writes the response to a request that could not be framed; the connection closes after it.
+pub fn write_error(status: Status, reason: &str, out: &mut Vec<u8>) {
+    let mut response = Response::text(status, reason.as_bytes());
+    response.connection = Connection::Close;
+    response.write_to(out);
+}
+
+/// Burns `duration` of CPU on this thread, as a request with real work to do would.
+fn spin(duration: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        std::hint::spin_loop();
+    }
+}

@@ -1,0 +1,37 @@
+//! What every acceptlab server shares, so that each architecture's `main.rs` holds only its topology.
+//!
+//! A request's way through these modules:
+//!
+//! 1. [`config`] reads the common command line; [`startup`] opens the listening socket, prints
+//!    `listening on IP:PORT` and the warnings, and pins threads.
+//! 2. [`accept`] takes connections off a listener's accept queue: max-conns answered with 503, EMFILE
+//!    answered by pausing instead of spinning.
+//! 3. [`conn`] owns the connections of one event loop: reads, frames and routes requests (with the
+//!    `http` crate), hands each to an [`conn::Executor`], writes the responses in order, and closes on
+//!    error, idle timeout or drain.
+//! 4. [`exec`] executes a request on whichever thread is given it: `/`, `/spin`, `/sleep`, `/echo`,
+//!    `/stats`.
+//! 5. [`stats`] keeps the per-worker counters in memory that threads, and forked processes, share.
+#![forbid(unsafe_code)]
+
+pub mod accept;
+pub mod config;
+pub mod conn;
+pub mod exec;
+pub mod startup;
+pub mod stats;
+
+/// Tokens an event loop reserves for its own fds; connection tokens never reach these values.
+pub mod token {
+    /// The listening socket.
+    pub const LISTENER: u64 = u64::MAX;
+    /// The signalfd for SIGINT / SIGTERM.
+    pub const SIGNALS: u64 = u64::MAX - 1;
+    /// The loop's eventfd, written by other threads to wake it.
+    pub const WAKER: u64 = u64::MAX - 2;
+}
+
+/// The soonest of several optional timeouts (`None`: wait without limit).
+pub fn earliest(timeouts: impl IntoIterator<Item = Option<std::time::Duration>>) -> Option<std::time::Duration> {
+    timeouts.into_iter().flatten().min()
+}

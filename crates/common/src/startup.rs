@@ -1,0 +1,77 @@
+//! Starting a server: the listening socket, the first stdout line, the warnings, pinning, and the one
+//! way a start-up failure ends the process.
+
+use std::fmt::Display;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::process;
+use std::sync::Arc;
+
+use crate::config::{program_name, Config};
+use crate::stats::Listener;
+
+/// Opens the listening socket `config` asks for (`SO_REUSEPORT` with `reuse_port`), exiting 1 with
+/// the failing call named if it cannot. With port 0, `addr` may name the port an earlier socket got.
+pub fn listen(config: &Config, addr: SocketAddr, reuse_port: bool) -> Listener {
+    let fd = sys::socket::listen_tcp(addr, config.backlog, reuse_port).unwrap_or_else(|e| fatal(e));
+    let addr = sys::socket::local_addr(fd.as_fd()).unwrap_or_else(|e| fatal(e));
+    Listener { addr, fd: Arc::new(fd) }
+}
+
+/// The warnings of SPEC.md, on stderr: an address open to every interface, and a backlog the kernel
+/// will cap. Also raises the open-files limit, since every connection is a file descriptor.
+pub fn check_environment(config: &Config) {
+    let name = program_name();
+    if config.addr.ip().is_unspecified() {
+        eprintln!(
+            "{name}: warning: listening on {} makes this server reachable on every interface of the \
+             machine; use 127.0.0.1 (the default) unless that is what you want",
+            config.addr
+        );
+    }
+    match sys::socket::somaxconn() {
+        Ok(cap) if config.backlog > cap => eprintln!(
+            "{name}: warning: --backlog {} is above net.core.somaxconn; the kernel caps it: the \
+             accept queue holds at most {cap} connections",
+            config.backlog
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("{name}: warning: {e}"),
+    }
+    match sys::rlimit::raise_nofile_limit() {
+        Ok(limit) if limit < config.max_conns + 64 => eprintln!(
+            "{name}: warning: RLIMIT_NOFILE is {limit}, below --max-conns {}: accepting will pause \
+             (EMFILE) before max-conns is reached",
+            config.max_conns
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("{name}: warning: {e}"),
+    }
+}
+
+/// Prints the one line stdout ever gets, `listening on IP:PORT`, and flushes it at once, since
+/// scripts and tests wait for it to learn the port.
+pub fn announce(addr: SocketAddr) {
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "listening on {addr}");
+    let _ = stdout.flush();
+}
+
+/// Pins the calling thread to `cpu`, if there is one; exits 1 if the kernel refuses.
+pub fn pin(cpu: Option<usize>) {
+    if let Some(cpu) = cpu {
+        sys::cpu::pin_current_thread(cpu).unwrap_or_else(|e| fatal(e));
+    }
+}
+
+/// Logs a configuration line on stderr.
+pub fn log(message: impl Display) {
+    eprintln!("{}: {message}", program_name());
+}
+
+/// A start-up failure: says which call failed on what, and exits 1.
+pub fn fatal(error: impl Display) -> ! {
+    eprintln!("{}: {error}", program_name());
+    process::exit(1);
+}

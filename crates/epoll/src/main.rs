@@ -1,0 +1,99 @@
+//! lab-epoll: one thread listens, accepts, reads and executes, with one epoll instance — the
+//! architecture of Node.js (libuv), and of Redis.
+//!
+//! ```text
+//!                        ┌────────────── the only thread ──────────────┐
+//!   SYN ─► SYN queue ─► accept queue ─► accept_loop ─► read ─► execute ─► write
+//!          (kernel)       (kernel)      └── epoll_wait: listener, signalfd, every connection ──┘
+//! ```
+//!
+//! Trigger mode: edge-triggered for the listener and the connections (see `common::conn`).
+//!
+//! Trade-off: nothing is shared, so there are no locks, no hand-offs and no cache lines bouncing
+//! between cores — and no second core either. Every request executes on the thread that also
+//! accepts and reads for everyone else: one slow request stalls every connection, and the accept
+//! queue fills meanwhile (`curl /sleep?ms=2000` and watch `/stats` stop answering for two seconds).
+#![forbid(unsafe_code)]
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::accept::Acceptor;
+use common::config::{self, CommonArgs, Config};
+use common::conn::{ConnSettings, Connections, ExecuteHere};
+use common::startup::{self, fatal};
+use common::stats::{Listener, Role, Stats, WorkerStats};
+use common::token::{LISTENER, SIGNALS};
+use sys::epoll::{Events, Poller, READABLE_EDGE};
+use sys::signal::ShutdownSignals;
+
+/// How long a SIGTERM waits for the requests in flight before exiting anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// lab-epoll: one thread listens, accepts, reads and executes (Node.js style).
+#[derive(Parser)]
+#[command(name = "lab-epoll", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() {
+    let cli: Cli = config::parse_or_exit();
+    let config = cli.common.resolve(Some(1)).unwrap_or_else(|e| config::usage_error(&e));
+    startup::check_environment(&config);
+    let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
+    let listener = startup::listen(&config, config.addr, false);
+    let stats = Stats::new("epoll", 1, config.max_conns, vec![listener.clone()]).unwrap_or_else(|e| fatal(e));
+    let cpu = config.cpu_for(0);
+    startup::pin(cpu);
+    let worker = stats.worker(0, Role::Loop, cpu);
+    startup::announce(listener.addr);
+    worker_main(&config, listener, &signals, worker).unwrap_or_else(|e| fatal(e));
+}
+
+/// The event loop: the listener, the signalfd and every connection in one epoll.
+fn worker_main(config: &Config, listener: Listener, signals: &ShutdownSignals, worker: WorkerStats) -> std::io::Result<()> {
+    let poller = Poller::new()?;
+    poller.add(listener.fd.as_fd(), LISTENER, READABLE_EDGE)?;
+    poller.add(signals.as_fd(), SIGNALS, READABLE_EDGE)?;
+    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
+    let mut acceptor = Acceptor::new(listener, worker.clone());
+    let mut conns = Connections::new(settings, worker);
+    let mut events = Events::with_capacity(1024);
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        let drain_left = drain_deadline.map(|at| at.saturating_duration_since(Instant::now()));
+        poller.wait(&mut events, common::earliest([conns.timeout(), acceptor.resume_in(), drain_left]))?;
+        conns.worker().wakeup();
+        for event in events.iter() {
+            match event.token {
+                LISTENER => accept_loop(&mut acceptor, &poller, &mut conns),
+                SIGNALS if signals.read()?.is_some() && drain_deadline.is_none() => {
+                    startup::log("draining: no new connections; finishing the requests in flight");
+                    sys::socket::stop_listening(acceptor.listener().fd.as_fd())?;
+                    drain_deadline = Some(Instant::now() + DRAIN_LIMIT);
+                    conns.begin_drain(&mut ExecuteHere);
+                }
+                SIGNALS => {}
+                token => conns.ready(token, &event, &mut ExecuteHere),
+            }
+        }
+        if drain_deadline.is_none() && acceptor.take_resumed() {
+            accept_loop(&mut acceptor, &poller, &mut conns);
+        }
+        conns.tick(&mut ExecuteHere);
+        if drain_deadline.is_some_and(|at| conns.is_empty() || Instant::now() >= at) {
+            return Ok(());
+        }
+    }
+}
+
+/// Accepts every connection waiting in the accept queue and adds it to this same loop.
+fn accept_loop(acceptor: &mut Acceptor, poller: &Poller, conns: &mut Connections) {
+    acceptor.accept_all(|fd| {
+        // A failure here concerns this one connection, which is closed; the loop goes on.
+        let _ = conns.add(poller, fd);
+    });
+}

@@ -1,0 +1,149 @@
+//! Writing responses into a connection's output buffer.
+
+use std::cell::Cell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The statuses the servers answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Continue,
+    Ok,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    HeaderFieldsTooLarge,
+    InternalServerError,
+    NotImplemented,
+    ServiceUnavailable,
+    VersionNotSupported,
+}
+
+impl Status {
+    /// The status line, up to and including its CRLF.
+    fn line(self) -> &'static [u8] {
+        match self {
+            Status::Continue => b"HTTP/1.1 100 Continue\r\n",
+            Status::Ok => b"HTTP/1.1 200 OK\r\n",
+            Status::BadRequest => b"HTTP/1.1 400 Bad Request\r\n",
+            Status::NotFound => b"HTTP/1.1 404 Not Found\r\n",
+            Status::MethodNotAllowed => b"HTTP/1.1 405 Method Not Allowed\r\n",
+            Status::PayloadTooLarge => b"HTTP/1.1 413 Content Too Large\r\n",
+            Status::HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+            Status::InternalServerError => b"HTTP/1.1 500 Internal Server Error\r\n",
+            Status::NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
+            Status::ServiceUnavailable => b"HTTP/1.1 503 Service Unavailable\r\n",
+            Status::VersionNotSupported => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
+        }
+    }
+
+    /// The numeric code, e.g. 404.
+    pub fn code(self) -> u16 {
+        let line = self.line();
+        line[9..12].iter().fold(0, |n, d| n * 10 + u16::from(d - b'0'))
+    }
+}
+
+/// What the `Connection` header of a response says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// Nothing: HTTP/1.1 stays open by default.
+    Default,
+    /// `Connection: keep-alive`, said back to an HTTP/1.0 client that asked for it.
+    KeepAlive,
+    /// `Connection: close`: the server closes after this response.
+    Close,
+}
+
+/// A response about to be written.
+#[derive(Debug, Clone, Copy)]
+pub struct Response<'a> {
+    pub status: Status,
+    pub content_type: &'static str,
+    pub body: &'a [u8],
+    /// HEAD: the headers announce the body's length, but the body is not sent.
+    pub head_only: bool,
+    pub connection: Connection,
+    /// The `Allow` header of a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl<'a> Response<'a> {
+    /// A `text/plain` response with the default connection handling.
+    pub fn text(status: Status, body: &'a [u8]) -> Self {
+        Response {
+            status,
+            content_type: "text/plain",
+            body,
+            head_only: false,
+            connection: Connection::Default,
+            allow: None,
+        }
+    }
+
+    /// Appends the whole response to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.status.line());
+        out.extend_from_slice(b"Server: acceptlab\r\nDate: ");
+        out.extend_from_slice(&http_date());
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(self.content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        write_decimal(out, self.body.len());
+        match self.connection {
+            Connection::Default => {}
+            Connection::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+            Connection::Close => out.extend_from_slice(b"\r\nConnection: close"),
+        }
+        if let Some(allow) = self.allow {
+            out.extend_from_slice(b"\r\nAllow: ");
+            out.extend_from_slice(allow.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        if !self.head_only {
+            out.extend_from_slice(self.body);
+        }
+    }
+}
+
+/// The interim response a client sent `Expect: 100-continue` waits for before sending its body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+fn write_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) is always 29 bytes.
+type HttpDate = [u8; 29];
+
+thread_local! {
+    /// The second the cached date is for, and the date, formatted.
+    static DATE: Cell<(u64, HttpDate)> = const { Cell::new((u64::MAX, [0; 29])) };
+}
+
+/// The current time as an HTTP `Date`, formatted at most once a second per thread: reading the clock
+/// is a vDSO call of a few nanoseconds, formatting a date is not.
+pub fn http_date() -> HttpDate {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cache| {
+        let (cached_second, date) = cache.get();
+        if cached_second == second {
+            return date;
+        }
+        let mut formatted = [0u8; 29];
+        formatted.copy_from_slice(httpdate::fmt_http_date(now).as_bytes());
+        cache.set((second, formatted));
+        formatted
+    })
+}

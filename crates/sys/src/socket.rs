@@ -1,0 +1,189 @@
+//! TCP sockets: listening, accepting, socket options and the bytes in between.
+
+use std::io;
+use std::mem;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::sys::socket::{
+    bind, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+    SockaddrStorage,
+};
+
+use crate::{last_os_error, os_error};
+
+/// A listening socket: `socket(2)`, `SO_REUSEADDR`, optionally `SO_REUSEPORT`, `bind(2)`, `listen(2)`.
+///
+/// The socket is nonblocking and close-on-exec. `SO_REUSEADDR` lets a restarted server bind while old
+/// connections sit in TIME_WAIT. `SO_REUSEPORT` lets several sockets bind the same address: the kernel
+/// then gives each its own SYN and accept queues and spreads new connections over them.
+pub fn listen_tcp(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = socket(family, SockType::Stream, flags, None).map_err(|e| os_error("socket", addr, e))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)
+        .map_err(|e| os_error("setsockopt SO_REUSEADDR", addr, e))?;
+    if reuse_port {
+        setsockopt(&fd, sockopt::ReusePort, &true)
+            .map_err(|e| os_error("setsockopt SO_REUSEPORT", addr, e))?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(|e| os_error("bind", addr, e))?;
+    // nix's `Backlog` refuses values above SOMAXCONN; the kernel instead caps them silently, which is
+    // the behaviour this lab wants to show, so listen(2) is called directly.
+    let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is an open socket we own; listen(2) takes no pointers.
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog) } != 0 {
+        return Err(last_os_error("listen", addr));
+    }
+    Ok(fd)
+}
+
+/// `accept4(2)` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: takes the oldest connection off the accept queue.
+///
+/// Fails with `WouldBlock` when the queue is empty. The peer address is not asked for: no server here
+/// needs it, and copying it out costs time on the hottest path of `--close` benchmarks.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: null address pointers are allowed by accept4(2) when the peer address is not wanted.
+    let fd = unsafe {
+        libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), flags)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 succeeded, so `fd` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `setsockopt(TCP_NODELAY)`: send small writes at once instead of waiting for Nagle's algorithm to
+/// coalesce them with the next one (which, against a delayed ACK, can stall a response for 40 ms).
+pub fn set_nodelay(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    setsockopt(&fd, sockopt::TcpNoDelay, &on)
+        .map_err(|e| os_error("setsockopt TCP_NODELAY fd", fd.as_raw_fd(), e))
+}
+
+/// `getsockname(2)`: the address a socket is bound to (the real port after binding port 0).
+pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let storage: SockaddrStorage =
+        getsockname(fd.as_raw_fd()).map_err(|e| os_error("getsockname fd", fd.as_raw_fd(), e))?;
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Ok(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
+    }
+    if let Some(v6) = storage.as_sockaddr_in6() {
+        return Ok(SocketAddr::V6(SocketAddrV6::new(v6.ip(), v6.port(), v6.flowinfo(), v6.scope_id())));
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidInput, format!("getsockname fd {}: not an IP socket", fd.as_raw_fd())))
+}
+
+/// What the kernel says about a listening socket's accept queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenQueue {
+    /// Connections whose handshake is complete, waiting for `accept(2)`.
+    pub accept_queue: u32,
+    /// The queue's capacity: the backlog given to listen(2), capped at net.core.somaxconn.
+    pub backlog: u32,
+}
+
+/// `getsockopt(TCP_INFO)` on a listener: for a socket in LISTEN state the kernel reports the accept
+/// queue's length in `tcpi_unacked` and its capacity in `tcpi_sacked` (the same figures `ss -ltn`
+/// shows as Recv-Q and Send-Q). nix has no TCP_INFO, hence libc.
+pub fn listen_queue(listener: BorrowedFd<'_>) -> io::Result<ListenQueue> {
+    // SAFETY: tcp_info is plain old data; all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes and `len` holds the buffer's size.
+    let rc = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(last_os_error("getsockopt TCP_INFO fd", listener.as_raw_fd()));
+    }
+    Ok(ListenQueue { accept_queue: info.tcpi_unacked, backlog: info.tcpi_sacked })
+}
+
+/// Reads `net.core.somaxconn`, the ceiling the kernel puts on every listen(2) backlog.
+pub fn somaxconn() -> io::Result<u32> {
+    const PATH: &str = "/proc/sys/net/core/somaxconn";
+    let text = std::fs::read_to_string(PATH)
+        .map_err(|e| io::Error::new(e.kind(), format!("read {PATH}: {e}")))?;
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("read {PATH}: not a number: {text:?}")))
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` with a two-instruction classic BPF program that returns the number of
+/// the CPU handling the packet: within a SO_REUSEPORT group, the connection then goes to the socket at
+/// that index, so a worker pinned to CPU *i* whose socket was bound *i*-th gets that CPU's connections
+/// (the recipe in the kernel's `Documentation/networking/filter.rst` and `socket(7)`). nix lacks it.
+pub fn attach_reuseport_cpu_steering(listener: BorrowedFd<'_>) -> io::Result<()> {
+    let mut program = [
+        // A = the current CPU number (SKF_AD_OFF + SKF_AD_CPU).
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+        },
+        // return A: the index of the socket in the group.
+        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_A) as u16, jt: 0, jf: 0, k: 0 },
+    ];
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // SAFETY: `fprog` points at `program`, both alive for the duration of the call; the kernel copies
+    // the program and keeps no pointer into our memory.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(last_os_error("setsockopt SO_ATTACH_REUSEPORT_CBPF fd", listener.as_raw_fd()));
+    }
+    Ok(())
+}
+
+/// `read(2)` into `buf`; `Ok(0)` means the peer closed its side.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `send(2)` with `MSG_NOSIGNAL`: like write(2), but a peer that has gone away yields `EPIPE` rather
+/// than a SIGPIPE for the whole process.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+    let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `shutdown(SHUT_WR)`: sends FIN after what is queued; reading stays possible.
+pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Write)
+        .map_err(|e| os_error("shutdown SHUT_WR fd", fd.as_raw_fd(), e))
+}
+
+/// `shutdown(SHUT_RD)` on a listening socket: the kernel stops listening (new SYNs are refused and
+/// connections still in the accept queue are reset), even while other descriptors of it stay open.
+pub fn stop_listening(listener: BorrowedFd<'_>) -> io::Result<()> {
+    nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Read)
+        .map_err(|e| os_error("shutdown SHUT_RD fd", listener.as_raw_fd(), e))
+}
