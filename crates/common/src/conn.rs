@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::framing::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
 use http::{parse_request, route, Job, Parsed, Status};
@@ -59,7 +59,14 @@ pub enum Executed {
 pub trait Executor {
     /// Executes `job` now, appending its response to `out`, or sends it elsewhere, remembering
     /// `token` and `seq` for [`Connections::complete`].
-    fn execute(&mut self, worker: &WorkerStats, token: u64, seq: u64, job: Job<'_>, out: &mut Vec<u8>) -> Executed;
+    fn execute(
+        &mut self,
+        worker: &WorkerStats,
+        token: u64,
+        seq: u64,
+        job: Job<'_>,
+        out: &mut Vec<u8>,
+    ) -> Executed;
 }
 
 /// Executes every request on the loop's own thread (every architecture but RAMCloud's).
@@ -90,6 +97,8 @@ pub struct Connections {
     worker: WorkerStats,
     draining: bool,
     next_sweep: Instant,
+    /// The time of the loop's last wake-up: read once per `epoll_wait`, not once per read.
+    now: Instant,
 }
 
 struct Slot {
@@ -115,12 +124,21 @@ impl Connections {
             worker,
             draining: false,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
+            now: Instant::now(),
         }
     }
 
     /// The counters of the worker that owns these connections.
     pub fn worker(&self) -> &WorkerStats {
         &self.worker
+    }
+
+    /// Call on every return from epoll_wait: counts the wake-up and reads the clock once for all the
+    /// events it brought (idle times, and the `Date` of every response).
+    pub fn woke_up(&mut self) {
+        self.worker.wakeup();
+        self.now = Instant::now();
+        http::response::refresh_date(SystemTime::now());
     }
 
     /// Takes over a newly accepted connection: `TCP_NODELAY`, then into `poller`, edge-triggered.
@@ -144,7 +162,7 @@ impl Connections {
             self.worker.conn_closed();
             return Err(e);
         }
-        self.slots[index].conn = Some(Conn::new(fd));
+        self.slots[index].conn = Some(Conn::new(fd, self.now));
         Ok(token)
     }
 
@@ -183,7 +201,7 @@ impl Connections {
         for token in std::mem::take(&mut self.ready_again) {
             self.pump(token, executor);
         }
-        let now = Instant::now();
+        let now = self.now;
         if now < self.next_sweep {
             return;
         }
@@ -208,7 +226,7 @@ impl Connections {
         if !self.ready_again.is_empty() {
             return Some(Duration::ZERO);
         }
-        (!self.is_empty()).then(|| self.next_sweep.saturating_duration_since(Instant::now()))
+        (!self.is_empty()).then(|| self.next_sweep.saturating_duration_since(self.now))
     }
 
     /// SIGTERM: no new requests; connections close as soon as what they have in flight is answered,
@@ -232,7 +250,7 @@ impl Connections {
     fn pump(&mut self, token: u64, executor: &mut impl Executor) {
         let index = (token & u64::from(u32::MAX)) as usize;
         let Some(conn) = conn_mut(&mut self.slots, token) else { return };
-        let mut step = Step { worker: &self.worker, executor, token, draining: self.draining };
+        let mut step = Step { worker: &self.worker, executor, token, draining: self.draining, now: self.now };
         match conn.pump(&mut step) {
             Progress::Wait => {}
             Progress::ReadyAgain => self.ready_again.push(token),
@@ -265,6 +283,7 @@ struct Step<'a, E> {
     executor: &'a mut E,
     token: u64,
     draining: bool,
+    now: Instant,
 }
 
 /// Where a pump left a connection.
@@ -300,7 +319,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(fd: OwnedFd) -> Self {
+    fn new(fd: OwnedFd, now: Instant) -> Self {
         Conn {
             fd,
             input: Input::new(),
@@ -314,13 +333,15 @@ impl Conn {
             closing: false,
             peer_closed: false,
             lingering: false,
-            last_active: Instant::now(),
+            last_active: now,
         }
     }
 
     /// Writes what is pending, executes what is buffered, reads what has arrived; repeats until it
     /// would block.
     fn pump(&mut self, step: &mut Step<'_, impl Executor>) -> Progress {
+        // Any event on a connection is activity: the client sent, took what we sent, or closed.
+        self.last_active = step.now;
         if self.lingering {
             return self.discard_input();
         }
@@ -371,9 +392,6 @@ impl Conn {
         if n < room {
             self.readable = false;
         }
-        if n > 0 {
-            self.last_active = Instant::now();
-        }
         Ok(n)
     }
 
@@ -394,13 +412,15 @@ impl Conn {
                     let seq = self.in_flight.next_seq();
                     if self.in_flight.is_empty() {
                         // The usual case: nothing ahead of it, so its response goes straight out.
-                        let executed = step.executor.execute(step.worker, step.token, seq, job, &mut self.output);
+                        let executed =
+                            step.executor.execute(step.worker, step.token, seq, job, &mut self.output);
                         if executed == Executed::Elsewhere {
                             self.in_flight.push(None);
                         }
                     } else {
                         let mut response = Vec::new();
-                        let executed = step.executor.execute(step.worker, step.token, seq, job, &mut response);
+                        let executed =
+                            step.executor.execute(step.worker, step.token, seq, job, &mut response);
                         self.in_flight.push((executed == Executed::Here).then_some(response));
                     }
                     self.input.consume(consumed);
@@ -443,10 +463,7 @@ impl Conn {
     fn flush(&mut self) -> io::Result<()> {
         while self.output_sent < self.output.len() {
             match sys::socket::write(self.fd.as_fd(), &self.output[self.output_sent..]) {
-                Ok(n) => {
-                    self.output_sent += n;
-                    self.last_active = Instant::now();
-                }
+                Ok(n) => self.output_sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.write_blocked = true;
                     return Ok(());
@@ -474,7 +491,6 @@ impl Conn {
             return Progress::Done;
         }
         self.lingering = true;
-        self.last_active = Instant::now();
         self.discard_input()
     }
 

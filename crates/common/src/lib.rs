@@ -32,6 +32,8 @@ pub mod token {
 }
 
 /// The soonest of several optional timeouts (`None`: wait without limit).
-pub fn earliest(timeouts: impl IntoIterator<Item = Option<std::time::Duration>>) -> Option<std::time::Duration> {
+pub fn earliest(
+    timeouts: impl IntoIterator<Item = Option<std::time::Duration>>,
+) -> Option<std::time::Duration> {
     timeouts.into_iter().flatten().min()
 }

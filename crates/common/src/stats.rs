@@ -83,7 +83,12 @@ pub struct Stats {
 
 impl Stats {
     /// Counters for `workers` workers of architecture `arch`, in memory a forked child shares.
-    pub fn new(arch: &'static str, workers: usize, max_conns: u64, listeners: Vec<Listener>) -> io::Result<Arc<Self>> {
+    pub fn new(
+        arch: &'static str,
+        workers: usize,
+        max_conns: u64,
+        listeners: Vec<Listener>,
+    ) -> io::Result<Arc<Self>> {
         let counters = sys::shared::shared_counters(SLOT * (workers + 1))?;
         Ok(Arc::new(Stats { arch, started: Instant::now(), max_conns, counters, listeners }))
     }

@@ -54,7 +54,12 @@ fn main() {
 }
 
 /// The event loop: the listener, the signalfd and every connection in one epoll.
-fn worker_main(config: &Config, listener: Listener, signals: &ShutdownSignals, worker: WorkerStats) -> std::io::Result<()> {
+fn worker_main(
+    config: &Config,
+    listener: Listener,
+    signals: &ShutdownSignals,
+    worker: WorkerStats,
+) -> std::io::Result<()> {
     let poller = Poller::new()?;
     poller.add(listener.fd.as_fd(), LISTENER, READABLE_EDGE)?;
     poller.add(signals.as_fd(), SIGNALS, READABLE_EDGE)?;
@@ -66,7 +71,7 @@ fn worker_main(config: &Config, listener: Listener, signals: &ShutdownSignals, w
     loop {
         let drain_left = drain_deadline.map(|at| at.saturating_duration_since(Instant::now()));
         poller.wait(&mut events, common::earliest([conns.timeout(), acceptor.resume_in(), drain_left]))?;
-        conns.worker().wakeup();
+        conns.woke_up();
         for event in events.iter() {
             match event.token {
                 LISTENER => accept_loop(&mut acceptor, &poller, &mut conns),

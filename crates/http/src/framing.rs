@@ -5,6 +5,7 @@
 //! of `GET`s costs one header parse each and nothing more.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use crate::response::Status;
 
@@ -73,9 +74,10 @@ enum BodyFraming {
 
 /// Parses the request at the start of `buf`.
 pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, FramingError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let header_len = match parsed.parse(buf) {
+    // Uninitialised header slots: initialising 64 of them would cost more than parsing a small request.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let header_len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) if len > MAX_HEADER_BYTES => {
             return Err(error(Status::HeaderFieldsTooLarge, "header section over 8 KiB"))
         }
@@ -189,14 +191,17 @@ fn trimmed(value: &[u8]) -> &[u8] {
 /// Splits a request target into path and query. The absolute form (`http://host/path`), which
 /// servers must accept (RFC 9112 §3.2.2), is reduced to its path.
 fn split_target(target: &str) -> Result<(&str, &str), FramingError> {
-    let target = match target.split_once("://") {
-        Some((_scheme, rest)) if !target.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
-        _ => target,
+    let path_and_query = match target.as_bytes().first() {
+        Some(b'/') => target,
+        _ => match target.split_once("://") {
+            Some((_scheme, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => return Err(error(Status::BadRequest, "request target must start with /")),
+        },
     };
-    if !target.starts_with('/') {
-        return Err(error(Status::BadRequest, "request target must start with /"));
-    }
-    Ok(target.split_once('?').unwrap_or((target, "")))
+    Ok(match path_and_query.bytes().position(|b| b == b'?') {
+        Some(i) => (&path_and_query[..i], &path_and_query[i + 1..]),
+        None => (path_and_query, ""),
+    })
 }
 
 /// Where a chunked body ends, and how long it is once decoded.

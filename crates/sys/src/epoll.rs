@@ -5,18 +5,16 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
-pub use nix::sys::epoll::EpollFlags as Interest;
 use nix::errno::Errno;
+pub use nix::sys::epoll::EpollFlags as Interest;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollTimeout};
 
 use crate::os_error;
 
 /// A connection's registration: readable, writable and peer-closed, edge-triggered, so each change is
 /// reported once and never needs re-arming with `EPOLL_CTL_MOD`.
-pub const CONNECTION: Interest = Interest::EPOLLIN
-    .union(Interest::EPOLLOUT)
-    .union(Interest::EPOLLRDHUP)
-    .union(Interest::EPOLLET);
+pub const CONNECTION: Interest =
+    Interest::EPOLLIN.union(Interest::EPOLLOUT).union(Interest::EPOLLRDHUP).union(Interest::EPOLLET);
 
 /// A listener or wake-up fd: readable, edge-triggered (the owner drains it until `EAGAIN`).
 pub const READABLE_EDGE: Interest = Interest::EPOLLIN.union(Interest::EPOLLET);
@@ -45,9 +43,7 @@ impl Poller {
     /// `epoll_ctl(EPOLL_CTL_MOD)`: change what `fd` is watched for.
     pub fn modify(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
         let mut event = EpollEvent::new(interest, token);
-        self.epoll
-            .modify(fd, &mut event)
-            .map_err(|e| os_error("epoll_ctl MOD fd", fd.as_raw_fd(), e))
+        self.epoll.modify(fd, &mut event).map_err(|e| os_error("epoll_ctl MOD fd", fd.as_raw_fd(), e))
     }
 
     /// `epoll_ctl(EPOLL_CTL_DEL)`: stop watching `fd`. Closing an fd removes it too, as long as no

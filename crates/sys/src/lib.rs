@@ -35,10 +35,7 @@ use nix::errno::Errno;
 
 /// Turns an errno from `call` on `target` into an `io::Error` that reads `call target: reason`.
 pub(crate) fn os_error(call: &str, target: impl Display, errno: Errno) -> io::Error {
-    io::Error::new(
-        io::Error::from(errno).kind(),
-        format!("{call} {target}: {}", errno.desc()),
-    )
+    io::Error::new(io::Error::from(errno).kind(), format!("{call} {target}: {}", errno.desc()))
 }
 
 /// `os_error` for the errno the last libc call left behind.

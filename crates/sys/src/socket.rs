@@ -6,8 +6,7 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{
-    bind, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
-    SockaddrStorage,
+    bind, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
 };
 
 use crate::{last_os_error, os_error};
@@ -24,8 +23,7 @@ pub fn listen_tcp(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Resul
     };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let fd = socket(family, SockType::Stream, flags, None).map_err(|e| os_error("socket", addr, e))?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true)
-        .map_err(|e| os_error("setsockopt SO_REUSEADDR", addr, e))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| os_error("setsockopt SO_REUSEADDR", addr, e))?;
     if reuse_port {
         setsockopt(&fd, sockopt::ReusePort, &true)
             .map_err(|e| os_error("setsockopt SO_REUSEPORT", addr, e))?;
@@ -48,9 +46,8 @@ pub fn listen_tcp(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Resul
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: null address pointers are allowed by accept4(2) when the peer address is not wanted.
-    let fd = unsafe {
-        libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), flags)
-    };
+    let fd =
+        unsafe { libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -75,7 +72,10 @@ pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     if let Some(v6) = storage.as_sockaddr_in6() {
         return Ok(SocketAddr::V6(SocketAddrV6::new(v6.ip(), v6.port(), v6.flowinfo(), v6.scope_id())));
     }
-    Err(io::Error::new(io::ErrorKind::InvalidInput, format!("getsockname fd {}: not an IP socket", fd.as_raw_fd())))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("getsockname fd {}: not an IP socket", fd.as_raw_fd()),
+    ))
 }
 
 /// What the kernel says about a listening socket's accept queue.
@@ -113,11 +113,11 @@ pub fn listen_queue(listener: BorrowedFd<'_>) -> io::Result<ListenQueue> {
 /// Reads `net.core.somaxconn`, the ceiling the kernel puts on every listen(2) backlog.
 pub fn somaxconn() -> io::Result<u32> {
     const PATH: &str = "/proc/sys/net/core/somaxconn";
-    let text = std::fs::read_to_string(PATH)
-        .map_err(|e| io::Error::new(e.kind(), format!("read {PATH}: {e}")))?;
-    text.trim()
-        .parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("read {PATH}: not a number: {text:?}")))
+    let text =
+        std::fs::read_to_string(PATH).map_err(|e| io::Error::new(e.kind(), format!("read {PATH}: {e}")))?;
+    text.trim().parse().map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("read {PATH}: not a number: {text:?}"))
+    })
 }
 
 /// `SO_ATTACH_REUSEPORT_CBPF` with a two-instruction classic BPF program that returns the number of
