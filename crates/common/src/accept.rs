@@ -24,11 +24,18 @@ pub struct Acceptor {
     worker: WorkerStats,
     paused_until: Option<Instant>,
     last_warning: Option<Instant>,
+    /// The socket no longer listens (`stop_listening`, here or in another thread): accept nothing.
+    stopped: bool,
 }
 
 impl Acceptor {
     pub fn new(listener: Listener, worker: WorkerStats) -> Self {
-        Acceptor { listener, worker, paused_until: None, last_warning: None }
+        Acceptor { listener, worker, paused_until: None, last_warning: None, stopped: false }
+    }
+
+    /// Call on every return from epoll_wait of a loop that only accepts: counts the wake-up.
+    pub fn woke_up(&self) {
+        self.worker.wakeup();
     }
 
     /// The listening socket.
@@ -41,7 +48,7 @@ impl Acceptor {
     pub fn accept_all(&mut self, mut hand_off: impl FnMut(OwnedFd)) -> usize {
         let mut handed_off = 0;
         self.take_resumed();
-        while self.resume_in().is_none() {
+        while !self.stopped && self.resume_in().is_none() {
             match self.accept_one() {
                 Ok(Some(fd)) => {
                     hand_off(fd);
@@ -72,12 +79,24 @@ impl Acceptor {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                // EINVAL: the socket was shut down and listens no more (a drain has begun).
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    self.stopped = true;
+                    return Err(e);
+                }
                 Err(e) => {
                     self.pause(&e);
                     return Err(e);
                 }
             }
         }
+    }
+
+    /// Stops listening for good: `shutdown(SHUT_RD)` on the socket, for every thread that shares it.
+    /// New connections are refused from now on; those still in the accept queue are reset.
+    pub fn stop_listening(&mut self) -> io::Result<()> {
+        self.stopped = true;
+        sys::socket::stop_listening(self.listener.fd.as_fd())
     }
 
     /// How long accepting is still paused for, if it is.

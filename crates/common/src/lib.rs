@@ -11,12 +11,14 @@
 //!    error, idle timeout or drain.
 //! 4. [`exec`] executes a request on whichever thread is given it: `/`, `/spin`, `/sleep`, `/echo`,
 //!    `/stats`.
-//! 5. [`stats`] keeps the per-worker counters in memory that threads, and forked processes, share.
+//! 5. [`drain`] times the graceful stop on SIGINT / SIGTERM.
+//! 6. [`stats`] keeps the per-worker counters in memory that threads, and forked processes, share.
 #![forbid(unsafe_code)]
 
 pub mod accept;
 pub mod config;
 pub mod conn;
+pub mod drain;
 pub mod exec;
 pub mod startup;
 pub mod stats;

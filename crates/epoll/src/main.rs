@@ -16,20 +16,17 @@
 #![forbid(unsafe_code)]
 
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
 use common::conn::{ConnSettings, Connections, ExecuteHere};
+use common::drain::Drain;
 use common::startup::{self, fatal};
 use common::stats::{Listener, Role, Stats, WorkerStats};
 use common::token::{LISTENER, SIGNALS};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::signal::ShutdownSignals;
-
-/// How long a SIGTERM waits for the requests in flight before exiting anyway.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// lab-epoll: one thread listens, accepts, reads and executes (Node.js style).
 #[derive(Parser)]
@@ -67,29 +64,30 @@ fn worker_main(
     let mut acceptor = Acceptor::new(listener, worker.clone());
     let mut conns = Connections::new(settings, worker);
     let mut events = Events::with_capacity(1024);
-    let mut drain_deadline: Option<Instant> = None;
+    let mut drain = Drain::default();
     loop {
-        let drain_left = drain_deadline.map(|at| at.saturating_duration_since(Instant::now()));
-        poller.wait(&mut events, common::earliest([conns.timeout(), acceptor.resume_in(), drain_left]))?;
+        poller.wait(
+            &mut events,
+            common::earliest([conns.timeout(), acceptor.resume_in(), drain.time_left()]),
+        )?;
         conns.woke_up();
         for event in events.iter() {
             match event.token {
                 LISTENER => accept_loop(&mut acceptor, &poller, &mut conns),
-                SIGNALS if signals.read()?.is_some() && drain_deadline.is_none() => {
+                SIGNALS if signals.read()?.is_some() && drain.begin() => {
                     startup::log("draining: no new connections; finishing the requests in flight");
-                    sys::socket::stop_listening(acceptor.listener().fd.as_fd())?;
-                    drain_deadline = Some(Instant::now() + DRAIN_LIMIT);
+                    acceptor.stop_listening()?;
                     conns.begin_drain(&mut ExecuteHere);
                 }
                 SIGNALS => {}
                 token => conns.ready(token, &event, &mut ExecuteHere),
             }
         }
-        if drain_deadline.is_none() && acceptor.take_resumed() {
+        if !drain.is_draining() && acceptor.take_resumed() {
             accept_loop(&mut acceptor, &poller, &mut conns);
         }
         conns.tick(&mut ExecuteHere);
-        if drain_deadline.is_some_and(|at| conns.is_empty() || Instant::now() >= at) {
+        if drain.is_done(&conns) {
             return Ok(());
         }
     }

@@ -1,0 +1,176 @@
+//! lab-memcached: the main thread listens and accepts; each new connection is handed round-robin to
+//! one of N worker threads, which reads, executes and writes it from then on — memcached's
+//! `thread.c` (`dispatch_conn_new`, `thread_libevent_process`).
+//!
+//! ```text
+//!   SYN ─► SYN queue ─► accept queue ─► accept_loop (main thread, own epoll: listener, signalfd)
+//!          (kernel)       (kernel)           │ dispatch_new_conn: round-robin
+//!                                ┌───────────┼───────────┐  queue push + eventfd write
+//!                                ▼           ▼           ▼
+//!                           worker_main  worker_main  worker_main   (own epoll: eventfd + its
+//!                           read/execute/write, each connection forever on one worker)
+//! ```
+//!
+//! Trigger mode: edge-triggered everywhere (see `common::conn`).
+//!
+//! Trade-off: accepting never competes with serving, and a connection's state stays on one core
+//! with no locks. But the choice of worker is made once, blind, per connection: a worker that drew
+//! the heavy connections stays busy while its neighbours idle (`/stats`: `conns` is even, `requests`
+//! and latency are not), and the single acceptor caps the rate of new connections.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::thread;
+
+use clap::Parser;
+use common::accept::Acceptor;
+use common::config::{self, CommonArgs, Config};
+use common::conn::{ConnSettings, Connections, ExecuteHere};
+use common::drain::Drain;
+use common::startup::{self, fatal};
+use common::stats::{Role, Stats, WorkerStats};
+use common::token::{LISTENER, SIGNALS, WAKER};
+use crossbeam_channel::{Receiver, Sender};
+use sys::epoll::{Events, Poller, READABLE_EDGE};
+use sys::eventfd::Waker;
+use sys::signal::ShutdownSignals;
+
+/// lab-memcached: one acceptor thread hands connections round-robin to N worker threads.
+#[derive(Parser)]
+#[command(name = "lab-memcached", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// What the acceptor sends a worker.
+enum Message {
+    /// A new connection, now the worker's.
+    Conn(OwnedFd),
+    /// SIGTERM: finish what is in flight and exit.
+    Drain,
+}
+
+/// The acceptor's end of one worker: its queue and its wake-up.
+struct WorkerHandle {
+    queue: Sender<Message>,
+    waker: Arc<Waker>,
+}
+
+fn main() {
+    let cli: Cli = config::parse_or_exit();
+    let config = cli.common.resolve(None).unwrap_or_else(|e| config::usage_error(&e));
+    startup::check_environment(&config);
+    let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
+    let listener = startup::listen(&config, config.addr, false);
+    let stats = Stats::new("memcached", config.workers + 1, config.max_conns, vec![listener.clone()])
+        .unwrap_or_else(|e| fatal(e));
+    let mut workers = Vec::with_capacity(config.workers);
+    let mut threads = Vec::with_capacity(config.workers);
+    for id in 1..=config.workers {
+        let (queue, inbox) = crossbeam_channel::unbounded();
+        let waker = Arc::new(Waker::new().unwrap_or_else(|e| fatal(e)));
+        let worker = stats.worker(id, Role::Worker, config.cpu_for(id));
+        let (config, thread_waker) = (config.clone(), Arc::clone(&waker));
+        threads.push(thread::spawn(move || {
+            startup::pin(config.cpu_for(id));
+            worker_main(&config, inbox, &thread_waker, worker).unwrap_or_else(|e| fatal(e));
+        }));
+        workers.push(WorkerHandle { queue, waker });
+    }
+    startup::pin(config.cpu_for(0));
+    let acceptor = Acceptor::new(listener.clone(), stats.worker(0, Role::Acceptor, config.cpu_for(0)));
+    startup::announce(listener.addr);
+    accept_loop(acceptor, &signals, &workers).unwrap_or_else(|e| fatal(e));
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+/// The main thread: waits for the listener (or a signal), accepts everything queued, hands it out.
+fn accept_loop(
+    mut acceptor: Acceptor,
+    signals: &ShutdownSignals,
+    workers: &[WorkerHandle],
+) -> io::Result<()> {
+    let poller = Poller::new()?;
+    poller.add(acceptor.listener().fd.as_fd(), LISTENER, READABLE_EDGE)?;
+    poller.add(signals.as_fd(), SIGNALS, READABLE_EDGE)?;
+    let mut events = Events::with_capacity(8);
+    let mut next = 0;
+    loop {
+        poller.wait(&mut events, acceptor.resume_in())?;
+        acceptor.woke_up();
+        for event in events.iter() {
+            if event.token == SIGNALS && signals.read()?.is_some() {
+                startup::log("draining: no new connections; workers finish the requests in flight");
+                acceptor.stop_listening()?;
+                for worker in workers {
+                    let _ = worker.queue.send(Message::Drain);
+                    notify_worker(worker);
+                }
+                return Ok(());
+            }
+        }
+        acceptor.accept_all(|fd| dispatch_new_conn(workers, &mut next, fd));
+    }
+}
+
+/// Hands a connection to the next worker in turn.
+///
+/// NOTE: round-robin, as memcached does, balances connections, not work: the acceptor cannot know
+/// which connection will be busy, and once handed over a connection never moves. Asking workers how
+/// loaded they are would need shared state on every accept; memcached chose not to pay for it.
+fn dispatch_new_conn(workers: &[WorkerHandle], next: &mut usize, fd: OwnedFd) {
+    let worker = &workers[*next];
+    *next = (*next + 1) % workers.len();
+    if worker.queue.send(Message::Conn(fd)).is_ok() {
+        notify_worker(worker);
+    }
+}
+
+/// Wakes a worker: one eventfd write per item queued, so the counter it reads says how many to take.
+fn notify_worker(worker: &WorkerHandle) {
+    let _ = worker.waker.wake();
+}
+
+/// A worker thread: its own epoll with its eventfd and the connections it was given.
+fn worker_main(
+    config: &Config,
+    inbox: Receiver<Message>,
+    waker: &Waker,
+    worker: WorkerStats,
+) -> io::Result<()> {
+    let poller = Poller::new()?;
+    poller.add(waker.as_fd(), WAKER, READABLE_EDGE)?;
+    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
+    let mut conns = Connections::new(settings, worker);
+    let mut events = Events::with_capacity(1024);
+    let mut drain = Drain::default();
+    loop {
+        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
+        conns.woke_up();
+        for event in events.iter() {
+            match event.token {
+                WAKER => {
+                    for _ in 0..waker.drain()? {
+                        match inbox.try_recv() {
+                            Ok(Message::Conn(fd)) => {
+                                let _ = conns.add(&poller, fd); // a failure closes that connection only
+                            }
+                            Ok(Message::Drain) if drain.begin() => conns.begin_drain(&mut ExecuteHere),
+                            Ok(Message::Drain) | Err(_) => {}
+                        }
+                    }
+                }
+                token => conns.ready(token, &event, &mut ExecuteHere),
+            }
+        }
+        conns.tick(&mut ExecuteHere);
+        if drain.is_done(&conns) {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! lab-nginx: one listening socket; N worker threads, each with its own epoll, take turns accepting on
+//! it and then read, execute and write their own connections — nginx's event module
+//! (`ngx_process_events_and_timers`, `ngx_trylock_accept_mutex`, `ngx_accept_disabled`).
+//!
+//! ```text
+//!   SYN ─► SYN queue ─► one accept queue ─┬─► worker_main 0: accept_loop, read/execute/write
+//!          (kernel)      (kernel, shared) ├─► worker_main 1: accept_loop, read/execute/write
+//!                                         └─► worker_main 2: ...
+//!                 who may accept: --accept mutex     the holder of a mutex alone has the listener in
+//!                                                    its epoll (the default, as in the seeds)
+//!                                 --accept exclusive the listener in every epoll, EPOLLEXCLUSIVE:
+//!                                                    the kernel wakes one waiter per connection
+//!                                 --accept herd      the listener in every epoll: all wake, one wins
+//! ```
+//!
+//! Trigger mode: edge-triggered (see `common::conn`); the listener too.
+//!
+//! Trade-off: every worker is its own acceptor, so no hand-off and no single accepting thread; but
+//! they share one accept queue, and who gets the next connection is decided by a lock, by the
+//! kernel's choice of waiter, or by a race — each with its own imbalance, visible in `/stats`.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use common::accept::Acceptor;
+use common::config::{self, CommonArgs, Config};
+use common::conn::{ConnSettings, Connections, ExecuteHere};
+use common::drain::Drain;
+use common::startup::{self, fatal};
+use common::stats::{Role, Stats, WorkerStats};
+use common::token::{LISTENER, SIGNALS, WAKER};
+use parking_lot::{Mutex, MutexGuard};
+use sys::epoll::{Events, Interest, Poller, READABLE_EDGE};
+use sys::eventfd::Waker;
+use sys::signal::ShutdownSignals;
+
+/// How the worker threads share the listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AcceptMode {
+    /// A mutex: only its holder has the listener in its epoll (nginx `accept_mutex on`).
+    Mutex,
+    /// The listener in every epoll with EPOLLEXCLUSIVE: one waiter woken per connection.
+    Exclusive,
+    /// The listener in every epoll: every waiter woken, one wins (the thundering herd).
+    Herd,
+}
+
+/// lab-nginx: N threads with their own epoll take turns accepting on one socket.
+#[derive(Parser)]
+#[command(name = "lab-nginx", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// How the threads take turns at accepting.
+    #[arg(long, value_enum, default_value_t = AcceptMode::Mutex)]
+    accept: AcceptMode,
+}
+
+/// How long a worker that did not get the accept mutex waits before trying again, unless one of its
+/// own connections wakes it sooner. nginx's `accept_mutex_delay` defaults to 500 ms.
+const ACCEPT_MUTEX_DELAY: Duration = Duration::from_millis(500);
+
+fn main() {
+    let cli: Cli = config::parse_or_exit();
+    let config = cli.common.resolve(None).unwrap_or_else(|e| config::usage_error(&e));
+    startup::check_environment(&config);
+    let signals = Arc::new(ShutdownSignals::new().unwrap_or_else(|e| fatal(e)));
+    let listener = startup::listen(&config, config.addr, false);
+    let stats = Stats::new("nginx", config.workers, config.max_conns, vec![listener.clone()])
+        .unwrap_or_else(|e| fatal(e));
+    startup::log(
+        format_args!("{} workers, --accept {:?}", config.workers, cli.accept).to_string().to_lowercase(),
+    );
+    let accept_mutex = Arc::new(Mutex::new(()));
+    let wakers: Vec<Arc<Waker>> =
+        (0..config.workers).map(|_| Arc::new(Waker::new().unwrap_or_else(|e| fatal(e)))).collect();
+    let threads: Vec<_> = (0..config.workers)
+        .map(|id| {
+            let worker = stats.worker(id, Role::Worker, config.cpu_for(id));
+            let acceptor = Acceptor::new(listener.clone(), worker.clone());
+            let shared = Shared {
+                mode: cli.accept,
+                accept_mutex: Arc::clone(&accept_mutex),
+                signals: Arc::clone(&signals),
+                wakers: wakers.clone(),
+                me: id,
+            };
+            let config = config.clone();
+            thread::spawn(move || {
+                startup::pin(config.cpu_for(id));
+                worker_main(&config, acceptor, &shared, worker).unwrap_or_else(|e| fatal(e));
+            })
+        })
+        .collect();
+    startup::announce(listener.addr);
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+/// What the worker threads share.
+struct Shared {
+    mode: AcceptMode,
+    accept_mutex: Arc<Mutex<()>>,
+    /// The signalfd: in every epoll; whoever reads the signal tells the others through their wakers.
+    signals: Arc<ShutdownSignals>,
+    wakers: Vec<Arc<Waker>>,
+    me: usize,
+}
+
+/// A worker thread: accepts (when its turn comes), then serves its own connections.
+fn worker_main(
+    config: &Config,
+    mut acceptor: Acceptor,
+    shared: &Shared,
+    worker: WorkerStats,
+) -> io::Result<()> {
+    let poller = Poller::new()?;
+    poller.add(shared.signals.as_fd(), SIGNALS, READABLE_EDGE)?;
+    poller.add(shared.wakers[shared.me].as_fd(), WAKER, READABLE_EDGE)?;
+    let listener_fd = Arc::clone(&acceptor.listener().fd);
+    match shared.mode {
+        AcceptMode::Mutex => {} // added and removed as the mutex comes and goes
+        AcceptMode::Exclusive => {
+            poller.add(listener_fd.as_fd(), LISTENER, READABLE_EDGE | Interest::EPOLLEXCLUSIVE)?
+        }
+        AcceptMode::Herd => poller.add(listener_fd.as_fd(), LISTENER, READABLE_EDGE)?,
+    }
+    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
+    let share = (config.max_conns as usize / config.workers).max(1);
+    let mut conns = Connections::new(settings, worker);
+    let mut events = Events::with_capacity(1024);
+    let mut drain = Drain::default();
+    let mut turn = AcceptTurn { held: None, listening: false, disabled: 0 };
+    loop {
+        let mut timeout = common::earliest([conns.timeout(), acceptor.resume_in(), drain.time_left()]);
+        if shared.mode == AcceptMode::Mutex && !drain.is_draining() {
+            turn.try_take(&shared.accept_mutex, &poller, &listener_fd, conns.len(), share)?;
+            if !turn.listening {
+                timeout = common::earliest([timeout, Some(ACCEPT_MUTEX_DELAY)]);
+            }
+        }
+        poller.wait(&mut events, timeout)?;
+        conns.woke_up();
+        // Accept first, then let go of the mutex before serving: the next holder need not wait for
+        // this worker's requests to execute (nginx posts its read events for the same reason).
+        if events.iter().any(|event| event.token == LISTENER) || acceptor.take_resumed() {
+            accept_loop(&mut acceptor, &poller, &mut conns);
+        }
+        turn.held = None;
+        for event in events.iter() {
+            match event.token {
+                LISTENER => {}
+                SIGNALS | WAKER => {
+                    let signalled = event.token == SIGNALS && shared.signals.read()?.is_some();
+                    let told = event.token == WAKER && shared.wakers[shared.me].drain()? > 0;
+                    if (signalled || told) && drain.begin() {
+                        if signalled {
+                            startup::log("draining: no new connections; finishing the requests in flight");
+                            acceptor.stop_listening()?;
+                            shared.wakers.iter().for_each(|waker| drop(waker.wake()));
+                        }
+                        conns.begin_drain(&mut ExecuteHere);
+                    }
+                }
+                token => conns.ready(token, &event, &mut ExecuteHere),
+            }
+        }
+        conns.tick(&mut ExecuteHere);
+        if drain.is_done(&conns) {
+            return Ok(());
+        }
+    }
+}
+
+/// One worker's state in the accept-mutex protocol.
+struct AcceptTurn<'a> {
+    /// The mutex, while this worker holds it (from before its epoll_wait to after it accepted).
+    held: Option<MutexGuard<'a, ()>>,
+    /// Whether the listener is in this worker's epoll now.
+    listening: bool,
+    /// Turns left to sit out because this worker holds more than its share (`ngx_accept_disabled`).
+    disabled: usize,
+}
+
+impl<'a> AcceptTurn<'a> {
+    /// Before each wait: take the mutex if it is free and this worker is not sitting out, and put the
+    /// listener in (or out of) this worker's epoll to match.
+    ///
+    /// NOTE: this is nginx's accept_mutex. Only the holder is woken by a new connection, so there is
+    /// no herd; but the holder tends to win again at its next turn (the others are asleep for up to
+    /// ACCEPT_MUTEX_DELAY), so one worker takes most connections until it holds 7/8 of its share and
+    /// starts sitting out turns. That imbalance, and the epoll_ctl calls each change of holder costs,
+    /// are why nginx turned accept_mutex off by default in 1.11.3 once EPOLLEXCLUSIVE and reuseport
+    /// existed.
+    fn try_take(
+        &mut self,
+        mutex: &'a Mutex<()>,
+        poller: &Poller,
+        listener: &std::os::fd::OwnedFd,
+        open: usize,
+        share: usize,
+    ) -> io::Result<()> {
+        // ngx_accept_disabled = connections / 8 - free connections: positive once 7/8 are in use.
+        self.disabled =
+            self.disabled.saturating_sub(1).max((share / 8).saturating_sub(share.saturating_sub(open)));
+        self.held = if self.disabled == 0 { mutex.try_lock() } else { None };
+        match (self.held.is_some(), self.listening) {
+            (true, false) => poller.add(listener.as_fd(), LISTENER, READABLE_EDGE)?,
+            (false, true) => poller.delete(listener.as_fd())?,
+            _ => {}
+        }
+        self.listening = self.held.is_some();
+        Ok(())
+    }
+}
+
+/// Accepts every connection waiting in the shared accept queue into this worker's own epoll.
+fn accept_loop(acceptor: &mut Acceptor, poller: &Poller, conns: &mut Connections) {
+    acceptor.accept_all(|fd| {
+        // A failure here concerns this one connection, which is closed; the loop goes on.
+        let _ = conns.add(poller, fd);
+    });
+}
