@@ -108,9 +108,11 @@ impl CommonArgs {
 }
 
 /// Parses the command line of server `P`; a bad one exits 2 with a one-line reason (clap's own
-/// message, without its usage paragraph), `--help` and `--version` print and exit 0.
+/// message, without its usage paragraph), `--help` and `--version` print and exit 0. A flag given
+/// twice takes its last value, as in most Unix tools, so scripts can append overrides.
 pub fn parse_or_exit<P: Parser>() -> P {
-    P::try_parse().unwrap_or_else(|e| {
+    let command = P::command().args_override_self(true);
+    command.try_get_matches().and_then(|matches| P::from_arg_matches(&matches)).unwrap_or_else(|e| {
         if !e.use_stderr() {
             e.exit();
         }

@@ -182,6 +182,9 @@ impl Connections {
         if event.is_readable() || event.is_closed() {
             conn.readable = true;
         }
+        if event.is_closed() {
+            conn.hung_up = true;
+        }
         if event.is_writable() {
             conn.write_blocked = false;
         }
@@ -313,6 +316,9 @@ struct Conn {
     closing: bool,
     /// The peer has closed its side (read returned 0).
     peer_closed: bool,
+    /// epoll reported EPOLLRDHUP / EPOLLHUP / EPOLLERR: the end of the stream is in the socket, so
+    /// reads go on until they return it (no further event would come to announce it).
+    hung_up: bool,
     /// Our side is shut; discarding what the peer still sends until it closes or `LINGER` passes.
     lingering: bool,
     last_active: Instant,
@@ -332,6 +338,7 @@ impl Conn {
             write_blocked: false,
             closing: false,
             peer_closed: false,
+            hung_up: false,
             lingering: false,
             last_active: now,
         }
@@ -388,8 +395,9 @@ impl Conn {
         let n = sys::socket::read(self.fd.as_fd(), space)?;
         self.input.filled(n);
         // A read that did not fill the buffer emptied the socket: edge-triggered epoll will report
-        // the next arrival, so no extra read is spent just to see EAGAIN.
-        if n < room {
+        // the next arrival, so no extra read is spent just to see EAGAIN. Unless the peer has hung
+        // up: data and FIN can arrive as one event, and the FIN is only seen by reading on.
+        if n < room && !self.hung_up {
             self.readable = false;
         }
         Ok(n)

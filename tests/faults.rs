@@ -1,0 +1,342 @@
+#![forbid(unsafe_code)]
+//! The fault suite: clients that crowd in, reset, stall, never read or sit idle, the connection and
+//! file-descriptor limits, and shutdown by signal. Through all of it, everyone else stays served.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use acceptlab_tests::{
+    binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, rss_kib, spawn,
+    spawn_with_fd_limit, Client, Running,
+};
+
+/// How long a well-behaved client may wait for `GET /` while others misbehave.
+const PROMPT: Duration = Duration::from_secs(1);
+
+/// Fails unless a fresh connection gets `GET /` answered within [`PROMPT`].
+fn assert_prompt(running: &Running, context: &str) {
+    let started = Instant::now();
+    let mut client = running.connect();
+    client.set_read_timeout(PROMPT * 2);
+    let response = client.get("/");
+    let took = started.elapsed();
+    assert_eq!(response.status, 200, "{context}: {response:?}");
+    assert!(took <= PROMPT, "{context}: GET / took {took:?}");
+}
+
+/// A fresh connection, if it gets `GET /` answered with a 200 within a second.
+fn served_connection(running: &Running) -> Option<Client> {
+    let mut client = Client::try_connect(running.addr()).ok()?;
+    client.set_read_timeout(Duration::from_secs(1));
+    client.try_send(&get("/")).ok()?;
+    let served = client.try_read_response(false).is_ok_and(|response| response.status == 200);
+    served.then_some(client)
+}
+
+/// Polls /stats until no connection but the asking one is open; fails after 5 s.
+fn assert_connections_all_closed(running: &Running) {
+    let mut client = running.connect();
+    let mut stats = client.stats();
+    let all_closed = eventually(Duration::from_secs(5), || {
+        stats = client.stats();
+        stats["totals"]["open"] == 1
+    });
+    assert!(all_closed, "connections the clients closed are still counted open: {stats}");
+}
+
+#[test]
+fn many_concurrent_clients_are_all_answered() {
+    const CLIENTS: usize = 200;
+    const REQUESTS: usize = 20;
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let clients: Vec<Client> = (0..CLIENTS).map(|_| running.connect()).collect();
+        in_parallel(clients, |id, mut client| {
+            for request in 0..REQUESTS {
+                if request % 2 == 0 {
+                    assert_eq!(client.get("/").text(), "Hello, World!", "request {request}");
+                } else {
+                    let body = format!("client {id}, request {request}");
+                    let response = client.request(&echo(body.as_bytes()));
+                    assert_eq!(response.text(), body, "{response:?}");
+                }
+            }
+        });
+        let stats = running.connect().stats();
+        let requests = stats["totals"]["requests"].as_u64().unwrap_or_default();
+        assert!(requests > (CLIENTS * REQUESTS) as u64, "{stats}");
+    });
+}
+
+/// Ways for a client to walk away mid-conversation.
+#[derive(Debug, Clone, Copy)]
+enum Walkout {
+    HalfRequest,
+    HalfBody,
+    HalfBodyThenEof,
+    UnreadResponses,
+    Reset,
+}
+
+const WALKOUTS: [Walkout; 5] = [
+    Walkout::HalfRequest,
+    Walkout::HalfBody,
+    Walkout::HalfBodyThenEof,
+    Walkout::UnreadResponses,
+    Walkout::Reset,
+];
+
+/// Opens a connection and leaves it `how`. The server may close its end first, so send errors are
+/// ignored: only the server's survival matters here.
+fn walk_out(running: &Running, how: Walkout) {
+    let mut client = running.connect();
+    // A response big enough that some of it is still unread when the client closes.
+    let big_exchange = [get("/"), echo(&binary_body(200_000))].concat();
+    match how {
+        Walkout::HalfRequest => drop(client.try_send(b"GET /sleep?ms=1 HTTP/1.1\r\nHost: a\r\nX-Half")),
+        Walkout::HalfBody => {
+            let request = echo(&binary_body(64 * 1024));
+            drop(client.try_send(&request[..request.len() / 2]));
+        }
+        Walkout::HalfBodyThenEof => {
+            drop(client.try_send(b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nshort"));
+            client.shutdown_write();
+        }
+        // The responses reach a closed socket: the server's writes fail with EPIPE or ECONNRESET.
+        Walkout::UnreadResponses => drop(client.try_send(&big_exchange)),
+        // Closing with unread bytes in the receive buffer makes the kernel send RST.
+        Walkout::Reset => {
+            drop(client.try_send(&big_exchange));
+            drop(client.read_more());
+        }
+    }
+}
+
+#[test]
+fn clients_that_reset_or_walk_away_do_not_disturb_others() {
+    for_each_server(|server| {
+        let mut running = spawn(server, &[]);
+        let mut steady = running.connect();
+        thread::scope(|scope| {
+            let walkouts = scope.spawn(|| {
+                for round in 0..20 {
+                    for how in WALKOUTS {
+                        walk_out(&running, how);
+                    }
+                    if round % 5 == 0 {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            });
+            let mut probes = 0;
+            while !walkouts.is_finished() || probes < 5 {
+                let started = Instant::now();
+                assert_eq!(steady.get("/").status, 200, "steady client, probe {probes}");
+                assert!(
+                    started.elapsed() <= PROMPT,
+                    "steady client, probe {probes}: {:?}",
+                    started.elapsed()
+                );
+                assert_prompt(&running, &format!("fresh client, probe {probes}"));
+                probes += 1;
+            }
+            walkouts.join().expect("the walking-out clients");
+        });
+        drop(steady);
+        assert!(running.is_running(), "the server died: {}", running.stderr_text());
+        assert_prompt(&running, "after the walkouts");
+        assert_connections_all_closed(&running);
+    });
+}
+
+#[test]
+fn clients_that_never_read_do_not_stall_others_or_grow_memory() {
+    const MEMORY_LIMIT_KIB: u64 = 64 * 1024;
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let echo_flood = (echo(&binary_body(64 * 1024)), 2000);
+        let get_flood = (get("/"), 200_000);
+        let floods = [echo_flood, get_flood].map(|(request, count)| {
+            let flooder = running.connect();
+            // Once the server stops reading, a write times out and the flooder stops sending.
+            flooder.stream().set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+            (flooder, request, count)
+        });
+        thread::scope(|scope| {
+            let flooders: Vec<_> = floods
+                .map(|(mut flooder, request, count)| {
+                    scope.spawn(move || {
+                        const BATCH: usize = 64;
+                        let batch = request.repeat(BATCH);
+                        for _ in 0..count / BATCH {
+                            if flooder.try_send(&batch).is_err() {
+                                break;
+                            }
+                        }
+                        flooder
+                    })
+                })
+                .into_iter()
+                .collect();
+            for probe in 0..20 {
+                assert_prompt(&running, &format!("probe {probe} during the floods"));
+                thread::sleep(Duration::from_millis(100));
+            }
+            let flooders: Vec<Client> = flooders.into_iter().map(|f| f.join().expect("a flooder")).collect();
+            let rss = rss_kib(running.pid());
+            assert!(rss < MEMORY_LIMIT_KIB, "VmRSS {rss} KiB with two unread floods open");
+            assert_prompt(&running, "with the floods stalled");
+            drop(flooders);
+        });
+        assert_prompt(&running, "after the flooders left");
+    });
+}
+
+#[test]
+fn silent_and_stalled_clients_do_not_stop_others() {
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let _silent: Vec<Client> = (0..20).map(|_| running.connect()).collect();
+        let mut half_headers: Vec<Client> = (0..20).map(|_| running.connect()).collect();
+        for client in &mut half_headers {
+            client.send(b"GET / HTTP/1.1\r\nHost: a\r\nX-Ha");
+        }
+        let body = binary_body(1000);
+        let request = echo(&body);
+        let headers_and_ten_bytes = &request[..request.len() - body.len() + 10];
+        let mut half_bodies: Vec<Client> = (0..20).map(|_| running.connect()).collect();
+        for client in &mut half_bodies {
+            client.send(headers_and_ten_bytes);
+        }
+        for probe in 0..20 {
+            assert_prompt(&running, &format!("probe {probe} among stalled clients"));
+        }
+        // A stalled request is still whole once its bytes arrive.
+        let mut stalled = half_bodies.pop().unwrap();
+        let response = stalled.request(&body[10..]);
+        assert!(response.status == 200 && response.body == body, "completed echo: {response:?}");
+        let response = half_headers[0].request(b"lf: yes\r\n\r\n");
+        assert_eq!(response.text(), "Hello, World!", "completed GET: {response:?}");
+    });
+}
+
+#[test]
+fn idle_connections_close_after_the_idle_timeout() {
+    const IDLE_BOUND: Duration = Duration::from_secs(3);
+    for_each_server(|server| {
+        let short = spawn(server, &["--idle-timeout", "1"]);
+        let default = spawn(server, &[]);
+        let mut never_spoke = short.connect();
+        let mut spoke_once = short.connect();
+        assert_eq!(spoke_once.get("/").status, 200);
+        let mut kept = default.connect();
+        assert_eq!(kept.get("/").status, 200);
+        let kept_since = Instant::now();
+
+        assert!(spoke_once.closed_within(IDLE_BOUND), "--idle-timeout 1: open after {IDLE_BOUND:?} idle");
+        assert!(never_spoke.closed_within(IDLE_BOUND), "--idle-timeout 1: a silent connection stays open");
+        let to_two_seconds = Duration::from_secs(2).saturating_sub(kept_since.elapsed());
+        assert!(!kept.closed_within(to_two_seconds), "default idle timeout closed within 2 s");
+        assert_eq!(kept.get("/").status, 200, "default idle timeout: after 2 s idle");
+    });
+}
+
+#[test]
+fn max_conns_rejects_with_503_then_recovers() {
+    for_each_server(|server| {
+        let running = spawn(server, &["--max-conns", "4"]);
+        let mut held: Vec<Client> = (0..4).map(|_| running.connect()).collect();
+        for (i, client) in held.iter_mut().enumerate() {
+            assert_eq!(client.get("/").status, 200, "connection {i} of 4");
+        }
+        let mut fifth = running.connect();
+        let _ = fifth.try_send(&get("/"));
+        let response = fifth.read_response();
+        assert_eq!(response.status, 503, "fifth connection with --max-conns 4: {response:?}");
+        fifth.expect_closed();
+        for (i, client) in held.iter_mut().enumerate() {
+            assert_eq!(client.get("/").status, 200, "connection {i} of 4, after the 503");
+        }
+
+        drop(held.pop());
+        let mut fourth = None;
+        eventually(Duration::from_secs(3), || {
+            fourth = served_connection(&running);
+            fourth.is_some()
+        });
+        let mut fourth = fourth.expect("no new connection served after one of the 4 closed");
+        let stats = fourth.stats();
+        let rejected = stats["totals"]["rejected"].as_u64().unwrap_or_default();
+        assert!(rejected >= 1, "{stats}");
+    });
+}
+
+#[test]
+fn running_out_of_file_descriptors_pauses_accepting_then_recovers() {
+    const FD_LIMIT: u32 = 32;
+    const CLIENTS: usize = 60;
+    const WINDOW: Duration = Duration::from_secs(2);
+    for_each_server(|server| {
+        let mut running = spawn_with_fd_limit(server, &[], FD_LIMIT);
+        assert_prompt(&running, "before the crowd");
+        let mut crowd: Vec<Client> = (0..CLIENTS).map(|_| running.connect()).collect();
+        for client in &mut crowd {
+            let _ = client.try_send(&get("/"));
+        }
+        thread::sleep(Duration::from_millis(300));
+        let mut answered = 0;
+        for client in &mut crowd {
+            client.set_read_timeout(Duration::from_millis(10));
+            answered +=
+                usize::from(client.try_read_response(false).is_ok_and(|response| response.status == 200));
+        }
+        assert!(answered > 0, "none of the connections accepted before the limit was served");
+        assert!(
+            answered < CLIENTS,
+            "all {CLIENTS} served under `ulimit -n {FD_LIMIT}`: the limit was never hit"
+        );
+        let before = cpu_time(running.pid());
+        thread::sleep(WINDOW);
+        let used = cpu_time(running.pid()) - before;
+        assert!(used < WINDOW / 4, "the server spun: {used:?} of CPU in {WINDOW:?} with fds exhausted");
+        assert!(running.is_running(), "the server died: {}", running.stderr_text());
+
+        drop(crowd);
+        assert!(
+            eventually(Duration::from_secs(5), || served_connection(&running).is_some()),
+            "no new connection served within 5 s of the crowd leaving; stderr: {}",
+            running.stderr_text()
+        );
+        assert!(running.is_running(), "the server exited: {}", running.stderr_text());
+    });
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_and_exits_0() {
+    for_each_server(|server| {
+        let mut running = spawn(server, &[]);
+        let mut client = running.connect();
+        client.send(&get("/sleep?ms=1000"));
+        thread::sleep(Duration::from_millis(200));
+        running.sigterm();
+        let signalled = Instant::now();
+        let response = client.read_response();
+        assert_eq!(response.status, 200, "the request in flight at SIGTERM: {response:?}");
+        let status = running.wait_exit(Duration::from_secs(6).saturating_sub(signalled.elapsed()));
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "exit after SIGTERM: {status:?}");
+    });
+}
+
+#[test]
+fn sigint_exits_0_and_stdout_holds_only_the_listening_line() {
+    for_each_server(|server| {
+        let mut running = spawn(server, &[]);
+        let mut idle = running.connect();
+        assert_eq!(idle.get("/").status, 200);
+        running.sigint();
+        let status = running.wait_exit(Duration::from_secs(6));
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "exit after SIGINT: {status:?}");
+        let rest = running.stdout_after_first_line();
+        assert!(rest.is_empty(), "stdout beyond the listening line: {rest:?}");
+    });
+}
