@@ -75,6 +75,9 @@ pub struct Listener {
 #[derive(Debug)]
 pub struct Stats {
     arch: &'static str,
+    /// The server's pid, recorded at start: for lab-reuseport the supervisor's, whichever worker
+    /// process renders /stats.
+    pid: u32,
     started: Instant,
     max_conns: u64,
     counters: &'static [AtomicU64],
@@ -90,7 +93,8 @@ impl Stats {
         listeners: Vec<Listener>,
     ) -> io::Result<Arc<Self>> {
         let counters = sys::shared::shared_counters(SLOT * (workers + 1))?;
-        Ok(Arc::new(Stats { arch, started: Instant::now(), max_conns, counters, listeners }))
+        let pid = std::process::id();
+        Ok(Arc::new(Stats { arch, pid, started: Instant::now(), max_conns, counters, listeners }))
     }
 
     /// The handle worker `id` bumps its own counters through; records its role and CPU.
@@ -159,7 +163,7 @@ impl Stats {
         let [accepted, requests, open, rejected] = totals;
         let report = json!({
             "arch": self.arch,
-            "pid": std::process::id(),
+            "pid": self.pid,
             "uptime_ms": self.started.elapsed().as_millis() as u64,
             "listeners": listeners,
             "workers": workers,
@@ -224,6 +228,13 @@ impl WorkerStats {
     /// This worker executed `n` requests.
     pub fn requests(&self, n: u64) {
         self.bump(Field::Requests, n);
+    }
+
+    /// A worker process that replaces a dead one in this slot: the kernel closed the connections
+    /// the dead one still counted as open, so their places under `--max-conns` are given back.
+    pub fn release_orphaned_conns(&self) {
+        let orphaned = self.counter(Field::Open).swap(0, Relaxed);
+        self.stats.counters[OPEN_TOTAL].fetch_sub(orphaned, Relaxed);
     }
 
     /// This worker returned from epoll_wait (or from its queue).

@@ -10,6 +10,10 @@
 //! - [`signal`]: SIGINT / SIGTERM delivered as a readable fd, so shutdown is just another event.
 //! - [`cpu`], [`rlimit`], [`shared`]: pinning threads to CPUs, raising the fd limit, and counters in
 //!   memory that forked worker processes share.
+//! - [`client`]: the other end, for the load generator: nonblocking `connect(2)` from a chosen source
+//!   address, `SO_ERROR`, `SO_LINGER` 0, and a `timerfd` that paces an open-loop schedule.
+//! - [`process`]: `fork(2)` for a single-threaded supervisor, and what it needs to keep its worker
+//!   processes: dying with the parent, reaping, and signalling them.
 //!
 //! Every error names the call that failed and what it was called on (`bind 127.0.0.1:8080: Address
 //! already in use`) and keeps its [`std::io::ErrorKind`], so callers can still match `WouldBlock`.
@@ -20,9 +24,11 @@
 //! has the call, and each remaining `unsafe` block says why it is sound in a `// SAFETY:` line.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+pub mod client;
 pub mod cpu;
 pub mod epoll;
 pub mod eventfd;
+pub mod process;
 pub mod rlimit;
 pub mod shared;
 pub mod signal;

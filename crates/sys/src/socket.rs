@@ -120,21 +120,21 @@ pub fn somaxconn() -> io::Result<u32> {
     })
 }
 
-/// `SO_ATTACH_REUSEPORT_CBPF` with a two-instruction classic BPF program that returns the number of
-/// the CPU handling the packet: within a SO_REUSEPORT group, the connection then goes to the socket at
-/// that index, so a worker pinned to CPU *i* whose socket was bound *i*-th gets that CPU's connections
-/// (the recipe in the kernel's `Documentation/networking/filter.rst` and `socket(7)`). nix lacks it.
-pub fn attach_reuseport_cpu_steering(listener: BorrowedFd<'_>) -> io::Result<()> {
+/// `SO_ATTACH_REUSEPORT_CBPF` with a three-instruction classic BPF program that returns the number
+/// of the CPU handling the packet, modulo `sockets`: within a SO_REUSEPORT group the connection then
+/// goes to the socket at that index, so the worker pinned to CPU *c* whose socket was bound
+/// (*c* mod `sockets`)-th gets that CPU's connections — the recipe of `socket(7)` and the kernel's
+/// `Documentation/networking/filter.rst`. (Without the modulo, an index past the group's end makes
+/// the kernel fall back to its hash.) nix lacks it, hence libc.
+pub fn attach_reuseport_cpu_steering(listener: BorrowedFd<'_>, sockets: u32) -> io::Result<()> {
+    let instruction = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
     let mut program = [
         // A = the current CPU number (SKF_AD_OFF + SKF_AD_CPU).
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
-        },
+        instruction(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32),
+        // A %= sockets
+        instruction(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, sockets.max(1)),
         // return A: the index of the socket in the group.
-        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_A) as u16, jt: 0, jf: 0, k: 0 },
+        instruction(libc::BPF_RET | libc::BPF_A, 0),
     ];
     let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
     // SAFETY: `fprog` points at `program`, both alive for the duration of the call; the kernel copies
