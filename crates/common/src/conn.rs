@@ -128,11 +128,6 @@ impl Connections {
         }
     }
 
-    /// The counters of the worker that owns these connections.
-    pub fn worker(&self) -> &WorkerStats {
-        &self.worker
-    }
-
     /// Call on every return from epoll_wait: counts the wake-up and reads the clock once for all the
     /// events it brought (idle times, and the `Date` of every response).
     pub fn woke_up(&mut self) {

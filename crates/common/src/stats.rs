@@ -118,11 +118,6 @@ impl Stats {
         true
     }
 
-    /// The architecture's name, as `/stats` reports it.
-    pub fn arch(&self) -> &'static str {
-        self.arch
-    }
-
     /// `/stats` as JSON (SPEC.md). The listeners' queues are read from the kernel now.
     pub fn render(&self) -> Vec<u8> {
         let listeners: Vec<_> = self

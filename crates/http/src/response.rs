@@ -12,7 +12,6 @@ pub enum Status {
     MethodNotAllowed,
     PayloadTooLarge,
     HeaderFieldsTooLarge,
-    InternalServerError,
     NotImplemented,
     ServiceUnavailable,
     VersionNotSupported,
@@ -29,17 +28,10 @@ impl Status {
             Status::MethodNotAllowed => b"HTTP/1.1 405 Method Not Allowed\r\n",
             Status::PayloadTooLarge => b"HTTP/1.1 413 Content Too Large\r\n",
             Status::HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
-            Status::InternalServerError => b"HTTP/1.1 500 Internal Server Error\r\n",
             Status::NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
             Status::ServiceUnavailable => b"HTTP/1.1 503 Service Unavailable\r\n",
             Status::VersionNotSupported => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
         }
-    }
-
-    /// The numeric code, e.g. 404.
-    pub fn code(self) -> u16 {
-        let line = self.line();
-        line[9..12].iter().fold(0, |n, d| n * 10 + u16::from(d - b'0'))
     }
 }
 
@@ -166,9 +158,4 @@ pub fn refresh_date(now: SystemTime) {
             *cached = Cached::format(now);
         }
     });
-}
-
-/// This thread's current `Date` value.
-pub fn http_date() -> HttpDate {
-    CACHED.with_borrow(|cached| cached.date)
 }

@@ -50,9 +50,3 @@ impl AsFd for ShutdownSignals {
         self.fd.as_fd()
     }
 }
-
-/// `pthread_sigmask(SIG_UNBLOCK, {INT, TERM})`: undoes [`ShutdownSignals::new`] for a forked child that
-/// wants the default behaviour back before it sets up its own signalfd.
-pub fn unblock_termination_signals() -> io::Result<()> {
-    termination_signals().thread_unblock().map_err(|e| os_error("pthread_sigmask", "SIG_UNBLOCK INT,TERM", e))
-}
