@@ -187,3 +187,56 @@ pub fn stop_listening(listener: BorrowedFd<'_>) -> io::Result<()> {
     nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Read)
         .map_err(|e| os_error("shutdown SHUT_RD fd", listener.as_raw_fd(), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+    use std::os::fd::AsFd;
+
+    fn loopback_listener(backlog: u32) -> (OwnedFd, SocketAddr) {
+        let fd = listen_tcp("127.0.0.1:0".parse().unwrap(), backlog, false).unwrap();
+        let addr = local_addr(fd.as_fd()).unwrap();
+        (fd, addr)
+    }
+
+    #[test]
+    fn tcp_info_reports_the_accept_queue_as_connections_complete_and_are_accepted() {
+        let (listener, addr) = loopback_listener(7);
+        let empty = listen_queue(listener.as_fd()).unwrap();
+        assert_eq!(empty, ListenQueue { accept_queue: 0, backlog: 7.min(somaxconn().unwrap()) });
+        let _clients: Vec<_> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        assert_eq!(listen_queue(listener.as_fd()).unwrap().accept_queue, 3);
+        let _accepted = accept(listener.as_fd()).unwrap();
+        assert_eq!(listen_queue(listener.as_fd()).unwrap().accept_queue, 2);
+    }
+
+    #[test]
+    fn accept_on_an_empty_queue_would_block() {
+        let (listener, _) = loopback_listener(16);
+        assert_eq!(accept(listener.as_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn errors_name_the_call_and_the_address() {
+        let (_listener, addr) = loopback_listener(16);
+        let error = listen_tcp(addr, 16, false).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(error.to_string(), format!("bind {addr}: Address already in use"));
+    }
+
+    #[test]
+    fn reuse_port_lets_two_sockets_share_a_port() {
+        let first = listen_tcp("127.0.0.1:0".parse().unwrap(), 16, true).unwrap();
+        let addr = local_addr(first.as_fd()).unwrap();
+        let second = listen_tcp(addr, 16, true).unwrap();
+        assert_eq!(local_addr(second.as_fd()).unwrap(), addr);
+    }
+
+    #[test]
+    fn stop_listening_refuses_new_connections() {
+        let (listener, addr) = loopback_listener(16);
+        stop_listening(listener.as_fd()).unwrap();
+        assert_eq!(TcpStream::connect(addr).unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+    }
+}
