@@ -311,6 +311,39 @@ fn running_out_of_file_descriptors_pauses_accepting_then_recovers() {
     });
 }
 
+/// A crowd arriving the moment the server says it listens, under a low `ulimit -n`: accepting may
+/// pause (EMFILE), but every thread must have had what it needs to run (its epoll, its eventfd)
+/// before `listening on`, so that none of them fails for want of a file descriptor and takes the
+/// server down. The race is lost only now and then, hence several tries.
+#[test]
+fn a_crowd_at_start_up_under_a_low_fd_limit_does_not_kill_the_server() {
+    const FD_LIMIT: u32 = 32;
+    const CLIENTS: usize = 60;
+    const TRIES: usize = 6;
+    for_each_server(|server| {
+        let workers: &[&str] = if server.single_threaded() { &[] } else { &["--workers", "8"] };
+        for try_ in 0..TRIES {
+            let mut running = spawn_with_fd_limit(server, workers, FD_LIMIT);
+            let crowd: Vec<Client> =
+                (0..CLIENTS).filter_map(|_| Client::try_connect(running.addr()).ok()).collect();
+            thread::sleep(Duration::from_millis(300));
+            if let Some(status) = running.wait_exit(Duration::ZERO) {
+                panic!(
+                    "try {try_}: {CLIENTS} connections right after `listening on`, `ulimit -n {FD_LIMIT}`: \
+                     the server exited ({status}); stderr: {:?}",
+                    running.stderr_to_eof()
+                );
+            }
+            drop(crowd);
+            assert!(
+                eventually(Duration::from_secs(5), || served_connection(&running).is_some()),
+                "try {try_}: no connection served within 5 s of the crowd leaving; stderr: {}",
+                running.stderr_text()
+            );
+        }
+    });
+}
+
 #[test]
 fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     for_each_server(|server| {

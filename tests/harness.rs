@@ -39,6 +39,7 @@ pub const SERVERS: &[Server] = &[
     Server { name: "nginx-mutex", bin: "lab-nginx", args: &["--workers", "2", "--accept", "mutex"] },
     Server { name: "nginx-exclusive", bin: "lab-nginx", args: &["--workers", "2", "--accept", "exclusive"] },
     Server { name: "nginx-herd", bin: "lab-nginx", args: &["--workers", "2", "--accept", "herd"] },
+    Server { name: "reuseport", bin: "lab-reuseport", args: &["--workers", "2"] },
 ];
 
 impl Server {
@@ -138,8 +139,13 @@ impl Captured {
         let sink = captured.clone();
         thread::spawn(move || {
             let mut chunk = [0; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                sink.0.lock().unwrap().0.extend_from_slice(&chunk[..n]);
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => sink.0.lock().unwrap().0.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
             }
             sink.0.lock().unwrap().1 = true;
         });
@@ -299,6 +305,12 @@ impl Running {
         self.stderr.text()
     }
 
+    /// Everything the server wrote to stderr, read to end of file (so call it once the server has
+    /// exited; it waits at most 2 s).
+    pub fn stderr_to_eof(&self) -> String {
+        self.stderr.text_at_eof(Duration::from_secs(2))
+    }
+
     /// Stderr once `done` holds for it, or as it stands after `timeout`.
     pub fn wait_stderr(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
         eventually(timeout, || done(&self.stderr.text()));
@@ -370,6 +382,82 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     found
 }
 
+/// One thread of a server's process tree, as the kernel sees it.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    /// The CPUs the thread may run on (`Cpus_allowed_list` of `/proc/PID/task/TID/status`).
+    pub cpus: Vec<usize>,
+    /// User plus system time so far, in clock ticks (`/proc/PID/task/TID/stat`).
+    pub cpu_ticks: u64,
+    /// The thread's state: `R` running or runnable, `S` asleep waiting for something, ... (proc(5)).
+    pub state: char,
+    /// The CPU the thread last ran on (`processor` of `/proc/PID/task/TID/stat`).
+    pub last_cpu: usize,
+    /// How often the thread went to sleep so far (`voluntary_ctxt_switches`): a thread woken in the
+    /// kernel that finds nothing to do and sleeps again counts one, even if it never leaves the call.
+    pub sleeps: u64,
+}
+
+/// Every thread of `pid` and of every process below it.
+pub fn tasks(pid: u32) -> Vec<Task> {
+    let mut found = Vec::new();
+    for pid in process_tree(pid) {
+        let Ok(entries) = fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for entry in entries.flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                continue;
+            };
+            // A thread may end between the listing and the reads; it is then left out.
+            let Ok(status) = fs::read_to_string(entry.path().join("status")) else { continue };
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+            let cpus = status
+                .lines()
+                .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+                .map(|list| parse_cpu_list(list.trim()))
+                .unwrap_or_else(|| panic!("no Cpus_allowed_list for task {tid} of {pid}: {status}"));
+            let cpu_ticks = stat_ticks(&stat)
+                .unwrap_or_else(|| panic!("no utime/stime in /proc/{pid}/task/{tid}/stat: {stat}"));
+            let sleeps = status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|count| count.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no voluntary_ctxt_switches for task {tid} of {pid}: {status}"));
+            let last_cpu = stat_field(&stat, 39)
+                .unwrap_or_else(|| panic!("no processor in /proc/{pid}/task/{tid}/stat: {stat}"));
+            let state = stat_field::<char>(&stat, 3)
+                .unwrap_or_else(|| panic!("no state in /proc/{pid}/task/{tid}/stat: {stat}"));
+            found.push(Task { pid, tid, cpus, cpu_ticks, state, last_cpu, sleeps });
+        }
+    }
+    found
+}
+
+/// A CPU list as the kernel writes it (`0-3,8`), expanded.
+pub fn parse_cpu_list(list: &str) -> Vec<usize> {
+    let number = |text: &str| text.parse::<usize>().unwrap_or_else(|_| panic!("bad CPU list {list:?}"));
+    list.split(',')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| match part.split_once('-') {
+            Some((first, last)) => (number(first)..=number(last)).collect::<Vec<_>>(),
+            None => vec![number(part)],
+        })
+        .collect()
+}
+
+/// utime + stime, in clock ticks, from a `/proc/.../stat` line.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    // utime and stime are fields 14 and 15 of proc(5).
+    Some(stat_field::<u64>(stat, 14)? + stat_field::<u64>(stat, 15)?)
+}
+
+/// Field `number` (counted from 1, as proc(5) does) of a `/proc/.../stat` line, from field 3 on.
+fn stat_field<T: std::str::FromStr>(stat: &str, number: usize) -> Option<T> {
+    // The command name (field 2) may hold spaces; the fields after it are plain words.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(number.checked_sub(3)?)?.parse().ok()
+}
+
 /// Resident memory of `pid` and its descendants, in KiB (`VmRSS` of `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     process_tree(pid)
@@ -388,13 +476,7 @@ pub fn cpu_time(pid: u32) -> Duration {
     const TICKS_PER_SECOND: u64 = 100;
     let ticks: u64 = process_tree(pid)
         .iter()
-        .filter_map(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The command name may hold spaces; the fields after it are plain numbers.
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of proc(5); `fields` starts at field 3.
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
+        .filter_map(|pid| stat_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
         .sum();
     Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
 }
@@ -566,7 +648,14 @@ impl Client {
     /// Waits for the next bytes from the server and keeps them for the responses to come.
     pub fn read_more(&mut self) -> io::Result<()> {
         let mut chunk = [0; 64 * 1024];
-        let n = self.stream.read(&mut chunk)?;
+        let n = loop {
+            // A read with SO_RCVTIMEO fails with EINTR when this process is stopped and continued,
+            // even with no signal handler (signal(7)): that is not the server's doing.
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                read => break read?,
+            }
+        };
         self.unparsed.extend_from_slice(&chunk[..n]);
         self.at_eof = n == 0;
         Ok(())
@@ -733,6 +822,13 @@ mod tests {
         assert!(matches!(parse_response(bytes, false, false), Ok(None)));
         let (response, length) = parse_response(bytes, false, true).unwrap().unwrap();
         assert_eq!((response.body.as_slice(), length), (&b"until the end"[..], bytes.len()));
+    }
+
+    #[test]
+    fn cpu_lists_expand_as_the_kernel_writes_them() {
+        assert_eq!(super::parse_cpu_list("0-3,8"), vec![0, 1, 2, 3, 8]);
+        assert_eq!(super::parse_cpu_list("1"), vec![1]);
+        assert_eq!(super::parse_cpu_list("0,2-3"), vec![0, 2, 3]);
     }
 
     #[test]

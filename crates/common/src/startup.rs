@@ -20,9 +20,18 @@ pub fn listen(config: &Config, addr: SocketAddr, reuse_port: bool) -> Listener {
 }
 
 /// The warnings of SPEC.md, on stderr: an address open to every interface, and a backlog the kernel
-/// will cap. Also raises the open-files limit, since every connection is a file descriptor.
+/// will cap. Also raises the open-files limit, since every connection is a file descriptor, and
+/// refuses (exit 1) a `--cpus` list naming a CPU this process may not run on — before anything
+/// listens, so that no server announces itself and then dies pinning a thread.
 pub fn check_environment(config: &Config) {
     let name = program_name();
+    if let (Some(cpus), Ok(allowed)) = (&config.cpus, sys::cpu::allowed_cpus()) {
+        if let Some(cpu) = cpus.iter().find(|cpu| !allowed.contains(cpu)) {
+            fatal(format!(
+                "sched_setaffinity cpu {cpu}: Invalid argument (this process may run on CPUs {allowed:?})"
+            ));
+        }
+    }
     if config.addr.ip().is_unspecified() {
         eprintln!(
             "{name}: warning: listening on {} makes this server reachable on every interface of the \

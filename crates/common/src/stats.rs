@@ -139,19 +139,20 @@ impl Stats {
             let Some(role) = get(Field::Role).checked_sub(1).and_then(|i| Role::ALL.get(i as usize)) else {
                 continue;
             };
-            let [accepted, requests, open, rejected] = &mut totals;
-            *accepted += get(Field::Accepted);
-            *requests += get(Field::Requests);
-            *open += get(Field::Open);
-            *rejected += get(Field::Rejected);
+            // Each counter read once, so that the entries add up to the totals in every report.
+            let [accepted, requests, open, rejected] =
+                [Field::Accepted, Field::Requests, Field::Open, Field::Rejected].map(get);
+            for (total, value) in totals.iter_mut().zip([accepted, requests, open, rejected]) {
+                *total += value;
+            }
             workers.push(json!({
                 "id": id,
                 "role": role.name(),
                 "cpu": get(Field::Cpu).checked_sub(1),
-                "accepted": get(Field::Accepted),
+                "accepted": accepted,
                 "conns": get(Field::Conns),
-                "requests": get(Field::Requests),
-                "open": get(Field::Open),
+                "requests": requests,
+                "open": open,
                 "wakeups": get(Field::Wakeups),
             }));
         }

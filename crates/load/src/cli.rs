@@ -116,7 +116,10 @@ impl Cli {
             return Err("--threads must be at least 1".into());
         }
         if self.connections < self.threads {
-            return Err(format!("--connections {} is fewer than --threads {}", self.connections, self.threads));
+            return Err(format!(
+                "--connections {} is fewer than --threads {}",
+                self.connections, self.threads
+            ));
         }
         if self.pipeline == 0 {
             return Err("--pipeline must be at least 1".into());
@@ -133,7 +136,9 @@ impl Cli {
         if self.timeout.is_zero() {
             return Err("--timeout must be above 0".into());
         }
-        if self.method.is_empty() || !self.method.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!".contains(&b)) {
+        if self.method.is_empty()
+            || !self.method.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!".contains(&b))
+        {
             return Err(format!("not a method: {:?}", self.method));
         }
         if let Some(bad) = self.headers.iter().find(|h| !is_header_line(h)) {
@@ -181,7 +186,8 @@ impl Cli {
 
 /// Splits `http://host:port/path?query` into its authority and its target (`/` when absent).
 fn split_url(url: &str) -> Result<(&str, &str), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("only http:// URLs are supported: {url:?}"))?;
+    let rest =
+        url.strip_prefix("http://").ok_or_else(|| format!("only http:// URLs are supported: {url:?}"))?;
     let (authority, target) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
         Some(_) => return Err(format!("a query needs a path before it: {url:?}")),
@@ -247,13 +253,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn parse_mix(text: &str) -> Result<Mix, String> {
     let mut mix = Vec::new();
     for item in text.split(',') {
-        let (weight, path) =
-            item.split_once(':').ok_or_else(|| format!("{item:?} is not WEIGHT:PATH (e.g. 99.5:/spin?us=1)"))?;
+        let (weight, path) = item
+            .split_once(':')
+            .ok_or_else(|| format!("{item:?} is not WEIGHT:PATH (e.g. 99.5:/spin?us=1)"))?;
         let weight: f64 = weight.trim().parse().map_err(|_| format!("not a weight: {weight:?}"))?;
         if !(weight.is_finite() && weight > 0.0) {
             return Err(format!("a weight must be above 0: {item:?}"));
         }
-        if !path.starts_with('/') || path.contains(|c: char| c.is_ascii_whitespace() || c.is_ascii_control()) {
+        if !path.starts_with('/') || path.contains(|c: char| c.is_ascii_whitespace() || c.is_ascii_control())
+        {
             return Err(format!("not a path: {path:?}"));
         }
         mix.push((weight, path.to_string()));

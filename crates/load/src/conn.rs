@@ -16,7 +16,9 @@ pub enum Phase {
     /// No socket.
     Closed,
     /// `connect(2)` is under way since then.
-    Connecting { since: Instant },
+    Connecting {
+        since: Instant,
+    },
     Open,
     /// The server said it will close after its last response: nothing more is sent.
     Closing,

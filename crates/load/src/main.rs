@@ -82,7 +82,9 @@ fn main() {
     };
     let duration_s = match measured_until {
         Some(until) => until.saturating_duration_since(measure_from).as_secs_f64(),
-        None => recorder.last_response.map_or(0.0, |last| last.saturating_duration_since(measure_from).as_secs_f64()),
+        None => recorder
+            .last_response
+            .map_or(0.0, |last| last.saturating_duration_since(measure_from).as_secs_f64()),
     };
     let report = Report { run: &run, requests: &settings.requests, recorder: &recorder, duration_s };
     print!("{}", report.text());
@@ -101,7 +103,9 @@ fn is_ipv4_loopback(run: &Run) -> bool {
 
 /// Each thread's share: connections and requests split as evenly as they go, the rate split evenly.
 fn plans(run: &Run) -> Vec<Plan> {
-    let share = |total: u64, i: usize| total / run.threads as u64 + u64::from((i as u64) < total % run.threads as u64);
+    let share = |total: u64, i: usize| {
+        total / run.threads as u64 + u64::from((i as u64) < total % run.threads as u64)
+    };
     (0..run.threads)
         .map(|i| Plan {
             index: i,

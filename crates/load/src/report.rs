@@ -44,12 +44,17 @@ pub fn summary_us(histogram: &Histogram<u64>) -> Vec<(&'static str, &'static str
 }
 
 fn latency_json(histogram: &Histogram<u64>) -> Value {
-    let map: Map<String, Value> = summary_us(histogram).into_iter().map(|(name, _, v)| (name.into(), json!(v))).collect();
+    let map: Map<String, Value> =
+        summary_us(histogram).into_iter().map(|(name, _, v)| (name.into(), json!(v))).collect();
     Value::Object(map)
 }
 
 fn latency_line(histogram: &Histogram<u64>) -> String {
-    summary_us(histogram).iter().map(|(_, label, v)| format!("{label} {}", readable_us(*v))).collect::<Vec<_>>().join("  ")
+    summary_us(histogram)
+        .iter()
+        .map(|(_, label, v)| format!("{label} {}", readable_us(*v)))
+        .collect::<Vec<_>>()
+        .join("  ")
 }
 
 /// Microseconds as a person reads them: `87µs`, `12.3ms`, `1.02s`.
@@ -66,14 +71,9 @@ fn readable_us(us: f64) -> String {
 /// `1234567` as `1,234,567`.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    let (first, rest) = digits.split_at(digits.len() % 3);
+    let groups = rest.as_bytes().chunks(3).map(|group| std::str::from_utf8(group).expect("digits are ASCII"));
+    std::iter::once(first).filter(|f| !f.is_empty()).chain(groups).collect::<Vec<_>>().join(",")
 }
 
 impl Report<'_> {
@@ -99,7 +99,11 @@ impl Report<'_> {
             Some(rate) => format!("open loop at {} req/s ({:?} arrivals)", rate, run.arrivals).to_lowercase(),
             None => "closed loop".to_string(),
         };
-        let connections = if run.close { "a new connection per request".to_string() } else { format!("pipeline {}", run.pipeline) };
+        let connections = if run.close {
+            "a new connection per request".to_string()
+        } else {
+            format!("pipeline {}", run.pipeline)
+        };
         format!("{loop_kind}, {connections}")
     }
 
@@ -137,20 +141,34 @@ impl Report<'_> {
         let from = if run.rate.is_some() { "from the scheduled time" } else { "from the first attempt" };
         let _ = writeln!(out, "  latency     {}   ({from})", latency_line(&rec.latency.corrected));
         if self.shows_uncorrected() {
-            let _ = writeln!(out, "  uncorrected {}   (from the send)", latency_line(rec.latency.uncorrected()));
+            let _ =
+                writeln!(out, "  uncorrected {}   (from the send)", latency_line(rec.latency.uncorrected()));
         }
         if run.close && !rec.connect.is_empty() {
-            let _ = writeln!(out, "  connect     {}   ({} connects)", latency_line(&rec.connect), grouped(rec.connect.len()));
+            let _ = writeln!(
+                out,
+                "  connect     {}   ({} connects)",
+                latency_line(&rec.connect),
+                grouped(rec.connect.len())
+            );
         }
         for (path, latencies) in self.requests.paths().iter().zip(&rec.per_path) {
-            let _ = writeln!(out, "  {} ({}): {} requests", path.target, path.weight, grouped(latencies.responses));
+            let _ = writeln!(
+                out,
+                "  {} ({}): {} requests",
+                path.target,
+                path.weight,
+                grouped(latencies.responses)
+            );
             let _ = writeln!(out, "    latency     {}", latency_line(&latencies.corrected));
             if self.shows_uncorrected() {
                 let _ = writeln!(out, "    uncorrected {}", latency_line(latencies.uncorrected()));
             }
         }
-        let errors: Vec<String> =
-            ErrorClass::ALL.iter().map(|&class| format!("{} {}", class.name(), rec.errors[class as usize])).collect();
+        let errors: Vec<String> = ErrorClass::ALL
+            .iter()
+            .map(|&class| format!("{} {}", class.name(), rec.errors[class as usize]))
+            .collect();
         let _ = write!(out, "  errors      {}; lost {}", errors.join(", "), rec.lost);
         if run.rate.is_some() {
             let _ = write!(out, "; late {}", rec.late);
@@ -163,7 +181,11 @@ impl Report<'_> {
         }
         let statuses: Vec<String> =
             rec.statuses.iter().map(|(code, count)| format!("{code}: {}", grouped(*count))).collect();
-        let _ = writeln!(out, "  statuses    {}", if statuses.is_empty() { "none".into() } else { statuses.join(", ") });
+        let _ = writeln!(
+            out,
+            "  statuses    {}",
+            if statuses.is_empty() { "none".into() } else { statuses.join(", ") }
+        );
         out
     }
 

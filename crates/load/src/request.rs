@@ -79,7 +79,9 @@ impl Requests {
 
 fn request_bytes(target: &str, spec: &RequestSpec) -> Vec<u8> {
     let has_header = |name: &str| {
-        spec.headers.iter().any(|line| line.split(':').next().is_some_and(|n| n.trim().eq_ignore_ascii_case(name)))
+        spec.headers
+            .iter()
+            .any(|line| line.split(':').next().is_some_and(|n| n.trim().eq_ignore_ascii_case(name)))
     };
     let mut text = format!("{} {target} HTTP/1.1\r\n", spec.method);
     if !has_header("host") {
@@ -89,7 +91,10 @@ fn request_bytes(target: &str, spec: &RequestSpec) -> Vec<u8> {
         text.push_str(line.trim());
         text.push_str("\r\n");
     }
-    if spec.body_size > 0 || spec.method.eq_ignore_ascii_case("POST") || spec.method.eq_ignore_ascii_case("PUT") {
+    if spec.body_size > 0
+        || spec.method.eq_ignore_ascii_case("POST")
+        || spec.method.eq_ignore_ascii_case("PUT")
+    {
         text.push_str(&format!("Content-Length: {}\r\n", spec.body_size));
     }
     if spec.close && !has_header("connection") {

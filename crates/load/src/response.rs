@@ -86,7 +86,11 @@ struct KnownHead {
 }
 
 impl KnownHead {
-    fn parse(&mut self, buf: &[u8], has_body: bool) -> Result<Option<(usize, Response, Option<Body>)>, FramingError> {
+    fn parse(
+        &mut self,
+        buf: &[u8],
+        has_body: bool,
+    ) -> Result<Option<(usize, Response, Option<Body>)>, FramingError> {
         if let Some((response, body)) = self.response {
             if self.has_body == has_body && buf.starts_with(&self.bytes) {
                 return Ok(Some((self.bytes.len(), response, body)));

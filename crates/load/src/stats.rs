@@ -21,8 +21,13 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 5] =
-        [ErrorClass::Connect, ErrorClass::Reset, ErrorClass::Timeout, ErrorClass::Status, ErrorClass::Framing];
+    pub const ALL: [ErrorClass; 5] = [
+        ErrorClass::Connect,
+        ErrorClass::Reset,
+        ErrorClass::Timeout,
+        ErrorClass::Status,
+        ErrorClass::Framing,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -316,6 +316,7 @@ impl<'a> Worker<'a> {
         let source = self.settings.spread_sources.then(|| source_address(self.plan.index, self.connects));
         self.connects += 1;
         let addr = self.settings.addr;
+        let since = Instant::now();
         let (socket, connected) = match sys::client::connect_tcp(addr, source) {
             Ok((socket, connected)) => {
                 let connected = connected || sys::client::is_connected(socket.as_fd());
@@ -332,7 +333,7 @@ impl<'a> Worker<'a> {
         // Without it, a request smaller than a segment could wait on Nagle for the previous ACK.
         let _ = sys::socket::set_nodelay(socket.as_fd(), true);
         conn.socket = Some(socket);
-        conn.phase = Phase::Connecting { since: now };
+        conn.phase = Phase::Connecting { since };
         if let Some(due) = due {
             let bytes = &self.settings.requests.get(due.path as usize).bytes;
             conn.enqueue(bytes, InFlight { due: due.at, sent: now, path: due.path, measured: due.measured });
@@ -427,12 +428,25 @@ impl<'a> Worker<'a> {
 
     fn on_readable(&mut self, slot: usize, peer_closed: bool, now: Instant) {
         let Self { conns, read_buf, settings, recorder, answered, .. } = self;
-        let result = conns[slot].read_responses(read_buf, peer_closed, &settings.requests, recorder, answered);
+        let result =
+            conns[slot].read_responses(read_buf, peer_closed, &settings.requests, recorder, answered);
         match result {
             Err(failure) => self.fail(slot, failure, now),
+            // `--close`: a server that keeps the connection open after answering is not waited for.
+            Ok(false)
+                if settings.close && conns[slot].in_flight.is_empty() && conns[slot].phase == Phase::Open =>
+            {
+                self.close_answered(slot)
+            }
             Ok(false) => self.pump(slot, now),
             Ok(true) => self.on_eof(slot, now),
         }
+    }
+
+    /// Closes a connection that has answered everything it was sent, and puts its slot back to work.
+    fn close_answered(&mut self, slot: usize) {
+        self.conns[slot].close(false);
+        self.reopen.push(slot);
     }
 
     /// The server closed the connection: fine between responses, or after it said it would.
@@ -443,7 +457,8 @@ impl<'a> Worker<'a> {
         }
         let unanswered = conn.in_flight.len();
         if unanswered > 0 && conn.phase != Phase::Closing {
-            let failure = (ErrorClass::Reset, format!("connection closed with {unanswered} requests unanswered"));
+            let failure =
+                (ErrorClass::Reset, format!("connection closed with {unanswered} requests unanswered"));
             return self.fail(slot, failure, now);
         }
         // Requests pipelined after a response that announced the close go out again on the next
@@ -452,7 +467,11 @@ impl<'a> Worker<'a> {
         conn.close(false);
         if self.open_loop() {
             for request in carried.into_iter().rev() {
-                self.backlog.push_front(Due { at: request.due, path: request.path, measured: request.measured });
+                self.backlog.push_front(Due {
+                    at: request.due,
+                    path: request.path,
+                    measured: request.measured,
+                });
                 // Counted as sent again when the backlog sends it; `sent` counts requests, not sends.
                 self.recorder.sent -= u64::from(request.measured);
             }
@@ -489,7 +508,11 @@ impl<'a> Worker<'a> {
                 let due = self.new_due(now);
                 self.open(slot, Some(due), now);
             }
-            (false, _) if self.may_issue(now) || !self.backlog.is_empty() || !self.conns[slot].carried.is_empty() => {
+            (false, _)
+                if self.may_issue(now)
+                    || !self.backlog.is_empty()
+                    || !self.conns[slot].carried.is_empty() =>
+            {
                 self.open(slot, None, now)
             }
             _ => {}
@@ -502,15 +525,20 @@ impl<'a> Worker<'a> {
         for slot in 0..self.conns.len() {
             let conn = &self.conns[slot];
             match conn.phase {
-                Phase::Connecting { since } if now - since > timeout => {
+                Phase::Connecting { since } if now.saturating_duration_since(since) > timeout => {
                     let detail = format!("connect {}: no answer in {timeout:?}", self.settings.addr);
                     self.fail(slot, (ErrorClass::Connect, detail), now);
                 }
                 Phase::Open | Phase::Closing
-                    if conn.in_flight.front().is_some_and(|r| now.saturating_duration_since(r.sent) > timeout) =>
+                    if conn
+                        .in_flight
+                        .front()
+                        .is_some_and(|r| now.saturating_duration_since(r.sent) > timeout) =>
                 {
                     self.fail(slot, (ErrorClass::Timeout, format!("no response in {timeout:?}")), now);
                 }
+                // The server announced the close and has had a tick to do it: stop waiting for its FIN.
+                Phase::Closing if conn.in_flight.is_empty() => self.close_answered(slot),
                 Phase::Closed if conn.retry_at.is_some_and(|at| at <= now) => self.revive(slot, now),
                 _ => {}
             }

@@ -74,9 +74,10 @@ fn main() {
         let waker = Arc::new(Waker::new().unwrap_or_else(|e| fatal(e)));
         let worker = stats.worker(id, Role::Worker, config.cpu_for(id));
         let (config, thread_waker) = (config.clone(), Arc::clone(&waker));
+        let poller = Poller::new().unwrap_or_else(|e| fatal(e));
         threads.push(thread::spawn(move || {
             startup::pin(config.cpu_for(id));
-            worker_main(&config, inbox, &thread_waker, worker).unwrap_or_else(|e| fatal(e));
+            worker_main(&config, poller, inbox, &thread_waker, worker).unwrap_or_else(|e| fatal(e));
         }));
         workers.push(WorkerHandle { queue, waker });
     }
@@ -139,11 +140,11 @@ fn notify_worker(worker: &WorkerHandle) {
 /// A worker thread: its own epoll with its eventfd and the connections it was given.
 fn worker_main(
     config: &Config,
+    poller: Poller,
     inbox: Receiver<Message>,
     waker: &Waker,
     worker: WorkerStats,
 ) -> io::Result<()> {
-    let poller = Poller::new()?;
     poller.add(waker.as_fd(), WAKER, READABLE_EDGE)?;
     let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
     let mut conns = Connections::new(settings, worker);

@@ -91,9 +91,10 @@ fn main() {
                 me: id,
             };
             let config = config.clone();
+            let poller = Poller::new().unwrap_or_else(|e| fatal(e));
             thread::spawn(move || {
                 startup::pin(config.cpu_for(id));
-                worker_main(&config, acceptor, &shared, worker).unwrap_or_else(|e| fatal(e));
+                worker_main(&config, poller, acceptor, &shared, worker).unwrap_or_else(|e| fatal(e));
             })
         })
         .collect();
@@ -116,11 +117,11 @@ struct Shared {
 /// A worker thread: accepts (when its turn comes), then serves its own connections.
 fn worker_main(
     config: &Config,
+    poller: Poller,
     mut acceptor: Acceptor,
     shared: &Shared,
     worker: WorkerStats,
 ) -> io::Result<()> {
-    let poller = Poller::new()?;
     poller.add(shared.signals.as_fd(), SIGNALS, READABLE_EDGE)?;
     poller.add(shared.wakers[shared.me].as_fd(), WAKER, READABLE_EDGE)?;
     let listener_fd = Arc::clone(&acceptor.listener().fd);

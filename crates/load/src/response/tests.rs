@@ -77,7 +77,11 @@ fn complete_responses_parse_whole_and_in_any_two_pieces() {
         assert_eq!(feed(&[bytes], has_body, false).as_deref(), Ok(expected), "{name}");
         for cut in 0..=bytes.len() {
             let (first, second) = bytes.split_at(cut);
-            assert_eq!(feed(&[first, second], has_body, false).as_deref(), Ok(expected), "{name} cut at {cut}");
+            assert_eq!(
+                feed(&[first, second], has_body, false).as_deref(),
+                Ok(expected),
+                "{name} cut at {cut}"
+            );
         }
     }
 }
@@ -141,7 +145,12 @@ const BAD: &[(&[u8], &str)] = &[
 #[test]
 fn malformed_responses_are_errors_however_they_arrive() {
     for &(bytes, reason) in BAD {
-        assert_eq!(feed(&[bytes], true, false), Err(FramingError(reason)), "{}", String::from_utf8_lossy(bytes));
+        assert_eq!(
+            feed(&[bytes], true, false),
+            Err(FramingError(reason)),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
         let pieces: Vec<&[u8]> = bytes.chunks(1).collect();
         assert_eq!(feed(&pieces, true, false), Err(FramingError(reason)), "byte by byte");
     }
@@ -180,10 +189,16 @@ fn a_head_like_the_last_one_but_for_one_byte_is_parsed_again() {
     assert_eq!(parser.parse(longer, true), Ok(Step::Complete { consumed: longer.len(), response: OK }));
     let status = b"HTTP/1.1 503 OK\r\nContent-Length: 3\r\n\r\nyes";
     let unavailable = Response { status: 503, close: false };
-    assert_eq!(parser.parse(status, true), Ok(Step::Complete { consumed: status.len(), response: unavailable }));
+    assert_eq!(
+        parser.parse(status, true),
+        Ok(Step::Complete { consumed: status.len(), response: unavailable })
+    );
     // The same head after a HEAD request has no body.
     let head = &status[..status.len() - 3];
-    assert_eq!(parser.parse(status, false), Ok(Step::Complete { consumed: head.len(), response: unavailable }));
+    assert_eq!(
+        parser.parse(status, false),
+        Ok(Step::Complete { consumed: head.len(), response: unavailable })
+    );
     let broken = b"HTTP/1.1 503 OK\r\nContent-Length: 3x\r\n\r\nyes";
     assert_eq!(parser.parse(broken, true), Err(FramingError("Content-Length is not a number")));
 }

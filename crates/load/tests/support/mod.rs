@@ -78,14 +78,12 @@ pub fn read_request(reader: &mut impl BufRead) -> bool {
     }
 }
 
-/// Answers every request on `stream`, in order, with `respond(n)` for the server's n-th request.
-pub fn answer_each(stream: TcpStream, respond: impl Fn(u64) -> Vec<u8>) {
-    static REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Answers every request on `stream`, in order, with `respond()`.
+pub fn answer_each(stream: TcpStream, respond: impl Fn() -> Vec<u8>) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     while read_request(&mut reader) {
-        let n = REQUESTS.fetch_add(1, Ordering::Relaxed);
-        if writer.write_all(&respond(n)).is_err() {
+        if writer.write_all(&respond()).is_err() {
             return;
         }
     }
@@ -96,7 +94,7 @@ pub const HELLO: &[u8] =
 
 /// A correct keep-alive server.
 pub fn good_server() -> SocketAddr {
-    serve(|stream| answer_each(stream, |_| HELLO.to_vec()))
+    serve(|stream| answer_each(stream, || HELLO.to_vec()))
 }
 
 /// Reads and discards whatever arrives until the peer goes away.
@@ -137,7 +135,8 @@ impl Epoll {
             .expect("starting lab-epoll");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("lab-epoll said {line:?}"));
+        let addr =
+            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("lab-epoll said {line:?}"));
         Self { addr: addr.parse().unwrap(), child }
     }
 
