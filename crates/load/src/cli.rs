@@ -10,9 +10,24 @@ use clap::Parser;
 use crate::request::RequestSpec;
 use crate::schedule::Arrivals;
 
+/// What the numbers of a run mean, after `--help`.
+const RESULTS: &str = "\
+Results (stdout, and all of it with --json):
+  requests, rps   responses to the requests due in the measured time (after the warm-up)
+  latency         to the last byte of the response, from when the request was due: its scheduled
+                  time in open loop, else when it was queued (in --close mode, the connect)
+  uncorrected     from when the request was actually sent (open loop and --close)
+  errors          connect (refused, failed, timed out), reset (closed or reset with requests
+                  unanswered), timeout (no response within --timeout), status (not 2xx or 3xx),
+                  framing (a response that breaks HTTP/1.1 framing); counted over the whole run
+  lost            requests of the measured time sent and never answered (in open loop, also
+                  those due and never sent)
+  late            open loop: requests sent more than 1 ms after their scheduled time (no
+                  connection had room, or the load thread was behind)";
+
 /// lab-load: an HTTP/1.1 load generator, closed or open loop, with latency from HDR histograms.
 #[derive(Debug, Parser)]
-#[command(name = "lab-load", version)]
+#[command(name = "lab-load", version, after_help = RESULTS)]
 pub struct Cli {
     /// The target: http://HOST[:PORT][/PATH]
     url: String,
