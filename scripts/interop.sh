@@ -43,12 +43,12 @@ trap cleanup EXIT
 
 pass() { # CHECK DETAIL
     PASSED=$((PASSED + 1))
-    printf 'PASS  %-26s %-16s %s\n' "$SERVER_LABEL" "$1" "${2:-}"
+    printf 'PASS  %-30s %-16s %s\n' "$SERVER_LABEL" "$1" "${2:-}"
 }
 
 fail() { # CHECK DETAIL [LOG]: the log's last lines are shown indented
     FAILED=$((FAILED + 1))
-    printf 'FAIL  %-26s %-16s %s\n' "$SERVER_LABEL" "$1" "${2:-}"
+    printf 'FAIL  %-30s %-16s %s\n' "$SERVER_LABEL" "$1" "${2:-}"
     if [[ -n ${3:-} && -s $3 ]]; then
         tail -n 15 "$3" | sed 's/^/        | /'
     fi
