@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# compare-wrk.sh: lab-load against wrk on the same server, alternated round by round.
+# loadgen-vs-wrk.sh: lab-load against wrk on the same server, alternated round by round.
 #
-#   crates/load/compare-wrk.sh [epoll|nginx] [ROUNDS] [SECS]     (defaults: epoll 3 5)
+#   scripts/loadgen-vs-wrk.sh [epoll|nginx] [ROUNDS] [SECS]     (defaults: epoll 3 5)
 #
 # The server is pinned to CPU $SERVER_CPU (0) and both clients to CPU $CLIENT_CPU (1), one thread and
 # 64 connections each, in three modes: keep-alive; 16 requests pipelined per connection (wrk with
@@ -11,7 +11,7 @@
 # disturbs far less than the rate. lab-load's runs must end with no error and nothing lost.
 set -euo pipefail
 
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 SERVER=${1:-epoll}
 ROUNDS=${2:-3}
 SECS=${3:-5}
@@ -26,7 +26,7 @@ trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null; 
 
 cargo build --release -q -p load -p epoll
 for tool in wrk python3; do
-  command -v "$tool" >/dev/null || { echo "compare-wrk.sh: $tool is not installed" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "loadgen-vs-wrk.sh: $tool is not installed" >&2; exit 1; }
 done
 
 case "$SERVER" in
@@ -55,7 +55,7 @@ CONF
     # master_process off: the one worker is this process, which taskset pins.
     taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/server.err" &
     SERVER_PID=$! ;;
-  *) echo "compare-wrk.sh: the server is epoll or nginx, not $SERVER" >&2; exit 2 ;;
+  *) echo "loadgen-vs-wrk.sh: the server is epoll or nginx, not $SERVER" >&2; exit 2 ;;
 esac
 for _ in $(seq 50); do curl -fs "$URL" >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -94,7 +94,7 @@ for mode in $MODES; do
         lab_load --pipeline 16 >>"$WORK/load.txt"
         wrk_run -s scripts/pipeline.lua "$URL" -- 16 >>"$WORK/wrk.txt" ;;
       close) lab_load --close >>"$WORK/load.txt"; wrk_run -H "Connection: close" "$URL" >>"$WORK/wrk.txt" ;;
-      *) echo "compare-wrk.sh: unknown mode $mode" >&2; exit 2 ;;
+      *) echo "loadgen-vs-wrk.sh: unknown mode $mode" >&2; exit 2 ;;
     esac
     echo "round $round $mode: lab-load $(tail -1 "$WORK/load.txt"); wrk $(tail -1 "$WORK/wrk.txt")" >&2
   done
