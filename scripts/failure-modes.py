@@ -60,7 +60,7 @@ def request(port, path):
 def workers_table(stats, keys=("role", "cpu", "accepted", "conns", "requests", "open", "wakeups")):
     rows = ["| id | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for w in stats["workers"]:
-        rows.append(f"| {w['id']} | " + " | ".join(str(w[k]) for k in keys) + " |")
+        rows.append(f"| {w['id']} | " + " | ".join(json.dumps(w[k]).strip('"') for k in keys) + " |")
     return "\n".join(rows)
 
 
@@ -133,9 +133,10 @@ def memcached_imbalance():
     print(workers_table(stats) + "\n")
     for key, (count, mean) in sorted(results.items()):
         print(f"- connection {key}: {count} requests, mean latency {mean * 1e3:.2f} ms")
-    print("\nBoth workers hold two connections (`conns`), but the two heavy ones landed on the same "
-          "worker, which is saturated while the other idles between tiny requests; a heavy request "
-          "waits for its neighbour's spin (about twice its own 2 ms).\n")
+    print("\nRound-robin dealt the connections evenly (the fifth, worker 1's third, is the `/stats` request "
+          "itself), but both heavy ones landed on worker 1, which is saturated while worker 2 idles "
+          "between tiny requests; a heavy request waits for its neighbour's spin, so it takes about "
+          "twice its own 2 ms.\n")
     server.stop()
 
 
@@ -203,16 +204,29 @@ def nginx_modes():
 
 
 def reuseport_hash():
-    print("## lab-reuseport: the kernel's hash decides\n")
+    print("## lab-reuseport: the kernel's hash decides, blind to a busy process\n")
     server = Server("lab-reuseport", "--workers", "3")
     socks = [connect(server.port) for _ in range(30)]
     for sock in socks:
         exchange(sock, "/")
     stats = server.stats()
-    print("30 connections held open:\n")
+    print("30 keep-alive connections spread by the 4-tuple hash:\n")
     print(workers_table(stats) + "\n")
-    print("Listeners (one accept queue each): " + ", ".join(json.dumps(l) for l in stats["listeners"]) + "\n")
     for sock in socks:
+        sock.close()
+    sleeper = threading.Thread(target=request, args=(server.port, "/sleep?ms=1500"))
+    sleeper.start()
+    time.sleep(0.1)
+    waiting = [connect(server.port) for _ in range(30)]
+    time.sleep(0.2)
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True).stdout
+    queues = sorted((int(line.split()[1]) for line in out.splitlines() if line.strip()), reverse=True)
+    sleeper.join()
+    print(f"Then one process is kept busy by `GET /sleep?ms=1500` while 30 new clients connect. `ss -ltn` "
+          f"shows the three sockets' accept queues (Recv-Q): **{queues}**. The kernel went on hashing "
+          "new connections to the busy process's socket, where they wait, while the other two "
+          "processes accepted theirs at once and idle.\n")
+    for sock in waiting:
         sock.close()
     server.stop()
 
