@@ -103,17 +103,6 @@ def epoll_stall():
     server.stop()
 
 
-def exchange_rest(sock):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
-    while len(body) < length:
-        body += sock.recv(65536)
-    return json.loads(body)
-
-
 def memcached_imbalance():
     print("## lab-memcached: round-robin balances connections, not work\n")
     server = Server("lab-memcached", "--workers", "2")
