@@ -370,7 +370,8 @@ const CONNECTIONS: usize = 40;
 /// already accepted finds the listener not readable when epoll_wait re-polls it before returning,
 /// so it goes back to sleep *inside* epoll_wait — /stats' `wakeups` (returns from epoll_wait) only
 /// sees the herd when woken threads race on more cores than a 2-core machine has. Each of those
-/// in-kernel wake-ups is still a voluntary context switch of that thread, which /proc counts.
+/// in-kernel wake-ups is still a voluntary context switch of that thread, which /proc counts and
+/// /stats reports per worker as `context_switches`.
 #[test]
 fn nginx_herd_wakes_every_worker_and_exclusive_fewer() {
     let (herd_stats, herd_sleeps) = herd_run("herd");
@@ -397,6 +398,16 @@ fn nginx_herd_wakes_every_worker_and_exclusive_fewer() {
     let herd_total: u64 = herd_sleeps.values().sum();
     let exclusive_total: u64 = exclusive_sleeps.values().sum();
     assert!(3 * exclusive_total < 2 * herd_total, "exclusive woke about as many as herd: {shown}");
+    // /stats reports the same kernel count per worker, so the herd is visible there too.
+    for worker in workers(&herd_stats) {
+        let switches = worker["context_switches"].as_u64().expect("context_switches is a number");
+        assert!(switches >= CONNECTIONS as u64 * 3 / 4, "herd: /stats context_switches too low: {shown}");
+    }
+    let quiet = workers(&exclusive_stats)
+        .iter()
+        .filter(|worker| worker["context_switches"].as_u64().unwrap_or(u64::MAX) < CONNECTIONS as u64 / 4)
+        .count();
+    assert!(quiet >= 2, "exclusive: /stats shows fewer than two quiet workers: {shown}");
 }
 
 #[test]

@@ -29,7 +29,10 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
+    /// An acceptor for `listener`, counting into `worker`; it binds `worker` to the calling thread,
+    /// which an event loop that also owns connections overrides when it builds them.
     pub fn new(listener: Listener, worker: WorkerStats) -> Self {
+        worker.bind_to_this_thread();
         Acceptor { listener, worker, paused_until: None, last_warning: None, stopped: false }
     }
 

@@ -114,8 +114,9 @@ fn token_of(index: usize, generation: u32) -> u64 {
 }
 
 impl Connections {
-    /// No connections yet; `worker` is whose counters they bump.
+    /// No connections yet; `worker` is whose counters they bump. Call it on the loop's own thread.
     pub fn new(settings: ConnSettings, worker: WorkerStats) -> Self {
+        worker.bind_to_this_thread();
         Connections {
             slots: Vec::new(),
             free: Vec::new(),

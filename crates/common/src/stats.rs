@@ -57,6 +57,8 @@ enum Field {
     Cpu,
     /// Index into `Role::ALL` plus one; 0: slot unused.
     Role,
+    /// The id of the thread that runs this worker (0: not known yet), for /proc.
+    ThreadId,
 }
 
 /// u64s per worker slot: 16 × 8 bytes = 128 bytes.
@@ -154,6 +156,10 @@ impl Stats {
                 "requests": requests,
                 "open": open,
                 "wakeups": get(Field::Wakeups),
+                "context_switches": match get(Field::ThreadId) {
+                    0 => None,
+                    tid => sys::cpu::voluntary_context_switches(tid).ok(),
+                },
             }));
         }
         let [accepted, requests, open, rejected] = totals;
@@ -236,5 +242,11 @@ impl WorkerStats {
     /// This worker returned from epoll_wait (or from its queue).
     pub fn wakeup(&self) {
         self.bump(Field::Wakeups, 1);
+    }
+
+    /// Records that the calling thread runs this worker, so /stats can report its
+    /// `context_switches` from /proc. Event loops call it as they are built, on their own thread.
+    pub fn bind_to_this_thread(&self) {
+        self.set(Field::ThreadId, sys::cpu::thread_id());
     }
 }

@@ -198,6 +198,7 @@ fn accept_loop(acceptor: &mut Acceptor, poller: &Poller, conns: &mut Connections
 /// A worker thread: takes the next request from the shared queue, executes it, sends the response
 /// back. It owns no socket.
 fn worker_main(inbox: &Receiver<Request>, replies: &Replies, worker: &WorkerStats) {
+    worker.bind_to_this_thread();
     while let Ok(request) = inbox.recv() {
         worker.wakeup();
         http::response::refresh_date(SystemTime::now());
