@@ -667,6 +667,29 @@ fn pipelined_requests_are_answered_in_order() {
     });
 }
 
+/// A client that sends its whole pipeline and then shuts its sending side (`printf ... | nc`) still
+/// gets every response, in order, and then the server's close — even past the most requests a
+/// connection may have executing at once (lab-ramcloud pauses parsing at 128 in flight).
+#[test]
+fn a_half_closed_pipeline_is_answered_to_the_end() {
+    const MANY: usize = 500;
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let mut client = running.connect();
+        let mut requests = get("/").repeat(MANY);
+        requests.extend(echo(b"last"));
+        requests.extend_from_slice(b"GET / HTTP/1.1\r\nHost: partial");
+        client.send(&requests);
+        client.stream().shutdown(std::net::Shutdown::Write).expect("shutdown(SHUT_WR)");
+        for i in 0..MANY {
+            let response = client.read_response();
+            assert_eq!(response.text(), "Hello, World!", "response {i} of {MANY} before the half-close");
+        }
+        assert_eq!(client.read_response().body, b"last", "the last complete request");
+        client.expect_closed();
+    });
+}
+
 #[test]
 fn a_request_sent_byte_by_byte_is_answered() {
     for_each_server(|server| {
