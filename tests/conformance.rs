@@ -333,6 +333,20 @@ fn wrong_method_is_405_with_allow() {
     });
 }
 
+/// Sends each request on a fresh connection to every server: each must be answered with `status`,
+/// and then the server must close the connection.
+fn each_gets_status_then_close<R: AsRef<[u8]> + Sync>(requests: &[R], status: u16) {
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        for request in requests {
+            let request = request.as_ref();
+            let (mut client, response) = exchange(&running, request);
+            assert_eq!(response.status, status, "{}: {response:?}", show(request));
+            client.expect_closed();
+        }
+    });
+}
+
 #[test]
 fn malformed_requests_get_400_and_close() {
     let cases: &[&[u8]] = &[
@@ -342,14 +356,7 @@ fn malformed_requests_get_400_and_close() {
         b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
         b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
     ];
-    for_each_server(|server| {
-        let running = spawn(server, &[]);
-        for request in cases {
-            let (mut client, response) = exchange(&running, request);
-            assert_eq!(response.status, 400, "{}: {response:?}", show(request));
-            client.expect_closed();
-        }
-    });
+    each_gets_status_then_close(cases, 400);
 }
 
 #[test]
@@ -359,14 +366,7 @@ fn bad_content_length_is_400_and_close() {
         b"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
         b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     ];
-    for_each_server(|server| {
-        let running = spawn(server, &[]);
-        for request in cases {
-            let (mut client, response) = exchange(&running, request);
-            assert_eq!(response.status, 400, "{}: {response:?}", show(request));
-            client.expect_closed();
-        }
-    });
+    each_gets_status_then_close(cases, 400);
 }
 
 #[test]
@@ -375,14 +375,7 @@ fn oversized_header_section_gets_431_and_close() {
     let many_headers =
         format!("GET / HTTP/1.1\r\n{}\r\n", "X-Fill: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(250));
     let never_ending = format!("GET / HTTP/1.1\r\nX-Fill: {}", "a".repeat(12 * 1024));
-    for_each_server(|server| {
-        let running = spawn(server, &[]);
-        for request in [&one_long_header, &many_headers, &never_ending] {
-            let (mut client, response) = exchange(&running, request.as_bytes());
-            assert_eq!(response.status, 431, "{}: {response:?}", show(request.as_bytes()));
-            client.expect_closed();
-        }
-    });
+    each_gets_status_then_close(&[one_long_header, many_headers, never_ending], 431);
 }
 
 #[test]
