@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::framing::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
 use http::{parse_request, route, Job, Parsed, Status};
 
+use crate::accept::Acceptor;
 use crate::exec;
 use crate::stats::WorkerStats;
 use sys::epoll::{Event, Poller};
@@ -160,6 +161,15 @@ impl Connections {
         }
         self.slots[index].conn = Some(Conn::new(fd, self.now));
         Ok(token)
+    }
+
+    /// Accepts every connection waiting in `acceptor`'s queue into this same loop: the recipe of
+    /// every architecture whose acceptor is also the reader (epoll, nginx, reuseport, ramcloud's
+    /// dispatcher). A connection that cannot be added is closed; the loop goes on.
+    pub fn accept_from(&mut self, poller: &Poller, acceptor: &mut Acceptor) {
+        acceptor.accept_all(|fd| {
+            let _ = self.add(poller, fd);
+        });
     }
 
     /// Number of open connections.

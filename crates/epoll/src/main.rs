@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!                        ┌────────────── the only thread ──────────────┐
-//!   SYN ─► SYN queue ─► accept queue ─► accept_loop ─► read ─► execute ─► write
+//!   SYN ─► SYN queue ─► accept queue ─► accept_from ─► read ─► execute ─► write
 //!          (kernel)       (kernel)      └── epoll_wait: listener, signalfd, every connection ──┘
 //! ```
 //!
@@ -73,7 +73,7 @@ fn worker_main(
         conns.woke_up();
         for event in events.iter() {
             match event.token {
-                LISTENER => accept_loop(&mut acceptor, &poller, &mut conns),
+                LISTENER => conns.accept_from(&poller, &mut acceptor),
                 SIGNALS if signals.read()?.is_some() && drain.begin() => {
                     startup::log("draining: no new connections; finishing the requests in flight");
                     acceptor.stop_listening()?;
@@ -84,19 +84,11 @@ fn worker_main(
             }
         }
         if !drain.is_draining() && acceptor.take_resumed() {
-            accept_loop(&mut acceptor, &poller, &mut conns);
+            conns.accept_from(&poller, &mut acceptor);
         }
         conns.tick(&mut ExecuteHere);
         if drain.is_done(&conns) {
             return Ok(());
         }
     }
-}
-
-/// Accepts every connection waiting in the accept queue and adds it to this same loop.
-fn accept_loop(acceptor: &mut Acceptor, poller: &Poller, conns: &mut Connections) {
-    acceptor.accept_all(|fd| {
-        // A failure here concerns this one connection, which is closed; the loop goes on.
-        let _ = conns.add(poller, fd);
-    });
 }

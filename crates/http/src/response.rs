@@ -5,7 +5,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The statuses the servers answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    Continue,
     Ok,
     BadRequest,
     NotFound,
@@ -21,7 +20,6 @@ impl Status {
     /// The status line, up to and including its CRLF.
     fn line(self) -> &'static [u8] {
         match self {
-            Status::Continue => b"HTTP/1.1 100 Continue\r\n",
             Status::Ok => b"HTTP/1.1 200 OK\r\n",
             Status::BadRequest => b"HTTP/1.1 400 Bad Request\r\n",
             Status::NotFound => b"HTTP/1.1 404 Not Found\r\n",

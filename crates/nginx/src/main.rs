@@ -3,8 +3,8 @@
 //! (`ngx_process_events_and_timers`, `ngx_trylock_accept_mutex`, `ngx_accept_disabled`).
 //!
 //! ```text
-//!   SYN ─► SYN queue ─► one accept queue ─┬─► worker_main 0: accept_loop, read/execute/write
-//!          (kernel)      (kernel, shared) ├─► worker_main 1: accept_loop, read/execute/write
+//!   SYN ─► SYN queue ─► one accept queue ─┬─► worker_main 0: accept_from, read/execute/write
+//!          (kernel)      (kernel, shared) ├─► worker_main 1: accept_from, read/execute/write
 //!                                         └─► worker_main 2: ...
 //!                 who may accept: --accept mutex     the holder of a mutex alone has the listener in
 //!                                                    its epoll (the default, as in the seeds)
@@ -151,7 +151,7 @@ fn worker_main(
         // Accept first, then let go of the mutex before serving: the next holder need not wait for
         // this worker's requests to execute (nginx posts its read events for the same reason).
         if events.iter().any(|event| event.token == LISTENER) || acceptor.take_resumed() {
-            accept_loop(&mut acceptor, &poller, &mut conns);
+            conns.accept_from(&poller, &mut acceptor);
         }
         turn.held = None;
         for event in events.iter() {
@@ -219,12 +219,4 @@ impl<'a> AcceptTurn<'a> {
         self.listening = self.held.is_some();
         Ok(())
     }
-}
-
-/// Accepts every connection waiting in the shared accept queue into this worker's own epoll.
-fn accept_loop(acceptor: &mut Acceptor, poller: &Poller, conns: &mut Connections) {
-    acceptor.accept_all(|fd| {
-        // A failure here concerns this one connection, which is closed; the loop goes on.
-        let _ = conns.add(poller, fd);
-    });
 }

@@ -160,7 +160,7 @@ fn dispatcher_main(
         conns.woke_up();
         for event in events.iter() {
             match event.token {
-                LISTENER => accept_loop(&mut acceptor, &poller, &mut conns),
+                LISTENER => conns.accept_from(&poller, &mut acceptor),
                 SIGNALS if signals.read()?.is_some() && drain.begin() => {
                     startup::log("draining: no new connections; finishing the requests in flight");
                     acceptor.stop_listening()?;
@@ -178,21 +178,13 @@ fn dispatcher_main(
             }
         }
         if !drain.is_draining() && acceptor.take_resumed() {
-            accept_loop(&mut acceptor, &poller, &mut conns);
+            conns.accept_from(&poller, &mut acceptor);
         }
         conns.tick(dispatch);
         if drain.is_done(&conns) {
             return Ok(());
         }
     }
-}
-
-/// Accepts every connection waiting in the accept queue into the dispatcher's epoll.
-fn accept_loop(acceptor: &mut Acceptor, poller: &Poller, conns: &mut Connections) {
-    acceptor.accept_all(|fd| {
-        // A failure here concerns this one connection, which is closed; the loop goes on.
-        let _ = conns.add(poller, fd);
-    });
 }
 
 /// A worker thread: takes the next request from the shared queue, executes it, sends the response

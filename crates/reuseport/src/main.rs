@@ -7,9 +7,9 @@
 //!   supervise (parent): opens N sockets on one port, forks, restarts a dead worker, forwards SIGTERM
 //!        │ fork ×N (every worker holds every socket; worker i accepts on socket i only)
 //!   SYN ─► kernel: a hash of the 4-tuple (--steer cpu: the CPU taking the SYN) picks socket i
-//!          ├─► accept queue 0   ─► process 0 (CPU 0):  accept_loop ─► read ─► execute ─► write
-//!          ├─► accept queue 1   ─► process 1 (CPU 1):  accept_loop ─► read ─► execute ─► write
-//!          └─► accept queue N-1 ─► process N-1:        accept_loop ─► read ─► execute ─► write
+//!          ├─► accept queue 0   ─► process 0 (CPU 0):  accept_from ─► read ─► execute ─► write
+//!          ├─► accept queue 1   ─► process 1 (CPU 1):  accept_from ─► read ─► execute ─► write
+//!          └─► accept queue N-1 ─► process N-1:        accept_from ─► read ─► execute ─► write
 //!              (kernel, one per socket)  └─ epoll_wait: its socket, signalfd, its connections ─┘
 //! ```
 //!
@@ -213,7 +213,7 @@ fn worker_main(server: &Server, index: usize) -> io::Result<()> {
         conns.woke_up();
         for event in events.iter() {
             match event.token {
-                LISTENER if !drain.is_draining() => accept_loop(&mut acceptor, &poller, &mut conns),
+                LISTENER if !drain.is_draining() => conns.accept_from(&poller, &mut acceptor),
                 // Draining: what queues now is for a replacement, or is refused with the server.
                 LISTENER => {}
                 SIGNALS if server.signals.read()?.is_some() && drain.begin() => {
@@ -225,21 +225,13 @@ fn worker_main(server: &Server, index: usize) -> io::Result<()> {
             }
         }
         if !drain.is_draining() && acceptor.take_resumed() {
-            accept_loop(&mut acceptor, &poller, &mut conns);
+            conns.accept_from(&poller, &mut acceptor);
         }
         conns.tick(&mut ExecuteHere);
         if drain.is_done(&conns) {
             return Ok(());
         }
     }
-}
-
-/// Accepts every connection waiting in this worker's accept queue and adds it to its loop.
-fn accept_loop(acceptor: &mut Acceptor, poller: &Poller, conns: &mut Connections) {
-    acceptor.accept_all(|fd| {
-        // A failure here concerns this one connection, which is closed; the loop goes on.
-        let _ = conns.add(poller, fd);
-    });
 }
 
 /// A draining worker accepts no more. When the whole server stops, its socket stops listening for
