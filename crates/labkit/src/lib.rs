@@ -1,0 +1,839 @@
+#![forbid(unsafe_code)]
+//! The black-box harness shared by the conformance and fault suites, lab-bench and lab-exp: one table of server binaries, a
+//! way to start one on a port the kernel picks and to stop it, and a small blocking HTTP/1.1 client
+//! that sends raw bytes and reads back exactly one response at a time.
+//!
+//! Every test runs against every row of [`SERVERS`] through [`for_each_server`], so putting a new
+//! architecture under both suites is one line in that table.
+
+use std::collections::VecDeque;
+use std::env;
+use std::fs;
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// One server under test: the row's name, its binary, and the arguments that pick its variant.
+#[derive(Debug)]
+pub struct Server {
+    pub name: &'static str,
+    pub bin: &'static str,
+    pub args: &'static [&'static str],
+}
+
+/// Every server the suites run against, one row per line.
+#[rustfmt::skip]
+pub const SERVERS: &[Server] = &[
+    Server { name: "epoll", bin: "lab-epoll", args: &[] },
+    Server { name: "memcached", bin: "lab-memcached", args: &["--workers", "2"] },
+    Server { name: "ramcloud", bin: "lab-ramcloud", args: &["--workers", "2"] },
+    Server { name: "nginx-mutex", bin: "lab-nginx", args: &["--workers", "2", "--accept", "mutex"] },
+    Server { name: "nginx-exclusive", bin: "lab-nginx", args: &["--workers", "2", "--accept", "exclusive"] },
+    Server { name: "nginx-herd", bin: "lab-nginx", args: &["--workers", "2", "--accept", "herd"] },
+    Server { name: "reuseport", bin: "lab-reuseport", args: &["--workers", "2"] },
+];
+
+impl Server {
+    /// The `arch` the binary reports in /stats: its name without the `lab-` prefix.
+    pub fn arch(&self) -> &'static str {
+        self.bin.strip_prefix("lab-").unwrap_or(self.bin)
+    }
+
+    /// Whether the architecture is a single thread by design, so `--workers` above 1 is an error.
+    pub fn single_threaded(&self) -> bool {
+        self.arch() == "epoll"
+    }
+}
+
+/// Runs `test` once for every row of [`SERVERS`], each in its own thread named after the row, and
+/// fails naming every row whose run panicked.
+pub fn for_each_server(test: impl Fn(&Server) + Sync) {
+    let failures =
+        run_threads(SERVERS.iter().map(|server| (server.name.to_string(), server)).collect(), |server| {
+            test(server)
+        });
+    let failures: Vec<String> =
+        failures.into_iter().map(|(row, message)| format!("server row `{row}`: {message}")).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Runs `task` on every item at once, one thread each, and fails with the first failure's message
+/// and how many failed.
+pub fn in_parallel<T: Send>(items: Vec<T>, task: impl Fn(usize, T) + Sync) {
+    let count = items.len();
+    let named = items.into_iter().enumerate().map(|(i, item)| (format!("client {i}"), (i, item))).collect();
+    let failures = run_threads(named, |(i, item)| task(i, item));
+    if let Some((name, message)) = failures.first() {
+        panic!("{} of {count} failed; {name}: {message}", failures.len());
+    }
+}
+
+/// Runs `task` on each item in a thread of the given name; returns the name and panic message of
+/// every run that panicked.
+fn run_threads<T: Send>(items: Vec<(String, T)>, task: impl Fn(T) + Sync) -> Vec<(String, String)> {
+    let task = &task;
+    thread::scope(|scope| {
+        let runs: Vec<_> = items
+            .into_iter()
+            .map(|(name, item)| {
+                let run = thread::Builder::new()
+                    .name(name.clone())
+                    .spawn_scoped(scope, move || task(item))
+                    .expect("spawn a test thread");
+                (name, run)
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|(name, run)| {
+                let panic = run.join().err()?;
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                    .unwrap_or_else(|| "(panic without a message)".to_string());
+                Some((name, message))
+            })
+            .collect()
+    })
+}
+
+/// `len` bytes that run through every byte value, so that a path that stops at NUL or expects
+/// text shows.
+pub fn binary_body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// Where the binary `bin` was built: in `$ACCEPTLAB_BIN_DIR` when set, else the workspace's
+/// `target/release`, else its `target/debug`.
+pub fn bin_path(bin: &str) -> PathBuf {
+    let dirs = match env::var_os("ACCEPTLAB_BIN_DIR") {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => {
+            let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
+            vec![target.join("release"), target.join("debug")]
+        }
+    };
+    dirs.iter()
+        .map(|dir| dir.join(bin))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{bin} is not in {dirs:?}: build first: cargo build --release --bins"))
+}
+
+/// A pipe of the child's, collected by a thread as it arrives.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<(Vec<u8>, bool)>>);
+
+impl Captured {
+    /// Starts the thread that copies `pipe` here until end of file.
+    fn collect(mut pipe: impl Read + Send + 'static) -> Captured {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        thread::spawn(move || {
+            let mut chunk = [0; 4096];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => sink.0.lock().unwrap().0.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            sink.0.lock().unwrap().1 = true;
+        });
+        captured
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap().0).into_owned()
+    }
+
+    /// The whole text once the pipe reaches end of file, or what came within `timeout`.
+    fn text_at_eof(&self, timeout: Duration) -> String {
+        eventually(timeout, || self.0.lock().unwrap().1);
+        self.text()
+    }
+}
+
+/// A server process started by [`spawn`]; killed, with every process it started, when dropped.
+pub struct Running {
+    child: Child,
+    command_line: String,
+    listen_addr: SocketAddr,
+    stdout_rest: Captured,
+    stderr: Captured,
+}
+
+/// Starts `server` on `127.0.0.1:0` (unless `extra_args` names an `--addr`) with `extra_args`, and
+/// waits for its `listening on IP:PORT` line. Keep the result bound to a name: dropping it kills
+/// the server.
+pub fn spawn(server: &Server, extra_args: &[&str]) -> Running {
+    Running::start(command(server, extra_args, None))
+}
+
+/// Like [`spawn`], with the open-file limit (`ulimit -n`) lowered to `limit` first.
+pub fn spawn_with_fd_limit(server: &Server, extra_args: &[&str], limit: u32) -> Running {
+    Running::start(command(server, extra_args, Some(limit)))
+}
+
+/// How a server run to its end by [`run_to_exit`] ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `server` with `extra_args` (for a command line it should refuse) until it exits; fails if it
+/// is still running after `timeout`.
+pub fn run_to_exit(server: &Server, extra_args: &[&str], timeout: Duration) -> Finished {
+    let mut command = command(server, extra_args, None);
+    let command_line = format!("{command:?}");
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {command_line}: {e}"));
+    let stdout = Captured::collect(child.stdout.take().unwrap());
+    let stderr = Captured::collect(child.stderr.take().unwrap());
+    let Some(status) = wait_child(&mut child, timeout) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{command_line} still running after {timeout:?}; stderr: {:?}", stderr.text());
+    };
+    let eof = Duration::from_secs(2);
+    Finished { status, stdout: stdout.text_at_eof(eof), stderr: stderr.text_at_eof(eof) }
+}
+
+fn command(server: &Server, extra_args: &[&str], fd_limit: Option<u32>) -> Command {
+    let bin = bin_path(server.bin);
+    let mut command = match fd_limit {
+        None => Command::new(bin),
+        Some(limit) => {
+            let mut shell = Command::new("sh");
+            shell.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(bin);
+            shell
+        }
+    };
+    command.args(server.args);
+    // Only one --addr: a command-line parser may refuse a repeated flag.
+    if !extra_args.contains(&"--addr") {
+        command.args(["--addr", "127.0.0.1:0"]);
+    }
+    command.args(extra_args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("waitpid on a server") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Running {
+    fn start(mut command: Command) -> Running {
+        let command_line = format!("{command:?}");
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {command_line}: {e}"));
+        let stderr = Captured::collect(child.stderr.take().unwrap());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (first_line_tx, first_line_rx) = mpsc::channel();
+        let stdout_rest = Captured::default();
+        let sink = stdout_rest.clone();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = stdout.read_line(&mut line);
+            let _ = first_line_tx.send(line);
+            let mut rest = Vec::new();
+            let _ = stdout.read_to_end(&mut rest);
+            *sink.0.lock().unwrap() = (rest, true);
+        });
+        let mut running = Running {
+            child,
+            command_line,
+            listen_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            stdout_rest,
+            stderr,
+        };
+        let line = first_line_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        running.listen_addr = line
+            .strip_prefix("listening on ")
+            .and_then(|addr| addr.strip_suffix('\n'))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| {
+                let status = running.wait_exit(Duration::from_millis(200));
+                panic!(
+                    "{}: first stdout line {line:?} is not `listening on IP:PORT` (exit: {status:?}); \
+                     stderr: {:?}",
+                    running.command_line,
+                    running.stderr_text()
+                )
+            });
+        running
+    }
+
+    /// The address to connect to: the listening one, with an unspecified IP made loopback.
+    pub fn addr(&self) -> SocketAddr {
+        let mut addr = self.listen_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(Ipv4Addr::LOCALHOST.into());
+        }
+        addr
+    }
+
+    /// The address exactly as the `listening on` line gave it.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Everything the server wrote to stderr, read to end of file (so call it once the server has
+    /// exited; it waits at most 2 s).
+    pub fn stderr_to_eof(&self) -> String {
+        self.stderr.text_at_eof(Duration::from_secs(2))
+    }
+
+    /// Stderr once `done` holds for it, or as it stands after `timeout`.
+    pub fn wait_stderr(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+        eventually(timeout, || done(&self.stderr.text()));
+        self.stderr.text()
+    }
+
+    /// What the server wrote to stdout after its first line, read to end of file (so call it once
+    /// the server has exited).
+    pub fn stdout_after_first_line(&self) -> String {
+        self.stdout_rest.text_at_eof(Duration::from_secs(2))
+    }
+
+    pub fn sigterm(&self) {
+        self.signal(Signal::SIGTERM);
+    }
+
+    pub fn sigint(&self) {
+        self.signal(Signal::SIGINT);
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(pid_of(self.pid()), signal).unwrap_or_else(|e| panic!("kill {signal}: {e}"));
+    }
+
+    /// The exit status, if the server exits within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, timeout)
+    }
+
+    /// Whether the server process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("waitpid on a server").is_none()
+    }
+
+    /// A fresh connection to the server.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.is_running() {
+            // Worker processes (reuseport) would otherwise outlive a killed supervisor.
+            for pid in process_tree(self.pid()) {
+                let _ = kill(pid_of(pid), Signal::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn pid_of(pid: u32) -> Pid {
+    Pid::from_raw(i32::try_from(pid).expect("a pid fits in pid_t"))
+}
+
+/// `pid` and every process below it, read from `/proc/PID/task/TID/children`.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut to_visit = VecDeque::from([pid]);
+    while let Some(pid) = to_visit.pop_front() {
+        found.push(pid);
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            to_visit.extend(children.split_whitespace().filter_map(|child| child.parse::<u32>().ok()));
+        }
+    }
+    found
+}
+
+/// One thread of a server's process tree, as the kernel sees it.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    /// The CPUs the thread may run on (`Cpus_allowed_list` of `/proc/PID/task/TID/status`).
+    pub cpus: Vec<usize>,
+    /// User plus system time so far, in clock ticks (`/proc/PID/task/TID/stat`).
+    pub cpu_ticks: u64,
+    /// The thread's state: `R` running or runnable, `S` asleep waiting for something, ... (proc(5)).
+    pub state: char,
+    /// The CPU the thread last ran on (`processor` of `/proc/PID/task/TID/stat`).
+    pub last_cpu: usize,
+    /// How often the thread went to sleep so far (`voluntary_ctxt_switches`): a thread woken in the
+    /// kernel that finds nothing to do and sleeps again counts one, even if it never leaves the call.
+    pub sleeps: u64,
+}
+
+/// Every thread of `pid` and of every process below it.
+pub fn tasks(pid: u32) -> Vec<Task> {
+    let mut found = Vec::new();
+    for pid in process_tree(pid) {
+        let Ok(entries) = fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for entry in entries.flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                continue;
+            };
+            // A thread may end between the listing and the reads; it is then left out.
+            let Ok(status) = fs::read_to_string(entry.path().join("status")) else { continue };
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+            let cpus = status
+                .lines()
+                .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+                .map(|list| parse_cpu_list(list.trim()))
+                .unwrap_or_else(|| panic!("no Cpus_allowed_list for task {tid} of {pid}: {status}"));
+            let cpu_ticks = stat_ticks(&stat)
+                .unwrap_or_else(|| panic!("no utime/stime in /proc/{pid}/task/{tid}/stat: {stat}"));
+            let sleeps = status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|count| count.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no voluntary_ctxt_switches for task {tid} of {pid}: {status}"));
+            let last_cpu = stat_field(&stat, 39)
+                .unwrap_or_else(|| panic!("no processor in /proc/{pid}/task/{tid}/stat: {stat}"));
+            let state = stat_field::<char>(&stat, 3)
+                .unwrap_or_else(|| panic!("no state in /proc/{pid}/task/{tid}/stat: {stat}"));
+            found.push(Task { pid, tid, cpus, cpu_ticks, state, last_cpu, sleeps });
+        }
+    }
+    found
+}
+
+/// A CPU list as the kernel writes it (`0-3,8`), expanded.
+pub fn parse_cpu_list(list: &str) -> Vec<usize> {
+    let number = |text: &str| text.parse::<usize>().unwrap_or_else(|_| panic!("bad CPU list {list:?}"));
+    list.split(',')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| match part.split_once('-') {
+            Some((first, last)) => (number(first)..=number(last)).collect::<Vec<_>>(),
+            None => vec![number(part)],
+        })
+        .collect()
+}
+
+/// utime + stime, in clock ticks, from a `/proc/.../stat` line.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    // utime and stime are fields 14 and 15 of proc(5).
+    Some(stat_field::<u64>(stat, 14)? + stat_field::<u64>(stat, 15)?)
+}
+
+/// Field `number` (counted from 1, as proc(5) does) of a `/proc/.../stat` line, from field 3 on.
+fn stat_field<T: std::str::FromStr>(stat: &str, number: usize) -> Option<T> {
+    // The command name (field 2) may hold spaces; the fields after it are plain words.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(number.checked_sub(3)?)?.parse().ok()
+}
+
+/// Resident memory of `pid` and its descendants, in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    process_tree(pid)
+        .iter()
+        .filter_map(|pid| {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// CPU time (user + system) used so far by `pid` and its descendants.
+pub fn cpu_time(pid: u32) -> Duration {
+    // /proc counts in USER_HZ, sysconf(_SC_CLK_TCK), which is 100 on every architecture Rust targets.
+    const TICKS_PER_SECOND: u64 = 100;
+    let ticks: u64 = process_tree(pid)
+        .iter()
+        .filter_map(|pid| stat_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
+        .sum();
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+}
+
+/// Polls `condition` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET path` on HTTP/1.1.
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: acceptlab\r\n\r\n").into_bytes()
+}
+
+/// `POST /echo` with `body` framed by Content-Length.
+pub fn echo(body: &[u8]) -> Vec<u8> {
+    let mut request =
+        format!("POST /echo HTTP/1.1\r\nHost: acceptlab\r\nContent-Length: {}\r\n\r\n", body.len())
+            .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// `POST /echo` with a chunked body, one chunk per element of `chunks`.
+pub fn echo_chunked(chunks: &[&[u8]]) -> Vec<u8> {
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nHost: acceptlab\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for chunk in chunks {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    request
+}
+
+/// One HTTP response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The value of the first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; fails showing the body if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+}
+
+/// A blocking HTTP/1.1 client over one connection: raw bytes out, one parsed response at a time in.
+pub struct Client {
+    stream: TcpStream,
+    /// Bytes read from the socket that no response has consumed yet.
+    unparsed: Vec<u8>,
+    at_eof: bool,
+}
+
+/// How long the client waits for the server before a read or write fails.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// Connects to `addr`, failing the test if that does not work.
+    pub fn connect(addr: SocketAddr) -> Client {
+        Client::try_connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Client { stream, unparsed: Vec::new(), at_eof: false })
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).expect("setsockopt SO_RCVTIMEO");
+    }
+
+    /// Writes all of `bytes`, failing the test if the server does not take them.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.try_send(bytes).unwrap_or_else(|e| panic!("send {} bytes: {e}", bytes.len()));
+    }
+
+    /// Writes all of `bytes`; the server may have closed the connection by then.
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Sends `bytes` and reads one response.
+    pub fn request(&mut self, bytes: &[u8]) -> Response {
+        self.send(bytes);
+        self.read_response()
+    }
+
+    /// `GET path` and its response.
+    pub fn get(&mut self, path: &str) -> Response {
+        self.request(&get(path))
+    }
+
+    /// `GET /stats`, checked to be a 200, as JSON.
+    pub fn stats(&mut self) -> Value {
+        let response = self.get("/stats");
+        assert_eq!(response.status, 200, "GET /stats: {response:?}");
+        response.json()
+    }
+
+    /// Reads one response to a request that may carry a body.
+    pub fn read_response(&mut self) -> Response {
+        self.read(false)
+    }
+
+    /// Reads one response to a HEAD request: headers only, whatever Content-Length says.
+    pub fn read_head_response(&mut self) -> Response {
+        self.read(true)
+    }
+
+    fn read(&mut self, head: bool) -> Response {
+        self.try_read_response(head).unwrap_or_else(|e| {
+            panic!("reading a response: {e}; bytes received: {:?}", String::from_utf8_lossy(&self.unparsed))
+        })
+    }
+
+    /// Reads one response, `head` telling whether it answers a HEAD request.
+    pub fn try_read_response(&mut self, head: bool) -> io::Result<Response> {
+        loop {
+            let parsed = parse_response(&self.unparsed, head, self.at_eof)
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+            if let Some((response, length)) = parsed {
+                self.unparsed.drain(..length);
+                return Ok(response);
+            }
+            if self.at_eof {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            self.read_more()?;
+        }
+    }
+
+    /// Waits for the next bytes from the server and keeps them for the responses to come.
+    pub fn read_more(&mut self) -> io::Result<()> {
+        let mut chunk = [0; 64 * 1024];
+        let n = loop {
+            // A read with SO_RCVTIMEO fails with EINTR when this process is stopped and continued,
+            // even with no signal handler (signal(7)): that is not the server's doing.
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                read => break read?,
+            }
+        };
+        self.unparsed.extend_from_slice(&chunk[..n]);
+        self.at_eof = n == 0;
+        Ok(())
+    }
+
+    /// Whether the server closes the connection (end of file or reset) within `timeout`, with no
+    /// bytes beyond those already read; fails the test if more bytes arrive.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.at_eof {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.set_read_timeout(left);
+            match self.read_more() {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return false,
+                Err(e) => panic!("read while waiting for the server to close: {e}"),
+            }
+        }
+        assert!(
+            self.unparsed.is_empty(),
+            "expected the server to close, it sent more: {:?}",
+            String::from_utf8_lossy(&self.unparsed)
+        );
+        true
+    }
+
+    /// Fails the test unless the server closes the connection within 3 s.
+    pub fn expect_closed(&mut self) {
+        assert!(self.closed_within(Duration::from_secs(3)), "the server kept the connection open");
+    }
+
+    /// Half-closes the connection: the server reads end of file, the client can still read.
+    pub fn shutdown_write(&self) {
+        self.stream.shutdown(Shutdown::Write).expect("shutdown(SHUT_WR)");
+    }
+}
+
+/// Parses one response at the start of `bytes`: `Ok(None)` while it is incomplete, else the
+/// response and how many bytes it took. `at_eof` ends a body that runs to the close.
+fn parse_response(bytes: &[u8], head: bool, at_eof: bool) -> Result<Option<(Response, usize)>, String> {
+    let Some(header_end) = find(bytes, b"\r\n\r\n") else { return Ok(None) };
+    let header =
+        std::str::from_utf8(&bytes[..header_end]).map_err(|e| format!("header is not UTF-8: {e}"))?;
+    let mut lines = header.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default().to_string();
+    let status = parts.next().unwrap_or_default();
+    let reason = parts.next().unwrap_or_default().to_string();
+    if !version.starts_with("HTTP/") || status.len() != 3 {
+        return Err(format!("bad status line {status_line:?}"));
+    }
+    let status: u16 = status.parse().map_err(|_| format!("bad status code in {status_line:?}"))?;
+    let headers = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').ok_or_else(|| format!("bad header line {line:?}"))?;
+            Ok((name.to_string(), value.trim().to_string()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut response = Response { version, status, reason, headers, body: Vec::new() };
+    let body_start = header_end + 4;
+    let rest = &bytes[body_start..];
+    let bodiless = head || (100..200).contains(&status) || status == 204 || status == 304;
+    let body_length = if bodiless {
+        Some(0)
+    } else if response.header("Transfer-Encoding").is_some_and(|coding| coding.contains("chunked")) {
+        match decode_chunked(rest)? {
+            Some((body, length)) => {
+                response.body = body;
+                return Ok(Some((response, body_start + length)));
+            }
+            None => return Ok(None),
+        }
+    } else if let Some(length) = response.header("Content-Length") {
+        Some(length.parse::<usize>().map_err(|_| format!("bad Content-Length {length:?}"))?)
+    } else if at_eof {
+        Some(rest.len())
+    } else {
+        None
+    };
+    match body_length {
+        Some(length) if rest.len() >= length => {
+            response.body = rest[..length].to_vec();
+            Ok(Some((response, body_start + length)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Decodes a chunked body at the start of `bytes`: the body and the bytes it took, or `None` while
+/// incomplete.
+fn decode_chunked(bytes: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(line_end) = find(&bytes[at..], b"\r\n") else { return Ok(None) };
+        let line = String::from_utf8_lossy(&bytes[at..at + line_end]);
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16).map_err(|_| format!("bad chunk size line {line:?}"))?;
+        at += line_end + 2;
+        if size == 0 {
+            // Trailer fields, if any, then the empty line.
+            loop {
+                let Some(line_end) = find(&bytes[at..], b"\r\n") else { return Ok(None) };
+                at += line_end + 2;
+                if line_end == 0 {
+                    return Ok(Some((body, at)));
+                }
+            }
+        }
+        if bytes.len() < at + size + 2 {
+            return Ok(None);
+        }
+        body.extend_from_slice(&bytes[at..at + size]);
+        if &bytes[at + size..at + size + 2] != b"\r\n" {
+            return Err("chunk data not followed by CRLF".to_string());
+        }
+        at += size + 2;
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_response;
+
+    /// Responses the client must frame, each with the body it carries.
+    const RESPONSES: &[(&[u8], bool, &[u8])] = &[
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false, b"hello"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n", true, b""),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", false, b""),
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", false, b""),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n",
+            false,
+            b"hello0123456789",
+        ),
+    ];
+
+    #[test]
+    fn every_truncated_prefix_is_incomplete_and_the_whole_is_framed() {
+        for (bytes, head, body) in RESPONSES {
+            for end in 0..bytes.len() {
+                let parsed = parse_response(&bytes[..end], *head, false);
+                assert!(matches!(parsed, Ok(None)), "prefix {end} of {bytes:?}: {parsed:?}");
+            }
+            let mut pipelined = bytes.to_vec();
+            pipelined.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let (response, length) = parse_response(&pipelined, *head, false).unwrap().unwrap();
+            assert_eq!((response.body.as_slice(), length), (*body, bytes.len()), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn a_body_without_length_runs_to_the_close() {
+        let bytes = b"HTTP/1.1 200 OK\r\n\r\nuntil the end";
+        assert!(matches!(parse_response(bytes, false, false), Ok(None)));
+        let (response, length) = parse_response(bytes, false, true).unwrap().unwrap();
+        assert_eq!((response.body.as_slice(), length), (&b"until the end"[..], bytes.len()));
+    }
+
+    #[test]
+    fn cpu_lists_expand_as_the_kernel_writes_them() {
+        assert_eq!(super::parse_cpu_list("0-3,8"), vec![0, 1, 2, 3, 8]);
+        assert_eq!(super::parse_cpu_list("1"), vec![1]);
+        assert_eq!(super::parse_cpu_list("0,2-3"), vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn a_broken_status_line_is_an_error() {
+        assert!(parse_response(b"HTTP/1.1 2000 OK\r\n\r\n", false, false).is_err());
+        assert!(parse_response(b"garbage\r\n\r\n", false, false).is_err());
+    }
+}
