@@ -1,0 +1,350 @@
+//! What lab-top shows: the state kept between readings ([`Watch`]) and the one drawing of it
+//! ([`draw`]), used for the live screen and, rendered into a buffer, for `--once`'s plain text.
+//!
+//! ```text
+//!   header       arch, pid, uptime, address; requests/s and accepts/s with their counts; fairness
+//!   accept queue one line per listener: a gauge against the backlog, a sparkline of its history
+//!   workers      one row per worker: rates per second, open connections, share of the requests
+//!   kernel       /proc/net/netstat's listen and SYN-cookie counters per second (when /stats has them)
+//!   keys         q p s
+//! ```
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use ratatui::backend::TestBackend;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Gauge, Paragraph, Row, Sparkline, Table};
+use ratatui::{Frame, Terminal};
+
+use crate::rates::{executes_requests, Rates};
+use crate::sample::Sample;
+
+/// Readings of the accept queue kept for the sparkline (at 250 ms, the last 30 seconds).
+const QUEUE_HISTORY: usize = 120;
+/// Characters of the per-worker share bar.
+const SHARE_BAR: usize = 20;
+
+/// Everything the screen shows, updated reading by reading.
+pub struct Watch {
+    /// The server as the user named it.
+    pub target: String,
+    pub interval: Duration,
+    pub latest: Option<Sample>,
+    /// From the last two readings of the same server; `None` until there are two.
+    pub rates: Option<Rates>,
+    /// Each listener's recent accept-queue lengths, oldest first.
+    queue_history: Vec<VecDeque<u64>>,
+    /// Why the last reading failed, while the server cannot be read.
+    pub problem: Option<String>,
+    pub paused: bool,
+    pub sort_by_requests: bool,
+}
+
+impl Watch {
+    pub fn new(target: String, interval: Duration) -> Watch {
+        Watch {
+            target,
+            interval,
+            latest: None,
+            rates: None,
+            queue_history: Vec::new(),
+            problem: None,
+            paused: false,
+            sort_by_requests: false,
+        }
+    }
+
+    /// Takes in one reading, or the reason there is none. While paused, readings are dropped, so
+    /// the screen holds still (the first rates after a pause are the average over it).
+    pub fn record(&mut self, reading: Result<Sample, String>) {
+        if self.paused {
+            return;
+        }
+        let sample = match reading {
+            Ok(sample) => sample,
+            Err(problem) => {
+                self.problem = Some(problem);
+                return;
+            }
+        };
+        self.problem = None;
+        self.rates = self.latest.as_ref().and_then(|before| Rates::between(before, &sample));
+        let same_server = self.latest.as_ref().is_some_and(|before| before.pid == sample.pid);
+        if !same_server || self.queue_history.len() != sample.listeners.len() {
+            self.queue_history = vec![VecDeque::new(); sample.listeners.len()];
+        }
+        for (history, listener) in self.queue_history.iter_mut().zip(&sample.listeners) {
+            if history.len() == QUEUE_HISTORY {
+                history.pop_front();
+            }
+            history.push_back(listener.accept_queue);
+        }
+        self.latest = Some(sample);
+    }
+
+    pub fn toggle_pause(&mut self) {
+        self.paused = !self.paused;
+    }
+
+    /// Screen lines the whole view needs: the live screen shows less when it is smaller.
+    pub fn height(&self) -> u16 {
+        let (listeners, workers, kernel) = match &self.latest {
+            Some(sample) => (sample.listeners.len(), sample.workers.len(), sample.kernel.is_some()),
+            None => (1, 0, false),
+        };
+        let panels = 4 + (listeners + 2) + (workers + 3) + if kernel { 4 } else { 0 } + 1;
+        u16::try_from(panels).unwrap_or(u16::MAX)
+    }
+}
+
+/// Draws the whole view into `frame`.
+pub fn draw(frame: &mut Frame, watch: &Watch) {
+    let sample = watch.latest.as_ref();
+    let kernel_rows = if sample.is_some_and(|s| s.kernel.is_some()) { 4 } else { 0 };
+    let [header, queues, workers, kernel, keys] = Layout::vertical([
+        Constraint::Length(4),
+        Constraint::Length(sample.map_or(1, |s| s.listeners.len() as u16) + 2),
+        Constraint::Min(3),
+        Constraint::Length(kernel_rows),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    draw_header(frame, header, watch);
+    if let Some(sample) = sample {
+        draw_queues(frame, queues, watch, sample);
+        draw_workers(frame, workers, watch, sample);
+        if let Some(counters) = &sample.kernel {
+            draw_kernel(frame, kernel, watch.rates.as_ref(), counters);
+        }
+    }
+    let sort = if watch.sort_by_requests { "by requests/s" } else { "by id" };
+    let keys_line = Line::from(vec![
+        " q".bold(),
+        " quit   ".into(),
+        "p".bold(),
+        if watch.paused { " resume   ".into() } else { " pause   ".into() },
+        "s".bold(),
+        format!(" sort (now {sort})   reading every {} ms", watch.interval.as_millis()).into(),
+    ]);
+    frame.render_widget(Paragraph::new(keys_line).dark_gray(), keys);
+}
+
+fn draw_header(frame: &mut Frame, area: Rect, watch: &Watch) {
+    let status = match (&watch.problem, watch.paused) {
+        (Some(problem), _) => {
+            Span::styled(format!("server gone ({problem}); retrying"), Style::new().fg(Color::Red).bold())
+        }
+        (None, true) => "PAUSED".yellow().bold(),
+        (None, false) if watch.latest.is_none() => "waiting for the first reading".into(),
+        (None, false) => "live".green(),
+    };
+    let mut first = vec![];
+    let mut second = vec![];
+    if let Some(sample) = &watch.latest {
+        first = vec![
+            sample.arch.clone().bold(),
+            format!("  pid {}  up {}  ", sample.pid, uptime(sample.uptime_ms)).into(),
+        ];
+        let rates = watch.rates.as_ref();
+        let fairness = match rates.and_then(|r| r.fairness(sample)) {
+            Some(index) => format!("{index:.3}"),
+            None => "-".into(),
+        };
+        second = vec![
+            "requests ".into(),
+            format!("{}/s", per_second(rates.map(|r| r.requests))).bold(),
+            format!(" ({})   accepts ", grouped(sample.totals.requests)).into(),
+            format!("{}/s", per_second(rates.map(|r| r.accepted))).bold(),
+            format!(
+                " ({})   open {}   rejected {}   fairness ",
+                grouped(sample.totals.accepted),
+                grouped(sample.totals.open),
+                grouped(sample.totals.rejected)
+            )
+            .into(),
+            fairness.bold(),
+        ];
+    }
+    first.extend([format!("{}  ", watch.target).into(), status]);
+    let block = Block::bordered().title(" lab-top ".bold());
+    frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(second)]).block(block), area);
+}
+
+fn draw_queues(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
+    let block = Block::bordered().title(" accept queue / backlog, and its last 30 s ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let rows = Layout::vertical(vec![Constraint::Length(1); sample.listeners.len()]).split(inner);
+    for ((listener, history), row) in sample.listeners.iter().zip(&watch.queue_history).zip(rows.iter()) {
+        let [addr, gauge, sparkline] =
+            Layout::horizontal([Constraint::Length(22), Constraint::Length(30), Constraint::Fill(1)])
+                .spacing(1)
+                .areas(*row);
+        let ratio = (listener.accept_queue as f64 / listener.backlog.max(1) as f64).min(1.0);
+        let colour = if ratio > 0.5 { Color::Red } else { Color::Cyan };
+        frame.render_widget(Paragraph::new(listener.addr.as_str()), addr);
+        let label = format!("{}/{}", listener.accept_queue, listener.backlog);
+        frame.render_widget(Gauge::default().ratio(ratio).label(label).gauge_style(colour), gauge);
+        let history: Vec<u64> = history.iter().copied().collect();
+        let shown = &history[history.len().saturating_sub(usize::from(sparkline.width))..];
+        // Scaled to the backlog, so a flat line means an empty queue, not a steady one.
+        frame.render_widget(
+            Sparkline::default().data(shown).max(listener.backlog.max(1)).style(colour),
+            sparkline,
+        );
+    }
+}
+
+fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
+    let rates = watch.rates.as_ref();
+    let total: f64 = rates.map_or(0.0, |r| r.workers.iter().map(|w| w.requests).sum());
+    let mut order: Vec<usize> = (0..sample.workers.len()).collect();
+    if let (true, Some(rates)) = (watch.sort_by_requests, rates) {
+        order.sort_by(|&a, &b| rates.workers[b].requests.total_cmp(&rates.workers[a].requests));
+    }
+    let rows =
+        order.into_iter().map(|index| {
+            let worker = &sample.workers[index];
+            let rate = rates.map(|r| &r.workers[index]);
+            let share =
+                rate.filter(|_| total > 0.0 && executes_requests(&worker.role)).map(|r| r.requests / total);
+            Row::new(vec![
+                Cell::from(worker.id.to_string()),
+                Cell::from(worker.role.as_str()),
+                Cell::from(worker.cpu.map_or("-".into(), |cpu| cpu.to_string())),
+                Cell::from(Line::from(per_second(rate.map(|r| r.accepted))).right_aligned()),
+                Cell::from(Line::from(per_second(rate.map(|r| r.requests))).right_aligned().bold()),
+                Cell::from(Line::from(per_second(rate.map(|r| r.wakeups))).right_aligned()),
+                Cell::from(Line::from(per_second(rate.map(|r| r.context_switches))).right_aligned()),
+                Cell::from(Line::from(grouped(worker.open)).right_aligned()),
+                Cell::from(share.map_or(String::new(), |share| {
+                    format!("{} {:>3.0}%", bar(share, SHARE_BAR), share * 100.0)
+                }))
+                .fg(Color::Green),
+            ])
+        });
+    let header = Row::new([
+        "id",
+        "role",
+        "cpu",
+        "accepted/s",
+        "requests/s",
+        "wakeups/s",
+        "ctx sw/s",
+        "open",
+        "share of requests",
+    ])
+    .add_modifier(Modifier::BOLD);
+    let widths = [3, 10, 3, 10, 10, 10, 10, 7, SHARE_BAR as u16 + 5].map(Constraint::Length);
+    let title = format!(" {} workers, per second ", sample.workers.len());
+    frame.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title(title)), area);
+}
+
+fn draw_kernel(frame: &mut Frame, area: Rect, rates: Option<&Rates>, counters: &[(String, u64)]) {
+    let cells: Vec<Cell> = counters
+        .iter()
+        .map(|(name, total)| {
+            let rate = rates
+                .and_then(|r| r.kernel.as_ref()?.iter().find(|(other, _)| other == name))
+                .map(|(_, rate)| *rate);
+            // Moving now: marked, so that it shows in --once's plain text too, and in red.
+            let moving = rate.is_some_and(|rate| rate > 0.0);
+            let text = format!(
+                "{}{name} {}/s ({})",
+                if moving { "▲ " } else { "" },
+                per_second(rate),
+                grouped(*total)
+            );
+            if moving {
+                Cell::from(text).red().bold()
+            } else {
+                Cell::from(text)
+            }
+        })
+        .collect();
+    let rows: Vec<Row> = cells.chunks(3).map(|row| Row::new(row.to_vec())).collect();
+    let block = Block::bordered().title(" kernel: /proc/net/netstat, per second (in all) ");
+    frame.render_widget(Table::new(rows, [Constraint::Ratio(1, 3); 3]).block(block), area);
+}
+
+/// The view as plain text, `width` columns wide and as tall as it needs: `--once`'s output.
+pub fn plain_text(watch: &Watch, width: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, watch.height())).expect("a terminal in memory");
+    terminal.draw(|frame| draw(frame, watch)).expect("draw in memory");
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        let line: String = (0..buffer.area.width).map(|x| buffer[(x, y)].symbol()).collect();
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// A rate as a whole number with grouped digits, or `-` before there are two readings.
+fn per_second(rate: Option<f64>) -> String {
+    rate.map_or("-".into(), |rate| grouped(rate.round() as u64))
+}
+
+/// 1234567 → `1,234,567`.
+fn grouped(number: u64) -> String {
+    let digits = number.to_string();
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
+/// 83_456 ms → `1m23s`.
+fn uptime(ms: u64) -> String {
+    let seconds = ms / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m{:02}s", seconds / 3600, seconds / 60 % 60, seconds % 60),
+    }
+}
+
+/// A bar `width` characters long filled to `fraction`, in eighths of a character.
+fn bar(fraction: f64, width: usize) -> String {
+    const EIGHTHS: [&str; 8] = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"];
+    let eighths = (fraction.clamp(0.0, 1.0) * width as f64 * 8.0).round() as usize;
+    let mut text = "█".repeat(eighths / 8) + EIGHTHS[eighths % 8];
+    let used = eighths / 8 + usize::from(eighths % 8 > 0);
+    text.push_str(&" ".repeat(width - used));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_at_a_glance() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1234567), "1,234,567");
+        assert_eq!(per_second(None), "-");
+        assert_eq!(per_second(Some(52310.6)), "52,311");
+        assert_eq!(uptime(4_999), "4s");
+        assert_eq!(uptime(83_456), "1m23s");
+        assert_eq!(uptime(3_723_000), "1h02m03s");
+    }
+
+    #[test]
+    fn share_bars_fill_in_eighths_and_keep_their_width() {
+        assert_eq!(bar(0.0, 4), "    ");
+        assert_eq!(bar(1.0, 4), "████");
+        assert_eq!(bar(0.5, 4), "██  ");
+        assert_eq!(bar(1.0 / 32.0, 4), "▏   ");
+        assert!([0.0, 0.13, 0.5, 0.77, 1.0].iter().all(|&f| bar(f, SHARE_BAR).chars().count() == SHARE_BAR));
+    }
+}
