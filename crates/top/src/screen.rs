@@ -13,9 +13,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use ratatui::backend::TestBackend;
-use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style, Stylize};
-use ratatui::text::{Line, Span};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::style::{Color, Modifier, Stylize};
+use ratatui::text::Line;
 use ratatui::widgets::{Block, Cell, Gauge, Paragraph, Row, Sparkline, Table};
 use ratatui::{Frame, Terminal};
 
@@ -66,7 +66,9 @@ impl Watch {
         let sample = match reading {
             Ok(sample) => sample,
             Err(problem) => {
+                // The last rates are no longer true; the counts stay, as the last ones known.
                 self.problem = Some(problem);
+                self.rates = None;
                 return;
             }
         };
@@ -107,10 +109,11 @@ pub fn draw(frame: &mut Frame, watch: &Watch) {
     let [header, queues, workers, kernel, keys] = Layout::vertical([
         Constraint::Length(4),
         Constraint::Length(sample.map_or(1, |s| s.listeners.len() as u16) + 2),
-        Constraint::Min(3),
+        Constraint::Length(sample.map_or(0, |s| s.workers.len() as u16) + 3),
         Constraint::Length(kernel_rows),
         Constraint::Length(1),
     ])
+    .flex(Flex::Start)
     .areas(frame.area());
     draw_header(frame, header, watch);
     if let Some(sample) = sample {
@@ -134,12 +137,10 @@ pub fn draw(frame: &mut Frame, watch: &Watch) {
 
 fn draw_header(frame: &mut Frame, area: Rect, watch: &Watch) {
     let status = match (&watch.problem, watch.paused) {
-        (Some(problem), _) => {
-            Span::styled(format!("server gone ({problem}); retrying"), Style::new().fg(Color::Red).bold())
-        }
-        (None, true) => "PAUSED".yellow().bold(),
-        (None, false) if watch.latest.is_none() => "waiting for the first reading".into(),
-        (None, false) => "live".green(),
+        (Some(problem), _) => format!(" server gone: {problem}; retrying ").white().on_red().bold(),
+        (None, true) => " PAUSED ".yellow().bold(),
+        (None, false) if watch.latest.is_none() => " waiting for the first reading ".into(),
+        (None, false) => " live ".green(),
     };
     let mut first = vec![];
     let mut second = vec![];
@@ -168,21 +169,25 @@ fn draw_header(frame: &mut Frame, area: Rect, watch: &Watch) {
             fairness.bold(),
         ];
     }
-    first.extend([format!("{}  ", watch.target).into(), status]);
-    let block = Block::bordered().title(" lab-top ".bold());
+    first.push(watch.target.as_str().into());
+    let block = Block::bordered().title(" lab-top ".bold()).title(Line::from(status).right_aligned());
     frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(second)]).block(block), area);
 }
 
 fn draw_queues(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
-    let block = Block::bordered().title(" accept queue / backlog, and its last 30 s ");
+    let block = Block::bordered().title(" accept queue / backlog, its last 30 s and their peak ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let rows = Layout::vertical(vec![Constraint::Length(1); sample.listeners.len()]).split(inner);
     for ((listener, history), row) in sample.listeners.iter().zip(&watch.queue_history).zip(rows.iter()) {
-        let [addr, gauge, sparkline] =
-            Layout::horizontal([Constraint::Length(22), Constraint::Length(30), Constraint::Fill(1)])
-                .spacing(1)
-                .areas(*row);
+        let [addr, gauge, sparkline, peak] = Layout::horizontal([
+            Constraint::Length(22),
+            Constraint::Length(30),
+            Constraint::Fill(1),
+            Constraint::Length(12),
+        ])
+        .spacing(1)
+        .areas(*row);
         let ratio = (listener.accept_queue as f64 / listener.backlog.max(1) as f64).min(1.0);
         let colour = if ratio > 0.5 { Color::Red } else { Color::Cyan };
         frame.render_widget(Paragraph::new(listener.addr.as_str()), addr);
@@ -190,11 +195,10 @@ fn draw_queues(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
         frame.render_widget(Gauge::default().ratio(ratio).label(label).gauge_style(colour), gauge);
         let history: Vec<u64> = history.iter().copied().collect();
         let shown = &history[history.len().saturating_sub(usize::from(sparkline.width))..];
-        // Scaled to the backlog, so a flat line means an empty queue, not a steady one.
-        frame.render_widget(
-            Sparkline::default().data(shown).max(listener.backlog.max(1)).style(colour),
-            sparkline,
-        );
+        // Scaled to its own peak, so that a few connections waiting show; the peak says how many.
+        let most = shown.iter().copied().max().unwrap_or(0);
+        frame.render_widget(Sparkline::default().data(shown).max(most.max(1)).style(colour), sparkline);
+        frame.render_widget(Paragraph::new(format!("peak {most}")), peak);
     }
 }
 
@@ -239,7 +243,7 @@ fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
     ])
     .add_modifier(Modifier::BOLD);
     let widths = [3, 10, 3, 10, 10, 10, 10, 7, SHARE_BAR as u16 + 5].map(Constraint::Length);
-    let title = format!(" {} workers, per second ", sample.workers.len());
+    let title = format!(" workers: {}, per second ", sample.workers.len());
     frame.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title(title)), area);
 }
 
