@@ -6,7 +6,7 @@ ARCHS := epoll memcached ramcloud nginx reuseport
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench $(addprefix run-,$(ARCHS))
+.PHONY: help build test interop lint bench top $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
@@ -14,6 +14,7 @@ help:
 	@echo "make interop      the servers against curl, ab, wrk and h2load (installs them if missing)"
 	@echo "make lint         rustfmt and clippy, warnings as errors"
 	@echo "make bench        lab-epoll against nginx on this machine (scripts/single-core.sh)"
+	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
 
 build:
 	$(CARGO) build --release --workspace
@@ -21,8 +22,10 @@ build:
 $(addprefix run-,$(ARCHS)): run-%: build
 	./target/release/lab-$* --addr $(ADDR) $(ARGS)
 
-# The conformance and fault suites drive the release binaries, so they are built first.
+# The conformance and fault suites drive the release binaries, so they are built first; lab-top's
+# screen is tested in tmux, installed here if missing.
 test: build
+	scripts/install-tools.sh tmux
 	$(CARGO) test --release --workspace
 
 interop: build
@@ -34,3 +37,6 @@ lint:
 
 bench: build
 	scripts/single-core.sh
+
+top: build
+	./target/release/lab-top http://$(ADDR)

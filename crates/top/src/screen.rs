@@ -295,15 +295,9 @@ fn per_second(rate: Option<f64>) -> String {
 
 /// 1234567 → `1,234,567`.
 fn grouped(number: u64) -> String {
-    let digits = number.to_string();
-    let mut text = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            text.push(',');
-        }
-        text.push(digit);
-    }
-    text
+    let digits: Vec<char> = number.to_string().chars().collect();
+    let groups: Vec<String> = digits.rchunks(3).rev().map(|group| group.iter().collect()).collect();
+    groups.join(",")
 }
 
 /// 83_456 ms → `1m23s`.
@@ -321,7 +315,7 @@ fn bar(fraction: f64, width: usize) -> String {
     const EIGHTHS: [&str; 8] = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"];
     let eighths = (fraction.clamp(0.0, 1.0) * width as f64 * 8.0).round() as usize;
     let mut text = "█".repeat(eighths / 8) + EIGHTHS[eighths % 8];
-    let used = eighths / 8 + usize::from(eighths % 8 > 0);
+    let used = eighths.div_ceil(8);
     text.push_str(&" ".repeat(width - used));
     text
 }
