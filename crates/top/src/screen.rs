@@ -24,6 +24,9 @@ use crate::sample::Sample;
 
 /// Readings of the accept queue kept for the sparkline (at 250 ms, the last 30 seconds).
 const QUEUE_HISTORY: usize = 120;
+/// The screen's rates span about this long. A single 250 ms interval on a busy machine can read
+/// half or twice the true rate; over a second the figures hold still enough to read.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// Characters of the per-worker share bar.
 const SHARE_BAR: usize = 20;
 
@@ -32,8 +35,9 @@ pub struct Watch {
     /// The server as the user named it.
     pub target: String,
     pub interval: Duration,
-    pub latest: Option<Sample>,
-    /// From the last two readings of the same server; `None` until there are two.
+    /// The last readings of one server, oldest first: the intervals of one [`RATE_WINDOW`].
+    readings: VecDeque<Sample>,
+    /// From the oldest of `readings` to the newest; `None` until there are two.
     pub rates: Option<Rates>,
     /// Each listener's recent accept-queue lengths, oldest first.
     queue_history: Vec<VecDeque<u64>>,
@@ -48,7 +52,7 @@ impl Watch {
         Watch {
             target,
             interval,
-            latest: None,
+            readings: VecDeque::new(),
             rates: None,
             queue_history: Vec::new(),
             problem: None,
@@ -73,9 +77,10 @@ impl Watch {
             }
         };
         self.problem = None;
-        self.rates = self.latest.as_ref().and_then(|before| Rates::between(before, &sample));
-        let same_server = self.latest.as_ref().is_some_and(|before| before.pid == sample.pid);
-        if !same_server || self.queue_history.len() != sample.listeners.len() {
+        if self.latest().is_some_and(|before| before.pid != sample.pid) {
+            self.readings.clear();
+        }
+        if self.readings.is_empty() || self.queue_history.len() != sample.listeners.len() {
             self.queue_history = vec![VecDeque::new(); sample.listeners.len()];
         }
         for (history, listener) in self.queue_history.iter_mut().zip(&sample.listeners) {
@@ -84,7 +89,17 @@ impl Watch {
             }
             history.push_back(listener.accept_queue);
         }
-        self.latest = Some(sample);
+        let intervals = (RATE_WINDOW.as_secs_f64() / self.interval.as_secs_f64()).round().max(1.0) as usize;
+        if self.readings.len() > intervals {
+            self.readings.pop_front();
+        }
+        self.readings.push_back(sample);
+        self.rates = Rates::between(&self.readings[0], self.latest().expect("just pushed"));
+    }
+
+    /// The newest reading.
+    pub fn latest(&self) -> Option<&Sample> {
+        self.readings.back()
     }
 
     pub fn toggle_pause(&mut self) {
@@ -93,7 +108,7 @@ impl Watch {
 
     /// Screen lines the whole view needs: the live screen shows less when it is smaller.
     pub fn height(&self) -> u16 {
-        let (listeners, workers, kernel) = match &self.latest {
+        let (listeners, workers, kernel) = match self.latest() {
             Some(sample) => (sample.listeners.len(), sample.workers.len(), sample.kernel.is_some()),
             None => (1, 0, false),
         };
@@ -104,7 +119,7 @@ impl Watch {
 
 /// Draws the whole view into `frame`.
 pub fn draw(frame: &mut Frame, watch: &Watch) {
-    let sample = watch.latest.as_ref();
+    let sample = watch.latest();
     let kernel_rows = if sample.is_some_and(|s| s.kernel.is_some()) { 4 } else { 0 };
     let [header, queues, workers, kernel, keys] = Layout::vertical([
         Constraint::Length(4),
@@ -131,6 +146,10 @@ pub fn draw(frame: &mut Frame, watch: &Watch) {
         if watch.paused { " resume   ".into() } else { " pause   ".into() },
         "s".bold(),
         format!(" sort (now {sort})   reading every {} ms", watch.interval.as_millis()).into(),
+        match &watch.rates {
+            Some(rates) => format!(", rates over the last {:.2} s", rates.seconds).into(),
+            None => "".into(),
+        },
     ]);
     frame.render_widget(Paragraph::new(keys_line).dark_gray(), keys);
 }
@@ -139,12 +158,12 @@ fn draw_header(frame: &mut Frame, area: Rect, watch: &Watch) {
     let status = match (&watch.problem, watch.paused) {
         (Some(problem), _) => format!(" server gone: {problem}; retrying ").white().on_red().bold(),
         (None, true) => " PAUSED ".yellow().bold(),
-        (None, false) if watch.latest.is_none() => " waiting for the first reading ".into(),
+        (None, false) if watch.latest().is_none() => " waiting for the first reading ".into(),
         (None, false) => " live ".green(),
     };
     let mut first = vec![];
     let mut second = vec![];
-    if let Some(sample) = &watch.latest {
+    if let Some(sample) = watch.latest() {
         first = vec![
             sample.arch.clone().bold(),
             format!("  pid {}  up {}  ", sample.pid, uptime(sample.uptime_ms)).into(),
@@ -175,7 +194,7 @@ fn draw_header(frame: &mut Frame, area: Rect, watch: &Watch) {
 }
 
 fn draw_queues(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
-    let block = Block::bordered().title(" accept queue / backlog, its last 30 s and their peak ");
+    let block = Block::bordered().title(" accept queue / backlog, its history and peak ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let rows = Layout::vertical(vec![Constraint::Length(1); sample.listeners.len()]).split(inner);
@@ -323,6 +342,67 @@ fn bar(fraction: f64, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample::{Listener, Totals, Worker};
+
+    fn reading(pid: u64, uptime_ms: u64, requests: u64, accept_queue: u64) -> Sample {
+        let worker = Worker {
+            id: 0,
+            role: "loop".into(),
+            cpu: None,
+            accepted: 0,
+            requests,
+            wakeups: 0,
+            context_switches: 0,
+            open: 0,
+        };
+        Sample {
+            arch: "epoll".into(),
+            pid,
+            uptime_ms,
+            listeners: vec![Listener { addr: "127.0.0.1:8080".into(), backlog: 511, accept_queue }],
+            workers: vec![worker],
+            totals: Totals { accepted: 0, requests, open: 0, rejected: 0 },
+            kernel: None,
+        }
+    }
+
+    #[test]
+    fn the_screens_rates_span_the_last_second_of_one_server() {
+        let mut watch = Watch::new("x".into(), Duration::from_millis(250));
+        watch.record(Ok(reading(1, 1000, 0, 0)));
+        assert_eq!(watch.rates, None, "one reading has no rate");
+        // 1000 requests in each of the first two intervals, none after: over the last second
+        // (four intervals) the rate falls as the busy intervals leave the window.
+        for (uptime, requests, expected) in [
+            (1250, 1000, 4000.0),
+            (1500, 2000, 4000.0),
+            (1750, 2000, 8000.0 / 3.0),
+            (2000, 2000, 2000.0),
+            (2250, 2000, 1000.0),
+            (2500, 2000, 0.0),
+        ] {
+            watch.record(Ok(reading(1, uptime, requests, 0)));
+            assert_eq!(watch.rates.as_ref().unwrap().requests, expected, "at {uptime} ms");
+        }
+        assert_eq!(watch.rates.as_ref().unwrap().seconds, 1.0);
+
+        watch.record(Err("connect: refused".into()));
+        assert_eq!(
+            (watch.rates.is_none(), watch.latest().unwrap().uptime_ms),
+            (true, 2500),
+            "stale rates hidden, counts kept"
+        );
+        watch.record(Ok(reading(2, 100, 50, 7)));
+        assert_eq!((watch.rates.is_none(), watch.problem.is_none()), (true, true), "a new pid starts afresh");
+        assert_eq!(watch.queue_history, vec![VecDeque::from([7])]);
+
+        watch.toggle_pause();
+        watch.record(Ok(reading(2, 350, 80, 0)));
+        assert_eq!(watch.latest().unwrap().uptime_ms, 100, "paused: the screen holds still");
+        watch.toggle_pause();
+        watch.record(Ok(reading(2, 600, 150, 0)));
+        assert_eq!(watch.rates.as_ref().unwrap().requests, 200.0);
+    }
 
     #[test]
     fn numbers_read_at_a_glance() {
