@@ -188,11 +188,11 @@ fn pause_accept_leaves_later_connections_in_the_accept_queue_then_serves_them() 
     const BACKLOG: usize = 3;
     for_each_server(|server| {
         // One worker, so the one accepting thread or process pauses (lab-reuseport pauses per process).
-        let pause = "1.5";
-        let running = spawn(server, &["--workers", "1", "--backlog", "3", "--pause-accept", pause]);
+        let running = spawn(server, &["--workers", "1", "--backlog", "3", "--pause-accept", "3"]);
         let mut first = running.connect();
-        assert_eq!(first.get("/").status, 200);
+        // Before the first request, so before the pause begins.
         let started = Instant::now();
+        assert_eq!(first.get("/").status, 200);
         // The accept queue takes BACKLOG + 1 completed handshakes (the kernel's full test is `>`).
         let queued: Vec<Client> = (0..=BACKLOG).map(|_| running.connect()).collect();
         let stats = first.stats();
@@ -201,11 +201,11 @@ fn pause_accept_leaves_later_connections_in_the_accept_queue_then_serves_them() 
         // One more SYN is dropped: its connect does not complete in 300 ms (the retransmit is at 1 s).
         let refused = std::net::TcpStream::connect_timeout(&running.addr(), Duration::from_millis(300));
         assert!(refused.is_err(), "a connection beyond backlog + 1 completed at once");
-        assert!(started.elapsed() < Duration::from_millis(1500), "too slow to observe the pause");
+        assert!(started.elapsed() < Duration::from_secs(3), "too slow to observe the pause");
         for mut client in queued {
             assert_eq!(client.get("/").status, 200, "a queued connection was not served after the pause");
         }
-        assert!(started.elapsed() >= Duration::from_millis(1000), "served before the pause ended");
+        assert!(started.elapsed() >= Duration::from_secs(3), "served before the pause ended");
     });
 }
 
