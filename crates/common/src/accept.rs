@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use http::response::{Connection, Response};
@@ -18,6 +19,26 @@ use crate::stats::{Listener, WorkerStats};
 /// (`accept_new_conns(false)`), we stop accepting for a moment and let the queue wait in the kernel.
 pub const EMFILE_PAUSE: Duration = Duration::from_millis(100);
 
+/// `--pause-accept SECS`: once the first connection is accepted, accepting stops for SECS, for every
+/// acceptor of the listener in this process. An experiment's knob (lab-exp accept-queue): the accept
+/// queue fills up in the kernel while the first connection stays served and can ask for /stats.
+#[derive(Debug)]
+pub struct PauseAfterFirst {
+    length: Duration,
+    until: OnceLock<Instant>,
+}
+
+impl PauseAfterFirst {
+    pub fn new(length: Duration) -> Self {
+        PauseAfterFirst { length, until: OnceLock::new() }
+    }
+
+    /// Called on every accepted connection; the first starts the pause.
+    fn accepted(&self) {
+        self.until.get_or_init(|| Instant::now() + self.length);
+    }
+}
+
 /// One thread's way into a listener: accepts, admits against `--max-conns`, pauses on EMFILE.
 pub struct Acceptor {
     listener: Listener,
@@ -26,6 +47,8 @@ pub struct Acceptor {
     last_warning: Option<Instant>,
     /// The socket no longer listens (`stop_listening`, here or in another thread): accept nothing.
     stopped: bool,
+    /// This acceptor has seen the `--pause-accept` pause end (and resumed accepting).
+    pause_after_first_over: bool,
 }
 
 impl Acceptor {
@@ -33,7 +56,14 @@ impl Acceptor {
     /// which an event loop that also owns connections overrides when it builds them.
     pub fn new(listener: Listener, worker: WorkerStats) -> Self {
         worker.bind_to_this_thread();
-        Acceptor { listener, worker, paused_until: None, last_warning: None, stopped: false }
+        Acceptor {
+            listener,
+            worker,
+            paused_until: None,
+            last_warning: None,
+            stopped: false,
+            pause_after_first_over: false,
+        }
     }
 
     /// Call on every return from epoll_wait of a loop that only accepts: counts the wake-up.
@@ -71,6 +101,9 @@ impl Acceptor {
             match sys::socket::accept(self.listener.fd.as_fd()) {
                 Ok(fd) => {
                     self.worker.accepted();
+                    if let Some(pause) = &self.listener.pause_after_first {
+                        pause.accepted();
+                    }
                     if self.worker.stats().admit() {
                         return Ok(Some(fd));
                     }
@@ -102,20 +135,32 @@ impl Acceptor {
         sys::socket::stop_listening(self.listener.fd.as_fd())
     }
 
-    /// How long accepting is still paused for, if it is.
+    /// How long accepting is still paused for (EMFILE, or `--pause-accept`), if it is.
     pub fn resume_in(&self) -> Option<Duration> {
-        let left = self.paused_until?.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
+        let now = Instant::now();
+        let pause_after_first = self.listener.pause_after_first.as_ref().and_then(|pause| pause.until.get());
+        [self.paused_until, pause_after_first.copied()]
+            .into_iter()
+            .flatten()
+            .map(|until| until.saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
+            .max()
     }
 
     /// True once when a pause has just ended: the listener is edge-triggered, so the kernel will not
     /// report the connections that queued up meanwhile, and the loop must accept them unasked.
     pub fn take_resumed(&mut self) -> bool {
-        if self.paused_until.is_some() && self.resume_in().is_none() {
-            self.paused_until = None;
-            return true;
+        if self.resume_in().is_some() {
+            return false;
         }
-        false
+        let mut resumed = self.paused_until.take().is_some();
+        let pause_after_first = self.listener.pause_after_first.as_ref();
+        if !self.pause_after_first_over && pause_after_first.is_some_and(|pause| pause.until.get().is_some())
+        {
+            self.pause_after_first_over = true;
+            resumed = true;
+        }
+        resumed
     }
 
     fn pause(&mut self, error: &io::Error) {
