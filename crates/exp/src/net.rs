@@ -119,7 +119,30 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// Milliseconds, rounded to 0.1.
+/// Milliseconds, to the microsecond.
 pub fn ms(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 10_000.0).round() / 10.0
+    (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// Runs lab-load against `addr` with `args` and returns its JSON results.
+pub fn load(addr: SocketAddr, path: &str, args: &[&str]) -> serde_json::Value {
+    let file = std::env::temp_dir().join(format!("lab-exp-load-{}-{}.json", std::process::id(), addr.port()));
+    let url = format!("http://{addr}{path}");
+    let output = std::process::Command::new(labkit::bin_path("lab-load"))
+        .arg(&url)
+        .args(args)
+        .arg("--json")
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("start lab-load: {e}"));
+    assert!(output.status.success(), "lab-load {url} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let text = std::fs::read(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    let _ = std::fs::remove_file(&file);
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("lab-load JSON: {e}"))
+}
+
+/// The sum of lab-load's error counts.
+pub fn load_errors(results: &serde_json::Value) -> u64 {
+    results["errors"].as_object().map_or(0, |errors| errors.values().filter_map(|v| v.as_u64()).sum())
 }

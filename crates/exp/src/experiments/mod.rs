@@ -3,6 +3,9 @@
 use crate::report::Report;
 
 mod accept_queue;
+mod bind_interface;
+mod nagle;
+mod non_reading_client;
 mod slow_reader;
 
 /// One experiment: its name, its claim, and the function that measures it.
@@ -24,4 +27,4 @@ impl Experiment {
     }
 }
 
-pub const EXPERIMENTS: &[Experiment] = &[accept_queue::EXPERIMENT, slow_reader::EXPERIMENT];
+pub const EXPERIMENTS: &[Experiment] = &[accept_queue::EXPERIMENT, slow_reader::EXPERIMENT, non_reading_client::EXPERIMENT, nagle::EXPERIMENT, bind_interface::EXPERIMENT];
