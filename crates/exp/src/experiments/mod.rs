@@ -7,6 +7,7 @@ mod bind_interface;
 mod nagle;
 mod non_reading_client;
 mod slow_reader;
+mod syn_flood;
 
 /// One experiment: its name, its claim, and the function that measures it.
 pub struct Experiment {
@@ -27,4 +28,4 @@ impl Experiment {
     }
 }
 
-pub const EXPERIMENTS: &[Experiment] = &[accept_queue::EXPERIMENT, slow_reader::EXPERIMENT, non_reading_client::EXPERIMENT, nagle::EXPERIMENT, bind_interface::EXPERIMENT];
+pub const EXPERIMENTS: &[Experiment] = &[accept_queue::EXPERIMENT, syn_flood::EXPERIMENT, slow_reader::EXPERIMENT, non_reading_client::EXPERIMENT, nagle::EXPERIMENT, bind_interface::EXPERIMENT];
