@@ -19,11 +19,6 @@ impl Counters {
     pub fn delta(&self, later: &Counters, name: &str) -> i64 {
         later.0.get(name).copied().unwrap_or(0) - self.0.get(name).copied().unwrap_or(0)
     }
-
-    /// Every counter that grew since `self`, as JSON (for the report's figures).
-    pub fn deltas(&self, later: &Counters, names: &[&str]) -> serde_json::Value {
-        names.iter().map(|name| (name.to_string(), serde_json::json!(self.delta(later, name)))).collect()
-    }
 }
 
 /// The sysctls an experiment may change, and that must read the same on the host afterwards.
@@ -197,7 +192,10 @@ pub fn syn_recv(port: u16) -> usize {
         .skip(1)
         .filter(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
             fields.get(3) == Some(&"03") && local_port == Some(port)
         })
         .count()

@@ -33,7 +33,11 @@ const CHILD_ENV: &str = "LAB_EXP_CHILD";
 /// lab-exp: the source notes' claims about accept queues, SYN floods, buffers, Nagle, processes and
 /// threads, bind addresses and SO_REUSEPORT, each measured on this machine's kernel.
 #[derive(Parser)]
-#[command(name = "lab-exp", version, after_help = "Experiments: lab-exp list. Exit status: 0 when every observation agrees with its claim (or the experiment was skipped, with the reason), 1 when one contradicts it, 2 for a bad command line.")]
+#[command(
+    name = "lab-exp",
+    version,
+    after_help = "Experiments: lab-exp list. Exit status: 0 when every observation agrees with its claim (or the experiment was skipped, with the reason), 1 when one contradicts it, 2 for a bad command line."
+)]
 struct Cli {
     /// `list`, `all`, or an experiment's name.
     what: String,
@@ -112,13 +116,23 @@ fn run_in_child(experiment: &Experiment, print_text: bool) -> Report {
         });
     let after = kernel::host_state();
     if report.skipped.is_none() {
-        let namespace = report.figures.get("namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+        let namespace =
+            report.figures.get("namespace").and_then(Value::as_str).unwrap_or_default().to_string();
         let sysctls_same = before[..before.len() - 1] == after[..after.len() - 1];
-        let namespace_gone = namespace.is_empty() || !after.last().is_some_and(|(_, list)| list.contains(&namespace));
+        let namespace_gone =
+            namespace.is_empty() || !after.last().is_some_and(|(_, list)| list.contains(&namespace));
         report.check(
             "the host's sysctls are as they were, and the experiment's namespace is gone",
             sysctls_same && namespace_gone,
-            if sysctls_same { format!("{} unchanged; {} removed", kernel::WATCHED_SYSCTLS.join(", "), if namespace.is_empty() { "no namespace".into() } else { namespace }) } else { format!("before {before:?}, after {after:?}") },
+            if sysctls_same {
+                format!(
+                    "{} unchanged; {} removed",
+                    kernel::WATCHED_SYSCTLS.join(", "),
+                    if namespace.is_empty() { "no namespace".into() } else { namespace }
+                )
+            } else {
+                format!("before {before:?}, after {after:?}")
+            },
         );
     }
     if print_text {

@@ -24,8 +24,7 @@ pub struct Pending {
 impl Pending {
     pub fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Pending {
         let started = Instant::now();
-        let (fd, done) =
-            sys::client::connect_tcp(addr, source).unwrap_or_else(|e| panic!("{e}"));
+        let (fd, done) = sys::client::connect_tcp(addr, source).unwrap_or_else(|e| panic!("{e}"));
         let completed = (done || sys::client::is_connected(fd.as_fd())).then(Instant::now);
         Pending { fd, started, completed }
     }
@@ -61,7 +60,8 @@ impl Pending {
 pub fn wait_all(pending: &mut [Pending], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if pending.iter_mut().fold(true, |all, p| p.poll() && all) {
+        // Every one polled (no short circuit), so each records when it completed.
+        if pending.iter_mut().map(Pending::poll).filter(|done| !done).count() == 0 {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -84,7 +84,9 @@ pub fn read_response(stream: &mut TcpStream) -> io::Result<(u16, Vec<u8>)> {
             let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
             let length: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                })
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             while bytes.len() < end + 4 + length {
@@ -113,7 +115,8 @@ pub fn stats(stream: &mut TcpStream) -> serde_json::Value {
 
 /// A fresh blocking connection to `addr`.
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream.set_nodelay(true).expect("TCP_NODELAY");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("SO_RCVTIMEO");
     stream

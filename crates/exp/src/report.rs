@@ -94,10 +94,18 @@ impl Report {
     pub fn from_json(value: &Value) -> Option<Report> {
         let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
         let texts = |key: &str| -> Vec<String> {
-            value.get(key).and_then(Value::as_array).into_iter().flatten()
-                .filter_map(|v| v.as_str().map(str::to_owned)).collect()
+            value
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
         };
-        let checks = value.get("checks")?.as_array()?.iter()
+        let checks = value
+            .get("checks")?
+            .as_array()?
+            .iter()
             .map(|check| Check {
                 expect: check["expect"].as_str().unwrap_or_default().into(),
                 holds: check["holds"].as_bool().unwrap_or(false),
@@ -140,7 +148,11 @@ impl Report {
             let mark = if check.holds { "ok  " } else { "FAIL" };
             let _ = writeln!(out, "  {mark} {} — observed: {}", check.expect, check.observed);
         }
-        let _ = writeln!(out, "Verdict: the observations {} the claim.", self.verdict().replace("agrees", "agree with").replace("contradicts", "contradict"));
+        let _ = writeln!(
+            out,
+            "Verdict: the observations {} the claim.",
+            self.verdict().replace("agrees", "agree with").replace("contradicts", "contradict")
+        );
         out
     }
 }

@@ -75,8 +75,12 @@ fn run(report: &mut Report) {
 
     net::wait_all(&mut pending, Duration::from_secs(6));
     let after = Counters::now();
-    let stalled: Vec<f64> =
-        pending.iter().zip(&at_once).filter(|(_, &first)| !first).filter_map(|(p, _)| p.took().map(ms)).collect();
+    let stalled: Vec<f64> = pending
+        .iter()
+        .zip(&at_once)
+        .filter(|(_, &first)| !first)
+        .filter_map(|(p, _)| p.took().map(ms))
+        .collect();
     let served = pending
         .into_iter()
         .filter(|p| p.completed.is_some())

@@ -151,8 +151,12 @@ impl Outside {
         // Moved from here (the server's namespace) into the thread's, by its thread id.
         kernel::run("ip", &["link", "set", "lab-out", "netns", &tid.to_string()]);
         let outside = Outside { jobs };
-        for args in [vec!["addr", "add", "10.77.0.2/24", "dev", "lab-out"], vec!["link", "set", "lab-out", "up"]] {
-            outside.ask(Job::Ip(args.into_iter().map(str::to_owned).collect())).unwrap_or_else(|e| panic!("{e}"));
+        for args in
+            [vec!["addr", "add", "10.77.0.2/24", "dev", "lab-out"], vec!["link", "set", "lab-out", "up"]]
+        {
+            outside
+                .ask(Job::Ip(args.into_iter().map(str::to_owned).collect()))
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         outside
     }

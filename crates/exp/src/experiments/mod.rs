@@ -6,6 +6,7 @@ mod accept_queue;
 mod bind_interface;
 mod nagle;
 mod non_reading_client;
+mod reuseport_balance;
 mod slow_reader;
 mod syn_flood;
 
@@ -28,4 +29,12 @@ impl Experiment {
     }
 }
 
-pub const EXPERIMENTS: &[Experiment] = &[accept_queue::EXPERIMENT, syn_flood::EXPERIMENT, slow_reader::EXPERIMENT, non_reading_client::EXPERIMENT, nagle::EXPERIMENT, bind_interface::EXPERIMENT];
+pub const EXPERIMENTS: &[Experiment] = &[
+    accept_queue::EXPERIMENT,
+    syn_flood::EXPERIMENT,
+    slow_reader::EXPERIMENT,
+    non_reading_client::EXPERIMENT,
+    nagle::EXPERIMENT,
+    bind_interface::EXPERIMENT,
+    reuseport_balance::EXPERIMENT,
+];

@@ -69,7 +69,10 @@ fn run(report: &mut Report) {
                 if client_nodelay { "nodelay" } else { "nagle" },
                 if server_nodelay { "nodelay" } else { "nagle" }
             );
-            medians.insert(key.clone(), serde_json::json!({ "median_ms": median, "delayed_acks": delayed_acks }));
+            medians.insert(
+                key.clone(),
+                serde_json::json!({ "median_ms": median, "delayed_acks": delayed_acks }),
+            );
             results.push((client_nodelay, server_nodelay, median, delayed_acks));
         }
     }
@@ -93,10 +96,7 @@ fn run(report: &mut Report) {
     );
     // The server's own setting: each response batch is one write, and Linux's Nagle (Minshall's
     // variant) holds a small segment only while an earlier small one is unacknowledged.
-    let server_effect = results
-        .chunks(2)
-        .map(|pair| (pair[0].2 - pair[1].2).abs())
-        .fold(0.0, f64::max);
+    let server_effect = results.chunks(2).map(|pair| (pair[0].2 - pair[1].2).abs()).fold(0.0, f64::max);
     report.observe(format!(
         "the server's --no-nodelay changed no median by more than {server_effect:.3} ms: lab-* send each \
          batch of responses with one write, so Nagle on the server's side never has a small segment \

@@ -31,7 +31,9 @@ const LOAD_SECS: &str = "2";
 fn run(report: &mut Report) {
     let server = net::start("lab-epoll", &[]);
     let addr = server.addr();
-    report.does("starts lab-epoll (one thread serves everyone: the architecture a stuck write would hurt most)");
+    report.does(
+        "starts lab-epoll (one thread serves everyone: the architecture a stuck write would hurt most)",
+    );
     report.does(format!(
         "measures 4 well-behaved lab-load connections for {LOAD_SECS} s (GET /); then a bad client \
          pipelines POST /echo requests of {} KiB with nonblocking send() and never reads, until its \
@@ -46,7 +48,8 @@ fn run(report: &mut Report) {
     let mut bad = Pending::connect(addr, None);
     net::wait_all(std::slice::from_mut(&mut bad), Duration::from_secs(2));
     let bad_addr = bad.local_addr();
-    let mut request = format!("POST /echo HTTP/1.1\r\nHost: lab-exp\r\nContent-Length: {BODY}\r\n\r\n").into_bytes();
+    let mut request =
+        format!("POST /echo HTTP/1.1\r\nHost: lab-exp\r\nContent-Length: {BODY}\r\n\r\n").into_bytes();
     request.resize(request.len() + BODY, b'x');
     let (mut sent, mut offset, mut requests) = (0usize, 0usize, 0usize);
     let mut blocked_since: Option<Instant> = None;
@@ -148,6 +151,12 @@ fn run(report: &mut Report) {
          throughput without it (a loop stuck on the bad client would give seconds, or nothing; the \
          margins are wide because a shared 2-core machine is noisy)",
         net::load_errors(&with) == 0 && p99(&with) <= 50_000.0 && rps(&with) * 5.0 >= rps(&without),
-        format!("p99 {:.1} → {:.1} µs, {:.0} → {:.0} req/s", p99(&without), p99(&with), rps(&without), rps(&with)),
+        format!(
+            "p99 {:.1} → {:.1} µs, {:.0} → {:.0} req/s",
+            p99(&without),
+            p99(&with),
+            rps(&without),
+            rps(&with)
+        ),
     );
 }

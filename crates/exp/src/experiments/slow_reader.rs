@@ -136,7 +136,12 @@ fn run(report: &mut Report) {
     report.check(
         "every byte sent is in a kernel queue, none read: server Recv-Q + client Send-Q = bytes sent",
         server_side.recv_q + client_side.send_q == sent as u64 && still_sleeping,
-        format!("{} + {} = {} vs {sent}", server_side.recv_q, client_side.send_q, server_side.recv_q + client_side.send_q),
+        format!(
+            "{} + {} = {} vs {sent}",
+            server_side.recv_q,
+            client_side.send_q,
+            server_side.recv_q + client_side.send_q
+        ),
     );
     report.check(
         "the server's receive queue is full: Recv-Q ≥ half the receive buffer and ≤ all of it",

@@ -67,8 +67,12 @@ fn run(report: &mut Report) {
         let after = Counters::now();
         let stats = net::stats(&mut observer);
         let delta = |name: &str| before.delta(&after, &format!("TcpExt.{name}"));
-        let (full_drop, sent, recv, failed) =
-            (delta("TCPReqQFullDrop"), delta("SyncookiesSent"), delta("SyncookiesRecv"), delta("SyncookiesFailed"));
+        let (full_drop, sent, recv, failed) = (
+            delta("TCPReqQFullDrop"),
+            delta("SyncookiesSent"),
+            delta("SyncookiesRecv"),
+            delta("SyncookiesFailed"),
+        );
         let stats_full_drop = stats["kernel"]["TCPReqQFullDrop"].as_i64().unwrap_or(-1);
         let stats_cookies = stats["kernel"]["SyncookiesSent"].as_i64().unwrap_or(-1);
         report.observe(format!(
@@ -90,7 +94,7 @@ fn run(report: &mut Report) {
                 "stats_TCPReqQFullDrop": stats_full_drop, "stats_SyncookiesSent": stats_cookies,
             }),
         );
-        let queue_full = half_open >= BACKLOG && half_open <= BACKLOG + 1 && ss_half_open == half_open;
+        let queue_full = (BACKLOG..=BACKLOG + 1).contains(&half_open) && ss_half_open == half_open;
         report.check(
             format!("tcp_syncookies={cookies}: the flood fills the SYN queue: {BACKLOG}..={} half-open entries (ss agrees), no flooder completes", BACKLOG + 1),
             queue_full && flood_connected == 0 && baseline.is_ok(),
@@ -120,7 +124,8 @@ fn run(report: &mut Report) {
 fn legit_connect(addr: std::net::SocketAddr) -> Result<Duration, String> {
     let mut pending = Pending::connect(addr, None);
     net::wait_all(std::slice::from_mut(&mut pending), LEGIT_TIMEOUT);
-    let took = pending.took().ok_or_else(|| format!("no handshake within {} ms", LEGIT_TIMEOUT.as_millis()))?;
+    let took =
+        pending.took().ok_or_else(|| format!("no handshake within {} ms", LEGIT_TIMEOUT.as_millis()))?;
     let mut stream = pending.into_stream();
     match net::get(&mut stream, "/") {
         Ok((200, _)) => Ok(took),
