@@ -7,14 +7,15 @@
 //! ```
 //!
 //! The modules: [`sample`] (one reading of /stats, and the connection that takes them), [`rates`]
-//! (per-second rates between two readings, Jain's fairness index) and [`screen`] (the state shown
-//! and its drawing). `--once` draws the same screen into memory and prints it as text; `--json`
+//! (per-second rates between two readings, Jain's fairness index), [`screen`] (the state shown
+//! and its drawing) and [`socket_table`] (the accept queues from the kernel, while /stats is late). `--once` draws the same screen into memory and prints it as text; `--json`
 //! prints the rates instead of drawing them.
 #![forbid(unsafe_code)]
 
 mod rates;
 mod sample;
 mod screen;
+mod socket_table;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -62,8 +63,9 @@ fn main() {
         eprintln!("lab-top: {reason}");
         exit(2)
     });
-    // A reading may take a while from a busy server, but not so long that a stalled one goes unseen.
-    let poller = Poller::new(addr, cli.interval.max(Duration::from_secs(1)) * 2);
+    // Long enough for lab-epoll to finish the longest /sleep (10 s) and answer: a busy server's
+    // reading is late, not lost. The screen says meanwhile that no answer has come.
+    let poller = Poller::new(addr, cli.interval.max(Duration::from_secs(11)));
     let watch = Watch::new(cli.url.clone(), cli.interval);
     let result = if cli.once {
         once(poller, watch)
@@ -73,7 +75,7 @@ fn main() {
         live(poller, watch)
     };
     if let Err(reason) = result {
-        eprintln!("lab-top: {reason}");
+        eprintln!("lab-top: {}: {reason}", cli.url);
         exit(1);
     }
 }
@@ -172,9 +174,13 @@ fn live(mut poller: Poller, mut watch: Watch) -> Result<(), String> {
     let mut terminal = ratatui::init();
     let result = (|| -> io::Result<()> {
         let mut redraw = true;
+        let mut drawn_at = Instant::now();
+        let mut queues_read_at = Instant::now();
         loop {
-            if redraw {
+            // Also once an interval without news, so that a late reading shows as late.
+            if redraw || drawn_at.elapsed() >= interval {
                 terminal.draw(|frame| screen::draw(frame, &watch))?;
+                drawn_at = Instant::now();
             }
             redraw = false;
             if event::poll(Duration::from_millis(50))? {
@@ -193,6 +199,15 @@ fn live(mut poller: Poller, mut watch: Watch) -> Result<(), String> {
             while let Ok(reading) = new_readings.try_recv() {
                 watch.record(reading);
                 redraw = true;
+            }
+            // The queue fills fastest while the server is too busy to say so: ask the kernel.
+            if watch.is_late() && queues_read_at.elapsed() >= interval {
+                let listening = watch.latest().and_then(|sample| sample.listeners.first()?.addr.parse().ok());
+                if let Some(addr) = listening {
+                    watch.record_queues_from_kernel(socket_table::accept_queues(addr));
+                    redraw = true;
+                }
+                queues_read_at = Instant::now();
             }
             if signals.read()?.is_some() {
                 return Ok(());

@@ -1,6 +1,7 @@
 //! One reading of a server's `/stats` (the format is SPEC.md's "/stats"), and the keep-alive
 //! connection that takes the readings.
 
+use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -143,7 +144,8 @@ impl Poller {
     }
 
     /// `GET /stats` on the kept connection (opened first if there is none). On any failure the
-    /// connection is dropped, so the next call starts afresh: a restarted server is picked up.
+    /// connection is dropped, so the next call starts afresh: a restarted server is picked up. The
+    /// error is a short phrase for the screen's title: `server gone: connect: connection refused`.
     pub fn sample(&mut self) -> Result<Sample, String> {
         let result = self.try_sample();
         if result.is_err() {
@@ -153,24 +155,32 @@ impl Poller {
     }
 
     fn try_sample(&mut self) -> Result<Sample, String> {
-        let addr = self.addr;
+        let timeout = self.timeout;
         let client = match &mut self.connection {
             Some(client) => client,
             None => {
-                let client = Client::try_connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-                client.set_read_timeout(self.timeout);
+                let client = Client::try_connect(self.addr).map_err(|e| gone("connect", &e))?;
+                client.set_read_timeout(timeout);
                 self.connection.insert(client)
             }
         };
-        client.try_send(&labkit::get("/stats")).map_err(|e| format!("send to {addr}: {e}"))?;
-        let response = client.try_read_response(false).map_err(|e| format!("read from {addr}: {e}"))?;
+        client.try_send(&labkit::get("/stats")).map_err(|e| gone("send", &e))?;
+        let response = client.try_read_response(false).map_err(|e| match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => format!("no answer to GET /stats in {timeout:?}"),
+            ErrorKind::UnexpectedEof => "server gone: it closed the connection".to_string(),
+            _ => gone("read", &e),
+        })?;
         if response.status != 200 {
-            return Err(format!("GET /stats on {addr}: status {}", response.status));
+            return Err(format!("GET /stats answered {} {}", response.status, response.reason));
         }
-        let stats = serde_json::from_slice(&response.body)
-            .map_err(|e| format!("GET /stats on {addr}: not JSON: {e}"))?;
+        let stats = serde_json::from_slice(&response.body).map_err(|e| format!("/stats is not JSON: {e}"))?;
         Sample::parse(&stats)
     }
+}
+
+/// `server gone: connect: connection refused`: the call, and the error's kind without its number.
+fn gone(call: &str, error: &io::Error) -> String {
+    format!("server gone: {call}: {}", error.kind())
 }
 
 #[cfg(test)]

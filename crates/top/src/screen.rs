@@ -10,7 +10,7 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ratatui::backend::TestBackend;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
@@ -43,6 +43,11 @@ pub struct Watch {
     queue_history: Vec<VecDeque<u64>>,
     /// Why the last reading failed, while the server cannot be read.
     pub problem: Option<String>,
+    /// When the last reading arrived: a server too busy to answer /stats (lab-epoll in a /sleep)
+    /// shows as a reading that is late.
+    last_answer: Option<Instant>,
+    /// While the reading is late: the accept queues read from the kernel's socket table instead.
+    queues_from_kernel: Option<Vec<u64>>,
     pub paused: bool,
     pub sort_by_requests: bool,
 }
@@ -56,6 +61,8 @@ impl Watch {
             rates: None,
             queue_history: Vec::new(),
             problem: None,
+            last_answer: None,
+            queues_from_kernel: None,
             paused: false,
             sort_by_requests: false,
         }
@@ -77,18 +84,15 @@ impl Watch {
             }
         };
         self.problem = None;
+        self.last_answer = Some(Instant::now());
+        self.queues_from_kernel = None;
         if self.latest().is_some_and(|before| before.pid != sample.pid) {
             self.readings.clear();
         }
         if self.readings.is_empty() || self.queue_history.len() != sample.listeners.len() {
             self.queue_history = vec![VecDeque::new(); sample.listeners.len()];
         }
-        for (history, listener) in self.queue_history.iter_mut().zip(&sample.listeners) {
-            if history.len() == QUEUE_HISTORY {
-                history.pop_front();
-            }
-            history.push_back(listener.accept_queue);
-        }
+        self.push_queues(sample.listeners.iter().map(|listener| listener.accept_queue));
         let intervals = (RATE_WINDOW.as_secs_f64() / self.interval.as_secs_f64()).round().max(1.0) as usize;
         if self.readings.len() > intervals {
             self.readings.pop_front();
@@ -97,9 +101,39 @@ impl Watch {
         self.rates = Rates::between(&self.readings[0], self.latest().expect("just pushed"));
     }
 
+    fn push_queues(&mut self, queues: impl Iterator<Item = u64>) {
+        for (history, queue) in self.queue_history.iter_mut().zip(queues) {
+            if history.len() == QUEUE_HISTORY {
+                history.pop_front();
+            }
+            history.push_back(queue);
+        }
+    }
+
+    /// Whether the server has not answered /stats for a while (busy, stalled, or gone).
+    pub fn is_late(&self) -> bool {
+        self.last_answer.is_some_and(|at| at.elapsed() > self.late_after())
+    }
+
+    /// The accept queues as the kernel's socket table has them now, for a server that is late
+    /// with /stats. They are matched to the listeners in order; a table that does not have as many
+    /// sockets (lab-top on another host) is ignored.
+    pub fn record_queues_from_kernel(&mut self, queues: Vec<u64>) {
+        if self.paused || queues.len() != self.queue_history.len() {
+            return;
+        }
+        self.push_queues(queues.iter().copied());
+        self.queues_from_kernel = Some(queues);
+    }
+
     /// The newest reading.
     pub fn latest(&self) -> Option<&Sample> {
         self.readings.back()
+    }
+
+    /// How long after the last reading the next one counts as late.
+    pub fn late_after(&self) -> Duration {
+        (self.interval * 3).max(Duration::from_secs(1))
     }
 
     pub fn toggle_pause(&mut self) {
@@ -155,10 +189,14 @@ pub fn draw(frame: &mut Frame, watch: &Watch) {
 }
 
 fn draw_header(frame: &mut Frame, area: Rect, watch: &Watch) {
+    let waited = watch.last_answer.map_or(Duration::ZERO, |at| at.elapsed());
     let status = match (&watch.problem, watch.paused) {
-        (Some(problem), _) => format!(" server gone: {problem}; retrying ").white().on_red().bold(),
+        (Some(problem), _) => format!(" {problem}; retrying ").white().on_red().bold(),
         (None, true) => " PAUSED ".yellow().bold(),
         (None, false) if watch.latest().is_none() => " waiting for the first reading ".into(),
+        (None, false) if waited > watch.late_after() => {
+            format!(" no answer to /stats for {:.1} s: busy? ", waited.as_secs_f64()).black().on_yellow()
+        }
         (None, false) => " live ".green(),
     };
     let mut first = vec![];
@@ -194,11 +232,17 @@ fn draw_header(frame: &mut Frame, area: Rect, watch: &Watch) {
 }
 
 fn draw_queues(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
-    let block = Block::bordered().title(" accept queue / backlog, its history and peak ");
+    let source = match watch.queues_from_kernel {
+        None => "",
+        Some(_) => "; now from /proc/net/tcp, while /stats is late",
+    };
+    let block = Block::bordered().title(format!(" accept queue / backlog, its history and peak{source} "));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let rows = Layout::vertical(vec![Constraint::Length(1); sample.listeners.len()]).split(inner);
-    for ((listener, history), row) in sample.listeners.iter().zip(&watch.queue_history).zip(rows.iter()) {
+    for (index, (listener, history)) in sample.listeners.iter().zip(&watch.queue_history).enumerate() {
+        let row = rows[index];
+        let queue = watch.queues_from_kernel.as_ref().map_or(listener.accept_queue, |queues| queues[index]);
         let [addr, gauge, sparkline, peak] = Layout::horizontal([
             Constraint::Length(22),
             Constraint::Length(30),
@@ -206,11 +250,11 @@ fn draw_queues(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
             Constraint::Length(12),
         ])
         .spacing(1)
-        .areas(*row);
-        let ratio = (listener.accept_queue as f64 / listener.backlog.max(1) as f64).min(1.0);
+        .areas(row);
+        let ratio = (queue as f64 / listener.backlog.max(1) as f64).min(1.0);
         let colour = if ratio > 0.5 { Color::Red } else { Color::Cyan };
         frame.render_widget(Paragraph::new(listener.addr.as_str()), addr);
-        let label = format!("{}/{}", listener.accept_queue, listener.backlog);
+        let label = format!("{queue}/{}", listener.backlog);
         frame.render_widget(Gauge::default().ratio(ratio).label(label).gauge_style(colour), gauge);
         let history: Vec<u64> = history.iter().copied().collect();
         let shown = &history[history.len().saturating_sub(usize::from(sparkline.width))..];

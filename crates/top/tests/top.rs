@@ -182,7 +182,7 @@ fn once_fails_clearly_without_a_server() {
         lab_top().args([&format!("http://{addr}"), "--once"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&stderr);
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("connect {addr}")), "{stderr}");
+    assert!(stderr.contains(&format!("http://{addr}: server gone: connect: connection refused")), "{stderr}");
 }
 
 /// Each line `pipe` gives, as it comes.
@@ -198,15 +198,15 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String>
     received
 }
 
-/// A tmux server of this test's own (its own socket), with one window running `sh`; the tmux
-/// server and everything in it is killed when dropped.
+/// A tmux server of this test's own (its own socket, named after `test`), with one window running
+/// `sh`; the tmux server and everything in it is killed when dropped.
 struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(columns: u16, rows: u16) -> Tmux {
-        let tmux = Tmux { socket: format!("acceptlab-top-test-{}", std::process::id()) };
+    fn start(test: &str, columns: u16, rows: u16) -> Tmux {
+        let tmux = Tmux { socket: format!("acceptlab-top-{test}-{}", std::process::id()) };
         let installed = Command::new("tmux").arg("-V").output().is_ok_and(|output| output.status.success());
         assert!(installed, "tmux is not installed: scripts/install-tools.sh tmux (make test runs it)");
         let size = [columns.to_string(), rows.to_string()];
@@ -251,7 +251,7 @@ impl Drop for Tmux {
 fn the_live_screen_in_tmux_moves_obeys_its_keys_and_restores_the_terminal() {
     let server = spawn(server("memcached"), &[]);
     let _load = Load::start(server.addr(), 20, &[]);
-    let tmux = Tmux::start(110, 30);
+    let tmux = Tmux::start("screen", 110, 30);
     tmux.type_line(&format!("{} {}", env!("CARGO_BIN_EXE_lab-top"), url(&server)));
 
     let first = tmux.wait_for("3 worker rows with rates", |screen| {
@@ -297,4 +297,30 @@ fn the_live_screen_in_tmux_moves_obeys_its_keys_and_restores_the_terminal() {
     // After the prompt, if the shell printed one: `icanon echo`, not `-icanon -echo` as raw mode has.
     let modes = format!(" {}", answer(&screen).unwrap());
     assert!(modes.ends_with(" icanon echo :modes"), "the terminal is still raw:\n{screen}");
+}
+
+#[test]
+fn the_accept_queue_shows_while_lab_epolls_only_thread_sleeps() {
+    let server = spawn(server("epoll"), &[]);
+    let tmux = Tmux::start("queue", 110, 30);
+    tmux.type_line(&format!("{} {}", env!("CARGO_BIN_EXE_lab-top"), url(&server)));
+    tmux.wait_for("the first rates", |screen| screen.contains(" live ") && !screen.contains("requests -/s"));
+
+    // The one thread sleeps, so /stats cannot answer and nobody accepts: the handshakes that
+    // complete meanwhile wait in the accept queue, which lab-top reads from the kernel instead.
+    let mut sleeper = server.connect();
+    sleeper.send(&labkit::get("/sleep?ms=4000"));
+    tmux.wait_for("lab-top to see the server busy", |screen| screen.contains("no answer to /stats"));
+    let waiting: Vec<_> = (0..12).map(|_| server.connect()).collect();
+    let screen = tmux.wait_for("12 connections in the accept queue", |screen| screen.contains(" 12/511 "));
+    assert!(screen.contains("from /proc/net/tcp"), "{screen}");
+
+    assert_eq!(sleeper.read_response().status, 200);
+    let screen = tmux.wait_for("the queue drained and /stats back", |screen| {
+        screen.contains(" live ") && screen.contains(" 0/511 ") && screen.contains("peak 12")
+    });
+    assert!(
+        screen.contains(&format!("open {}", waiting.len() + 2)),
+        "12 waiting, the sleeper, lab-top:\n{screen}"
+    );
 }
