@@ -129,6 +129,15 @@ fn throughput(doc: &Value, path: &Path) -> Drawn {
     Ok(())
 }
 
+/// A requests/s axis label: `1.5k`, `250k`, `12M`, with the precision the axis range needs.
+fn rate_label(value: f64, max: f64) -> String {
+    match max {
+        m if m >= 2e6 => format!("{:.0}M", value / 1e6),
+        m if m >= 20_000.0 => format!("{:.0}k", value / 1000.0),
+        _ => format!("{:.1}k", value / 1000.0),
+    }
+}
+
 /// p99 (log scale) against offered load, one line per server.
 fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
     let workload = format!("sweep-{mix}");
@@ -207,7 +216,8 @@ fn fairness(doc: &Value, path: &Path) -> Drawn {
             )
         })
         .collect();
-    let root = SVGBackend::new(path, (1000, 520)).into_drawing_area();
+    let width = (170 * groups.len() as u32).max(600);
+    let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = groups.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&root)
@@ -233,11 +243,10 @@ fn fairness(doc: &Value, path: &Path) -> Drawn {
             let x = g + 0.1 + w as f64 * width;
             Rectangle::new([(x, 0.0), (x + width * 0.9, *share)], PALETTE[w % PALETTE.len()].filled())
         }))?;
-        chart.draw_series(std::iter::once(Text::new(
-            format!("{server} (Jain {jain:.2})"),
-            (g + 0.05, 110.0),
-            ("sans-serif", 14),
-        )))?;
+        chart.draw_series([
+            Text::new(server.clone(), (g + 0.05, 112.0), ("sans-serif", 14)),
+            Text::new(format!("Jain {jain:.2}"), (g + 0.05, 106.0), ("sans-serif", 13)),
+        ])?;
     }
     root.present()?;
     Ok(())
