@@ -84,13 +84,7 @@ fn throughput(doc: &Value, path: &Path) -> Drawn {
                 SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
-            .x_label_formatter(&|v| {
-                if max < 20_000.0 {
-                    format!("{:.1}k", v / 1000.0)
-                } else {
-                    format!("{:.0}k", v / 1000.0)
-                }
-            })
+            .x_label_formatter(&|v| rate_label(*v, max))
             .x_desc("requests/s")
             .draw()?;
         chart.draw_series(bars.iter().enumerate().map(|(i, (_, rps, nginx, valid))| {
