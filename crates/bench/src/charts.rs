@@ -34,6 +34,9 @@ pub fn write_all(doc: &Value, out: &Path) -> Result<(), String> {
     if runs(doc, "fairness").next().is_some() {
         fairness(doc, &out.join("fairness.svg")).map_err(|e| format!("fairness.svg: {e}"))?;
     }
+    if runs(doc, "arrival-order").next().is_some() {
+        crate::arrival::chart(doc, &out.join("dispatch.svg")).map_err(|e| format!("dispatch.svg: {e}"))?;
+    }
     Ok(())
 }
 
@@ -135,7 +138,9 @@ fn rate_label(value: f64, max: f64) -> String {
 /// p99 (log scale) against offered load, one line per server.
 fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
     let workload = format!("sweep-{mix}");
-    let lines: Vec<(String, Vec<(f64, f64)>)> = runs(doc, &workload)
+    // Per server: its name, its measured (load %, p99 ms) points, and its model's.
+    type Curves = (String, Vec<(f64, f64)>, Vec<(f64, f64)>);
+    let lines: Vec<Curves> = runs(doc, &workload)
         .map(|r| {
             let points = r["points"]
                 .as_array()
@@ -144,10 +149,10 @@ fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
                 .filter_map(|p| Some((p["load"].as_f64()? * 100.0, p["p99_us"].as_f64()? / 1000.0)))
                 .filter(|(_, ms)| ms.is_finite() && *ms > 0.0)
                 .collect();
-            (r["server"].as_str().unwrap_or("?").to_string(), points)
+            (r["server"].as_str().unwrap_or("?").to_string(), points, crate::model_curves::chart_points(r))
         })
         .collect();
-    let all = lines.iter().flat_map(|(_, points)| points.iter().map(|p| p.1));
+    let all = lines.iter().flat_map(|(_, points, model)| points.iter().chain(model).map(|p| p.1));
     let (low, high) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (low, high) = if low <= high { (low / 1.5, high * 1.5) } else { (0.01, 10.0) };
     let about = doc["settings"]["mixes"]
@@ -159,7 +164,10 @@ fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("p99 latency against offered load, {mix} mix ({about})"), ("sans-serif", 17))
+        .caption(
+            format!("p99 against offered load, {mix} mix ({about}); dashed: the model"),
+            ("sans-serif", 17),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -171,13 +179,15 @@ fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
         .y_desc("p99 latency (ms, log)")
         .y_label_formatter(&|v| if *v >= 1.0 { format!("{v:.0}") } else { format!("{v:.2}") })
         .draw()?;
-    for (i, (server, points)) in lines.iter().enumerate() {
+    for (i, (server, points, model)) in lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart
             .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
             .label(server.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        // The model of the queue this server approximates, dashed in the same colour.
+        chart.draw_series(DashedLineSeries::new(model.iter().copied(), 6, 4, color.stroke_width(1)))?;
     }
     chart
         .configure_series_labels()
