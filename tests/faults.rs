@@ -2,6 +2,7 @@
 //! The fault suite: clients that crowd in, reset, stall, never read or sit idle, the connection and
 //! file-descriptor limits, and shutdown by signal. Through all of it, everyone else stays served.
 
+use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -424,5 +425,47 @@ fn lingering_after_an_error_is_bounded_in_total() {
         };
         // The reset that ends the sending comes one send after the close.
         assert!(closed <= BOUND + Duration::from_millis(400), "lingered {closed:?}");
+    });
+}
+
+/// Slowloris: a head trickled a byte at a time keeps the connection active, so the idle timeout
+/// never fires; `--header-timeout` counts from the head's first byte and answers 408.
+#[test]
+fn a_head_trickled_slowly_gets_408_at_the_header_timeout() {
+    for_each_server(|server| {
+        let running = spawn(server, &["--header-timeout", "2"]);
+        let mut reader = running.connect();
+        let mut writer = reader.stream().try_clone().expect("dup the client socket");
+        let started = Instant::now();
+        thread::scope(|scope| {
+            scope.spawn(move || {
+                for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter().chain(&[b'a'; 100]) {
+                    if writer.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(6) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(200));
+                }
+            });
+            reader.set_read_timeout(Duration::from_secs(5));
+            let response = reader.read_response();
+            let took = started.elapsed();
+            assert_eq!(response.status, 408, "{response:?}");
+            assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(3), "408 after {took:?}");
+        });
+    });
+}
+
+/// A body that stops arriving is cut off at the idle timeout the same way: 408, then close.
+#[test]
+fn a_stalled_body_gets_408_at_the_idle_timeout() {
+    for_each_server(|server| {
+        let running = spawn(server, &["--idle-timeout", "1"]);
+        let mut client = running.connect();
+        client.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+        let started = Instant::now();
+        let response = client.read_response();
+        assert_eq!(response.status, 408, "{response:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "408 after {:?}", started.elapsed());
+        client.expect_closed();
     });
 }

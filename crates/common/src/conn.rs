@@ -87,7 +87,19 @@ impl Executor for ExecuteHere {
 #[derive(Debug, Clone, Copy)]
 pub struct ConnSettings {
     pub idle_timeout: Option<Duration>,
+    pub header_timeout: Option<Duration>,
     pub nodelay: bool,
+}
+
+impl ConnSettings {
+    /// The settings the command line asks for.
+    pub fn new(config: &crate::config::Config) -> Self {
+        ConnSettings {
+            idle_timeout: config.idle_timeout,
+            header_timeout: config.header_timeout,
+            nodelay: config.nodelay,
+        }
+    }
 }
 
 /// All connections one event loop owns, by token.
@@ -217,16 +229,16 @@ impl Connections {
             return;
         }
         self.next_sweep = now + SWEEP_INTERVAL;
-        let idle_timeout = self.settings.idle_timeout;
         for index in 0..self.slots.len() {
-            let Some(conn) = &self.slots[index].conn else { continue };
-            let idle = now.saturating_duration_since(conn.last_active);
-            let expired = match conn.lingering_since {
-                Some(since) => now.saturating_duration_since(since) >= LINGER,
-                None => conn.in_flight.is_empty() && idle_timeout.is_some_and(|limit| idle >= limit),
-            };
-            if expired {
-                self.close(index);
+            let Some(conn) = &mut self.slots[index].conn else { continue };
+            match conn.timed_out(now, &self.settings) {
+                Some(Timeout::Close) => self.close(index),
+                Some(Timeout::RequestTimeout(reason)) => {
+                    conn.fail(Status::RequestTimeout, reason);
+                    let token = token_of(index, self.slots[index].generation);
+                    self.pump(token, executor);
+                }
+                None => {}
             }
         }
     }
@@ -297,6 +309,14 @@ struct Step<'a, E> {
     now: Instant,
 }
 
+/// What a connection's time is up for.
+enum Timeout {
+    /// Idle past `--idle-timeout`, or lingering past `LINGER`: close it.
+    Close,
+    /// A request that stopped arriving: answer 408 with this reason, then close.
+    RequestTimeout(&'static str),
+}
+
 /// Where a pump left a connection.
 enum Progress {
     /// Waiting for the kernel (readable, writable) or for responses from elsewhere.
@@ -329,6 +349,8 @@ struct Conn {
     /// epoll reported EPOLLRDHUP / EPOLLHUP / EPOLLERR: the end of the stream is in the socket, so
     /// reads go on until they return it (no further event would come to announce it).
     hung_up: bool,
+    /// When the first byte of a request head not yet whole arrived (`--header-timeout`).
+    head_since: Option<Instant>,
     /// Our side is shut since then; discarding what the peer still sends until it closes or
     /// `LINGER` has passed.
     lingering_since: Option<Instant>,
@@ -351,8 +373,37 @@ impl Conn {
             closing: false,
             peer_closed: false,
             hung_up: false,
+            head_since: None,
             lingering_since: None,
             last_active: now,
+        }
+    }
+
+    /// Whether this connection's time is up at `now`. A head gets `--header-timeout` from its first
+    /// byte, however it trickles (bytes keep a connection active, so the idle timer alone would let
+    /// a slowloris client hold it forever); a body that stalls gets `--idle-timeout`. Neither runs
+    /// while the server itself is not reading (output blocked, or a request executing).
+    fn timed_out(&self, now: Instant, settings: &ConnSettings) -> Option<Timeout> {
+        let idle = now.saturating_duration_since(self.last_active);
+        let past = |since: Instant, limit: Duration| now.saturating_duration_since(since) >= limit;
+        if let Some(since) = self.lingering_since {
+            return past(since, LINGER).then_some(Timeout::Close);
+        }
+        let reading = !self.closing && !self.write_blocked && self.in_flight.is_empty();
+        if let (Some(since), Some(limit), true) = (self.head_since, settings.header_timeout, reading) {
+            return past(since, limit)
+                .then_some(Timeout::RequestTimeout("request head not received in time"));
+        }
+        let idle_past = settings.idle_timeout.is_some_and(|limit| idle >= limit);
+        match (idle_past, self.in_flight.is_empty()) {
+            (true, true) if reading && self.input.len() > 0 => {
+                Some(Timeout::RequestTimeout(match self.framing.head_complete() {
+                    true => "request body not received in time",
+                    false => "request head not received in time",
+                }))
+            }
+            (true, true) => Some(Timeout::Close),
+            _ => None,
         }
     }
 
@@ -445,11 +496,16 @@ impl Conn {
                     }
                     self.input.consume(consumed);
                     self.framing = http::Progress::default();
+                    self.head_since = None;
                     self.need = 0;
                     self.continue_sent = false;
                 }
                 Ok(Parsed::Partial { need, expects_continue }) => {
                     self.need = need;
+                    self.head_since = match self.framing.head_complete() {
+                        true => None,
+                        false => self.head_since.or(Some(step.now)),
+                    };
                     if expects_continue && !self.continue_sent {
                         // Interim responses too leave in request order: after those still in flight.
                         match self.in_flight.is_empty() {

@@ -60,7 +60,7 @@ fn worker_main(
     let poller = Poller::new()?;
     poller.add(listener.fd.as_fd(), LISTENER, READABLE_EDGE)?;
     poller.add(signals.as_fd(), SIGNALS, READABLE_EDGE)?;
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
+    let settings = ConnSettings::new(config);
     let mut acceptor = Acceptor::new(listener, worker.clone());
     let mut conns = Connections::new(settings, worker);
     let mut events = Events::with_capacity(1024);

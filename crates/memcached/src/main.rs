@@ -160,7 +160,7 @@ fn worker_main(
     worker: WorkerStats,
 ) -> io::Result<()> {
     poller.add(waker.as_fd(), WAKER, READABLE_EDGE)?;
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
+    let settings = ConnSettings::new(config);
     let mut conns = Connections::new(settings, worker);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();

@@ -132,7 +132,7 @@ fn worker_main(
         }
         AcceptMode::Herd => poller.add(listener_fd.as_fd(), LISTENER, READABLE_EDGE)?,
     }
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
+    let settings = ConnSettings::new(config);
     let share = (config.max_conns as usize / config.workers).max(1);
     let mut conns = Connections::new(settings, worker);
     let mut events = Events::with_capacity(1024);

@@ -147,7 +147,7 @@ fn dispatcher_main(
     poller.add(listener.fd.as_fd(), LISTENER, READABLE_EDGE)?;
     poller.add(signals.as_fd(), SIGNALS, READABLE_EDGE)?;
     poller.add(replies.waker.as_fd(), WAKER, READABLE_EDGE)?;
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
+    let settings = ConnSettings::new(config);
     let mut acceptor = Acceptor::new(listener, dispatcher.clone());
     let mut conns = Connections::new(settings, dispatcher);
     let mut events = Events::with_capacity(1024);

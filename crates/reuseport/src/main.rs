@@ -200,7 +200,7 @@ fn worker_main(server: &Server, index: usize) -> io::Result<()> {
     let poller = Poller::new()?;
     poller.add(server.listeners[index].fd.as_fd(), LISTENER, READABLE_EDGE)?;
     poller.add(server.signals.as_fd(), SIGNALS, READABLE_EDGE)?;
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
+    let settings = ConnSettings::new(config);
     let mut acceptor = Acceptor::new(server.listeners[index].clone(), worker.clone());
     let mut conns = Connections::new(settings, worker);
     let mut events = Events::with_capacity(1024);
