@@ -1,14 +1,19 @@
 //! Taking connections off a listening socket's accept queue, the same way in every architecture.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::response::{Connection, Response};
 use http::Status;
+use sys::epoll::{Poller, READABLE_EDGE};
+use sys::timer::Timer;
 
 use crate::config::program_name;
-use crate::stats::{Listener, WorkerStats};
+use crate::stats::WorkerStats;
+use crate::token::LISTENER;
 
 /// How long accepting pauses when the process is out of file descriptors.
 ///
@@ -18,10 +23,22 @@ use crate::stats::{Listener, WorkerStats};
 /// (`accept_new_conns(false)`), we stop accepting for a moment and let the queue wait in the kernel.
 pub const EMFILE_PAUSE: Duration = Duration::from_millis(100);
 
+/// A listening socket and the address it is bound to (the real port, when port 0 was asked for).
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub fd: Arc<OwnedFd>,
+}
+
 /// One thread's way into a listener: accepts, admits against `--max-conns`, pauses on EMFILE.
 pub struct Acceptor {
     listener: Listener,
     worker: WorkerStats,
+    /// Fires when an EMFILE pause ends. It is watched under the listener's token, so the end of a
+    /// pause reaches the loop as a listener event: an edge-triggered listener would not report the
+    /// connections that queued meanwhile, and no loop has to remember to look.
+    resume: Timer,
+    resume_watched: bool,
     paused_until: Option<Instant>,
     last_warning: Option<Instant>,
     /// The socket no longer listens (`stop_listening`, here or in another thread): accept nothing.
@@ -29,11 +46,19 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// An acceptor for `listener`, counting into `worker`; it binds `worker` to the calling thread,
-    /// which an event loop that also owns connections overrides when it builds them.
-    pub fn new(listener: Listener, worker: WorkerStats) -> Self {
-        worker.bind_to_this_thread();
-        Acceptor { listener, worker, paused_until: None, last_warning: None, stopped: false }
+    /// An acceptor for `listener`, counting into `worker`. Its resume timer is made now: once the
+    /// process is out of fds, it could not be.
+    pub fn new(listener: Listener, worker: WorkerStats) -> io::Result<Self> {
+        let resume = Timer::new()?;
+        Ok(Acceptor {
+            listener,
+            worker,
+            resume,
+            resume_watched: false,
+            paused_until: None,
+            last_warning: None,
+            stopped: false,
+        })
     }
 
     /// Call on every return from epoll_wait of a loop that only accepts: counts the wake-up.
@@ -47,26 +72,27 @@ impl Acceptor {
     }
 
     /// Accepts until the queue is empty (or the process is out of fds), handing each admitted
-    /// connection to `hand_off`; returns how many were handed off.
-    pub fn accept_all(&mut self, mut hand_off: impl FnMut(OwnedFd)) -> usize {
-        let mut handed_off = 0;
-        self.take_resumed();
-        while !self.stopped && self.resume_in().is_none() {
-            match self.accept_one() {
-                Ok(Some(fd)) => {
-                    hand_off(fd);
-                    handed_off += 1;
-                }
+    /// connection to `hand_off`. `poller` is the loop's epoll, where the listener is watched: an
+    /// EMFILE pause ends there as a listener event. While paused, or once stopped, it accepts nothing.
+    pub fn accept_all(&mut self, poller: &Poller, mut hand_off: impl FnMut(OwnedFd)) {
+        if self.paused_until.is_some_and(|until| Instant::now() < until) {
+            return; // a connection arrived during the pause: it waits in the queue until the timer
+        }
+        if self.paused_until.take().is_some() {
+            let _ = self.resume.clear();
+        }
+        while !self.stopped && self.paused_until.is_none() {
+            match self.accept_one(poller) {
+                Ok(Some(fd)) => hand_off(fd),
                 Ok(None) => {}
                 Err(_) => break,
             }
         }
-        handed_off
     }
 
     /// Accepts one connection. `Ok(None)`: one was taken and turned away (max-conns). `Err`:
     /// nothing to take now (`WouldBlock`), or out of fds (accepting is then paused).
-    pub fn accept_one(&mut self) -> io::Result<Option<OwnedFd>> {
+    fn accept_one(&mut self, poller: &Poller) -> io::Result<Option<OwnedFd>> {
         loop {
             match sys::socket::accept(self.listener.fd.as_fd()) {
                 Ok(fd) => {
@@ -88,7 +114,7 @@ impl Acceptor {
                     return Err(e);
                 }
                 Err(e) => {
-                    self.pause(&e);
+                    self.pause(poller, &e);
                     return Err(e);
                 }
             }
@@ -102,25 +128,19 @@ impl Acceptor {
         sys::socket::stop_listening(self.listener.fd.as_fd())
     }
 
-    /// How long accepting is still paused for, if it is.
-    pub fn resume_in(&self) -> Option<Duration> {
-        let left = self.paused_until?.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
-    }
-
-    /// True once when a pause has just ended: the listener is edge-triggered, so the kernel will not
-    /// report the connections that queued up meanwhile, and the loop must accept them unasked.
-    pub fn take_resumed(&mut self) -> bool {
-        if self.paused_until.is_some() && self.resume_in().is_none() {
-            self.paused_until = None;
-            return true;
-        }
-        false
-    }
-
-    fn pause(&mut self, error: &io::Error) {
+    fn pause(&mut self, poller: &Poller, error: &io::Error) {
         let now = Instant::now();
         self.paused_until = Some(now + EMFILE_PAUSE);
+        let mut armed = self.resume.set_after(EMFILE_PAUSE);
+        if armed.is_ok() && !self.resume_watched {
+            armed = poller.add(self.resume.as_fd(), LISTENER, READABLE_EDGE);
+            self.resume_watched = armed.is_ok();
+        }
+        if let Err(e) = armed {
+            // Without its timer the pause would never end: accept again at the next listener event.
+            self.paused_until = None;
+            eprintln!("{}: {e}", program_name());
+        }
         if self.last_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5)) {
             self.last_warning = Some(now);
             eprintln!(

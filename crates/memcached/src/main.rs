@@ -27,7 +27,7 @@ use std::thread;
 use clap::Parser;
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
-use common::conn::{ConnSettings, Connections, ExecuteHere};
+use common::conn::Connections;
 use common::drain::Drain;
 use common::startup::{self, fatal};
 use common::stats::{Role, Stats, WorkerStats};
@@ -76,13 +76,14 @@ fn main() {
         let (config, thread_waker) = (config.clone(), Arc::clone(&waker));
         let poller = Poller::new().unwrap_or_else(|e| fatal(e));
         threads.push(thread::spawn(move || {
-            startup::pin(config.cpu_for(id));
+            startup::start_thread(&worker);
             worker_main(&config, poller, inbox, &thread_waker, worker).unwrap_or_else(|e| fatal(e));
         }));
         workers.push(WorkerHandle { queue, waker });
     }
-    startup::pin(config.cpu_for(0));
-    let acceptor = Acceptor::new(listener.clone(), stats.worker(0, Role::Acceptor, config.cpu_for(0)));
+    let acceptor_stats = stats.worker(0, Role::Acceptor, config.cpu_for(0));
+    startup::start_thread(&acceptor_stats);
+    let acceptor = Acceptor::new(listener.clone(), acceptor_stats).unwrap_or_else(|e| fatal(e));
     startup::announce(listener.addr);
     accept_loop(acceptor, &signals, &workers).unwrap_or_else(|e| fatal(e));
     for thread in threads {
@@ -102,20 +103,23 @@ fn accept_loop(
     let mut events = Events::with_capacity(8);
     let mut next = 0;
     loop {
-        poller.wait(&mut events, acceptor.resume_in())?;
+        poller.wait(&mut events, None)?;
         acceptor.woke_up();
         for event in events.iter() {
-            if event.token == SIGNALS && signals.read()?.is_some() {
-                startup::log("draining: no new connections; workers finish the requests in flight");
-                acceptor.stop_listening()?;
-                for worker in workers {
-                    let _ = worker.queue.send(Message::Drain);
-                    notify_worker(worker);
+            match event.token {
+                LISTENER => acceptor.accept_all(&poller, |fd| dispatch_new_conn(workers, &mut next, fd)),
+                SIGNALS if signals.read()?.is_some() => {
+                    startup::log("draining: no new connections; workers finish the requests in flight");
+                    acceptor.stop_listening()?;
+                    for worker in workers {
+                        let _ = worker.queue.send(Message::Drain);
+                        notify_worker(worker);
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                _ => {}
             }
         }
-        acceptor.accept_all(|fd| dispatch_new_conn(workers, &mut next, fd));
     }
 }
 
@@ -146,8 +150,7 @@ fn worker_main(
     worker: WorkerStats,
 ) -> io::Result<()> {
     poller.add(waker.as_fd(), WAKER, READABLE_EDGE)?;
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
-    let mut conns = Connections::new(settings, worker);
+    let mut conns = Connections::new(config, worker);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
@@ -161,15 +164,15 @@ fn worker_main(
                             Ok(Message::Conn(fd)) => {
                                 let _ = conns.add(&poller, fd); // a failure closes that connection only
                             }
-                            Ok(Message::Drain) if drain.begin() => conns.begin_drain(&mut ExecuteHere),
+                            Ok(Message::Drain) if drain.begin() => conns.begin_drain(),
                             Ok(Message::Drain) | Err(_) => {}
                         }
                     }
                 }
-                token => conns.ready(token, &event, &mut ExecuteHere),
+                token => conns.ready(token, &event),
             }
         }
-        conns.tick(&mut ExecuteHere);
+        conns.tick();
         if drain.is_done(&conns) {
             return Ok(());
         }
