@@ -6,7 +6,7 @@ ARCHS := epoll memcached ramcloud nginx reuseport
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench docs-check $(addprefix run-,$(ARCHS))
+.PHONY: help build test interop lint bench bench-lab docs-check $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
@@ -14,7 +14,8 @@ help:
 	@echo "make interop      the servers against curl, ab, wrk and h2load (installs them if missing)"
 	@echo "make lint         rustfmt and clippy, warnings as errors"
 	@echo "make docs-check   every name cited as file:line in docs/architectures.md is on that line"
-	@echo "make bench        lab-epoll against nginx on this machine (scripts/single-core.sh)"
+	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
+	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
 
 build:
 	$(CARGO) build --release --workspace
@@ -36,5 +37,16 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
+# make bench: this 2-core machine's side-by-side (<= 6 min): servers on CPU 0, lab-load on CPU 1; the
+# latency sweep and fairness with the servers on both CPUs. OUT=DIR picks the results directory.
 bench: build
-	scripts/single-core.sh
+	scripts/install-tools.sh nginx
+	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --sweep-server-cpus 0-1 --sweep-client-cpus 1 \
+		--duration 1 --warmup 0.3 $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
+
+# make bench-lab: the full matrix on a many-core lab machine (<= 12 min on 16 CPUs), half the CPUs
+# each side. With .lab/env.sh sourced (a lab machine without cargo) it runs the lab-bench on PATH.
+bench-lab:
+	@command -v lab-bench >/dev/null 2>&1 || $(CARGO) build --release --workspace
+	"$$(command -v lab-bench || echo ./target/release/lab-bench)" --duration 1.5 --warmup 0.5 \
+		$(if $(OUT),--out $(OUT)) $(BENCH_ARGS)

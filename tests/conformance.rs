@@ -183,6 +183,54 @@ fn backlog_reaches_the_kernel_and_is_capped_with_a_warning() {
     });
 }
 
+#[test]
+fn pause_accept_leaves_later_connections_in_the_accept_queue_then_serves_them() {
+    const BACKLOG: usize = 3;
+    for_each_server(|server| {
+        // One worker, so the one accepting thread or process pauses (lab-reuseport pauses per process).
+        let running = spawn(server, &["--workers", "1", "--backlog", "3", "--pause-accept", "3"]);
+        let mut first = running.connect();
+        // Before the first request, so before the pause begins.
+        let started = Instant::now();
+        assert_eq!(first.get("/").status, 200);
+        // The accept queue takes BACKLOG + 1 completed handshakes (the kernel's full test is `>`).
+        let queued: Vec<Client> = (0..=BACKLOG).map(|_| running.connect()).collect();
+        let stats = first.stats();
+        assert_eq!(json_count(&stats["listeners"][0], "accept_queue"), BACKLOG as u64 + 1, "{stats}");
+        assert_eq!(json_count(&stats["totals"], "accepted"), 1, "accepted during the pause: {stats}");
+        // One more SYN is dropped: its connect does not complete in 300 ms (the retransmit is at 1 s).
+        let refused = std::net::TcpStream::connect_timeout(&running.addr(), Duration::from_millis(300));
+        assert!(refused.is_err(), "a connection beyond backlog + 1 completed at once");
+        assert!(started.elapsed() < Duration::from_secs(3), "too slow to observe the pause");
+        for mut client in queued {
+            assert_eq!(client.get("/").status, 200, "a queued connection was not served after the pause");
+        }
+        assert!(started.elapsed() >= Duration::from_secs(3), "served before the pause ended");
+    });
+}
+
+#[test]
+fn stats_reports_the_namespace_kernel_counters() {
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let stats = running.connect().stats();
+        let kernel = stats["kernel"].as_object().unwrap_or_else(|| panic!("no kernel object: {stats}"));
+        let names: Vec<&str> = kernel.keys().map(String::as_str).collect();
+        let expected = [
+            "ListenOverflows",
+            "ListenDrops",
+            "SyncookiesSent",
+            "SyncookiesRecv",
+            "SyncookiesFailed",
+            "TCPReqQFullDrop",
+        ];
+        assert_eq!(names, expected, "{stats}");
+        for name in expected {
+            json_count(&stats["kernel"], name);
+        }
+    });
+}
+
 // ---------------------------------------------------------------- statuses and headers
 
 /// Requests with the status each must get, every one on a fresh connection.

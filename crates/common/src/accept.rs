@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::response::{Connection, Response};
@@ -28,18 +28,44 @@ pub const EMFILE_PAUSE: Duration = Duration::from_millis(100);
 pub struct Listener {
     pub addr: SocketAddr,
     pub fd: Arc<OwnedFd>,
+    /// `--pause-accept`, shared by every acceptor of this socket in this process.
+    pub pause_after_first: Option<Arc<PauseAfterFirst>>,
 }
 
-/// One thread's way into a listener: accepts, admits against `--max-conns`, pauses on EMFILE.
+/// `--pause-accept SECS`: once the first connection is accepted, accepting stops for SECS, for every
+/// acceptor of the listener in this process. An experiment's knob (lab-exp accept-queue): the accept
+/// queue fills up in the kernel while the first connection stays served and can ask for /stats.
+#[derive(Debug)]
+pub struct PauseAfterFirst {
+    length: Duration,
+    until: OnceLock<Instant>,
+}
+
+impl PauseAfterFirst {
+    pub fn new(length: Duration) -> Self {
+        PauseAfterFirst { length, until: OnceLock::new() }
+    }
+
+    /// Called on every accepted connection; the first starts the pause.
+    fn accepted(&self) {
+        self.until.get_or_init(|| Instant::now() + self.length);
+    }
+}
+
+/// One thread's way into a listener: accepts, admits against `--max-conns`, pauses on EMFILE (and
+/// for `--pause-accept`).
 pub struct Acceptor {
     listener: Listener,
     worker: WorkerStats,
-    /// Fires when an EMFILE pause ends. It is watched under the listener's token, so the end of a
-    /// pause reaches the loop as a listener event: an edge-triggered listener would not report the
+    /// Fires when a pause ends. It is watched under the listener's token, so the end of a pause
+    /// reaches the loop as a listener event: an edge-triggered listener would not report the
     /// connections that queued meanwhile, and no loop has to remember to look.
     resume: Timer,
     resume_watched: bool,
-    paused_until: Option<Instant>,
+    /// The end of the pause the timer is armed for.
+    resume_armed: Option<Instant>,
+    /// The end of the EMFILE pause, if one has begun.
+    out_of_fds_until: Option<Instant>,
     last_warning: Option<Instant>,
     /// The socket no longer listens (`stop_listening`, here or in another thread): accept nothing.
     stopped: bool,
@@ -55,7 +81,8 @@ impl Acceptor {
             worker,
             resume,
             resume_watched: false,
-            paused_until: None,
+            resume_armed: None,
+            out_of_fds_until: None,
             last_warning: None,
             stopped: false,
         })
@@ -71,32 +98,37 @@ impl Acceptor {
         &self.listener
     }
 
-    /// Accepts until the queue is empty (or the process is out of fds), handing each admitted
-    /// connection to `hand_off`. `poller` is the loop's epoll, where the listener is watched: an
-    /// EMFILE pause ends there as a listener event. While paused, or once stopped, it accepts nothing.
+    /// Accepts until the queue is empty, handing each admitted connection to `hand_off`. `poller` is
+    /// the loop's epoll, where the listener is watched: a pause (EMFILE, `--pause-accept`) arms the
+    /// resume timer there and ends as a listener event. While paused, or once stopped, it accepts
+    /// nothing.
     pub fn accept_all(&mut self, poller: &Poller, mut hand_off: impl FnMut(OwnedFd)) {
-        if self.paused_until.is_some_and(|until| Instant::now() < until) {
-            return; // a connection arrived during the pause: it waits in the queue until the timer
-        }
-        if self.paused_until.take().is_some() {
-            let _ = self.resume.clear();
-        }
-        while !self.stopped && self.paused_until.is_none() {
-            match self.accept_one(poller) {
+        while !self.stopped {
+            if let Some(until) = self.paused_until() {
+                self.resume_at(poller, until);
+                return;
+            }
+            match self.accept_one() {
                 Ok(Some(fd)) => hand_off(fd),
                 Ok(None) => {}
-                Err(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) if self.stopped => return,
+                Err(e) => self.out_of_fds(&e),
             }
         }
     }
 
     /// Accepts one connection. `Ok(None)`: one was taken and turned away (max-conns). `Err`:
-    /// nothing to take now (`WouldBlock`), or out of fds (accepting is then paused).
-    fn accept_one(&mut self, poller: &Poller) -> io::Result<Option<OwnedFd>> {
+    /// nothing to take now (`WouldBlock`), the socket no longer listens (`stopped` is then set), or
+    /// out of fds.
+    fn accept_one(&mut self) -> io::Result<Option<OwnedFd>> {
         loop {
             match sys::socket::accept(self.listener.fd.as_fd()) {
                 Ok(fd) => {
                     self.worker.accepted();
+                    if let Some(pause) = &self.listener.pause_after_first {
+                        pause.accepted();
+                    }
                     if self.worker.stats().admit() {
                         return Ok(Some(fd));
                     }
@@ -107,16 +139,12 @@ impl Acceptor {
                 // The client gave up between handshake and accept, or a signal came: try the next.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
                 // EINVAL: the socket was shut down and listens no more (a drain has begun).
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     self.stopped = true;
                     return Err(e);
                 }
-                Err(e) => {
-                    self.pause(poller, &e);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -128,19 +156,34 @@ impl Acceptor {
         sys::socket::stop_listening(self.listener.fd.as_fd())
     }
 
-    fn pause(&mut self, poller: &Poller, error: &io::Error) {
+    /// When the pause in force ends (out of fds, or `--pause-accept`); `None`: accepting.
+    fn paused_until(&self) -> Option<Instant> {
         let now = Instant::now();
-        self.paused_until = Some(now + EMFILE_PAUSE);
-        let mut armed = self.resume.set_after(EMFILE_PAUSE);
+        let after_first = self.listener.pause_after_first.as_ref().and_then(|pause| pause.until.get());
+        [self.out_of_fds_until, after_first.copied()].into_iter().flatten().filter(|&until| until > now).max()
+    }
+
+    /// Arms the resume timer for `until`, once per pause, and watches it under the listener's token.
+    fn resume_at(&mut self, poller: &Poller, until: Instant) {
+        if self.resume_armed == Some(until) {
+            return;
+        }
+        let mut armed = self.resume.set_after(until.saturating_duration_since(Instant::now()));
         if armed.is_ok() && !self.resume_watched {
             armed = poller.add(self.resume.as_fd(), LISTENER, READABLE_EDGE);
             self.resume_watched = armed.is_ok();
         }
-        if let Err(e) = armed {
-            // Without its timer the pause would never end: accept again at the next listener event.
-            self.paused_until = None;
-            eprintln!("{}: {e}", program_name());
+        match armed {
+            Ok(()) => self.resume_armed = Some(until),
+            // Then the pause ends at the first listener event after `until`.
+            Err(e) => eprintln!("{}: {e}", program_name()),
         }
+    }
+
+    /// EMFILE (or another failure of accept4 that leaves the connection queued): pause.
+    fn out_of_fds(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        self.out_of_fds_until = Some(now + EMFILE_PAUSE);
         if self.last_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5)) {
             self.last_warning = Some(now);
             eprintln!(

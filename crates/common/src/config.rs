@@ -32,6 +32,19 @@ pub struct CommonArgs {
     /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
     #[arg(long)]
     pub no_nodelay: bool,
+    /// For experiments (lab-exp accept-queue): accept the first connection, then accept nothing for
+    /// SECS seconds, so the accept queue fills while that first connection can still ask /stats.
+    /// Per process (lab-reuseport: each worker process pauses after its own first connection).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub pause_accept: Option<Duration>,
+}
+
+/// Parses a number of seconds, fractions allowed (`2.5`).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("not a number of seconds: {text:?}"))
 }
 
 /// The resolved configuration every server runs with.
@@ -44,6 +57,8 @@ pub struct Config {
     pub max_conns: u64,
     pub idle_timeout: Option<Duration>,
     pub nodelay: bool,
+    /// `--pause-accept`: how long accepting stops after the first connection.
+    pub pause_accept: Option<Duration>,
 }
 
 impl Config {
@@ -78,6 +93,7 @@ impl CommonArgs {
             max_conns: self.max_conns,
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
             nodelay: !self.no_nodelay,
+            pause_accept: self.pause_accept,
         })
     }
 }

@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::process;
 use std::sync::Arc;
 
-use crate::accept::Listener;
+use crate::accept::{Listener, PauseAfterFirst};
 use crate::config::{program_name, Config};
 use crate::stats::WorkerStats;
 
@@ -17,7 +17,8 @@ use crate::stats::WorkerStats;
 pub fn listen(config: &Config, addr: SocketAddr, reuse_port: bool) -> Listener {
     let fd = sys::socket::listen_tcp(addr, config.backlog, reuse_port).unwrap_or_else(|e| fatal(e));
     let addr = sys::socket::local_addr(fd.as_fd()).unwrap_or_else(|e| fatal(e));
-    Listener { addr, fd: Arc::new(fd) }
+    let pause_after_first = config.pause_accept.map(|length| Arc::new(PauseAfterFirst::new(length)));
+    Listener { addr, fd: Arc::new(fd), pause_after_first }
 }
 
 /// The warnings of docs/spec.md, on stderr: an address open to every interface, and a backlog the kernel

@@ -67,6 +67,17 @@ const SLOT: usize = 16;
 /// Slot 0 holds the process-wide counters; index 0 is the number of open connections.
 const OPEN_TOTAL: usize = 0;
 
+/// The counters of `/proc/net/netstat` that /stats reports as `kernel`: what the kernel did with
+/// SYNs and handshakes that never reached accept(). Names exactly as the kernel spells them.
+pub const KERNEL_COUNTERS: [&str; 6] = [
+    "ListenOverflows",
+    "ListenDrops",
+    "SyncookiesSent",
+    "SyncookiesRecv",
+    "SyncookiesFailed",
+    "TCPReqQFullDrop",
+];
+
 /// The server's counters: one slot per worker, plus the process-wide ones.
 #[derive(Debug)]
 pub struct Stats {
@@ -162,12 +173,21 @@ impl Stats {
             "pid": self.pid,
             "uptime_ms": self.started.elapsed().as_millis() as u64,
             "listeners": listeners,
+            "kernel": kernel_counters(),
             "workers": workers,
             "totals": { "accepted": accepted, "requests": requests, "open": open, "rejected": rejected },
         });
         let mut body = serde_json::to_vec_pretty(&report).unwrap_or_default();
         body.push(b'\n');
         body
+    }
+}
+
+/// The network namespace's [`KERNEL_COUNTERS`], read now (null if /proc/net/netstat cannot be read).
+fn kernel_counters() -> serde_json::Value {
+    match sys::netstat::tcp_ext(&KERNEL_COUNTERS) {
+        Ok(counters) => counters.into_iter().map(|(name, value)| (name, json!(value))).collect(),
+        Err(_) => serde_json::Value::Null,
     }
 }
 

@@ -112,20 +112,27 @@ pub fn binary_body(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
-/// Where the binary `bin` was built: in `$ACCEPTLAB_BIN_DIR` when set, else the workspace's
-/// `target/release`, else its `target/debug`.
+/// Where the binary `bin` was built: in `$ACCEPTLAB_BIN_DIR` when set, else beside the running
+/// executable (lab-bench in `target/release` or `.lab/bin`), else the workspace's `target/release`,
+/// else its `target/debug`.
 pub fn bin_path(bin: &str) -> PathBuf {
+    find_bin(bin).unwrap_or_else(|reason| panic!("{reason}"))
+}
+
+/// [`bin_path`], with an error instead of a panic.
+pub fn find_bin(bin: &str) -> Result<PathBuf, String> {
     let dirs = match env::var_os("ACCEPTLAB_BIN_DIR") {
         Some(dir) => vec![PathBuf::from(dir)],
         None => {
             let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
-            vec![target.join("release"), target.join("debug")]
+            let beside = env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from));
+            beside.into_iter().chain([target.join("release"), target.join("debug")]).collect()
         }
     };
     dirs.iter()
         .map(|dir| dir.join(bin))
         .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{bin} is not in {dirs:?}: build first: cargo build --release --bins"))
+        .ok_or_else(|| format!("{bin} is not in {dirs:?}: build first: cargo build --release --bins"))
 }
 
 /// A pipe of the child's, collected by a thread as it arrives.
@@ -182,6 +189,16 @@ pub fn spawn(server: &Server, extra_args: &[&str]) -> Running {
 /// Like [`spawn`], with the open-file limit (`ulimit -n`) lowered to `limit` first.
 pub fn spawn_with_fd_limit(server: &Server, extra_args: &[&str], limit: u32) -> Running {
     Running::start(command(server, extra_args, Some(limit)))
+}
+
+/// Starts the lab binary `bin` (found by [`bin_path`]) with exactly `args` and waits for its
+/// `listening on IP:PORT` line; for callers that build command lines at run time (lab-bench,
+/// lab-exp) and want an error to report instead of a panic.
+pub fn launch(bin: &str, args: &[String]) -> Result<Running, String> {
+    let path = find_bin(bin)?;
+    let mut command = Command::new(path);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    Running::try_start(command)
 }
 
 /// How a server run to its end by [`run_to_exit`] ended.
@@ -242,11 +259,17 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 }
 
 impl Running {
-    fn start(mut command: Command) -> Running {
+    fn start(command: Command) -> Running {
+        Running::try_start(command).unwrap_or_else(|reason| panic!("{reason}"))
+    }
+
+    /// Starts `command` (stdout and stderr piped) and waits up to 10 s for its first stdout line,
+    /// `listening on IP:PORT`; the error says what came instead, with the exit status and stderr.
+    fn try_start(mut command: Command) -> Result<Running, String> {
         let command_line = format!("{command:?}");
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {command_line}: {e}"));
-        let stderr = Captured::collect(child.stderr.take().unwrap());
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut child = command.spawn().map_err(|e| format!("spawn {command_line}: {e}"))?;
+        let stderr = Captured::collect(child.stderr.take().expect("stderr is piped"));
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let (first_line_tx, first_line_rx) = mpsc::channel();
         let stdout_rest = Captured::default();
         let sink = stdout_rest.clone();
@@ -266,20 +289,25 @@ impl Running {
             stderr,
         };
         let line = first_line_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-        running.listen_addr = line
+        match line
             .strip_prefix("listening on ")
             .and_then(|addr| addr.strip_suffix('\n'))
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| {
+            .and_then(|a| a.parse().ok())
+        {
+            Some(addr) => {
+                running.listen_addr = addr;
+                Ok(running)
+            }
+            None => {
                 let status = running.wait_exit(Duration::from_millis(200));
-                panic!(
+                Err(format!(
                     "{}: first stdout line {line:?} is not `listening on IP:PORT` (exit: {status:?}); \
                      stderr: {:?}",
                     running.command_line,
                     running.stderr_text()
-                )
-            });
-        running
+                ))
+            }
+        }
     }
 
     /// The address to connect to: the listening one, with an unspecified IP made loopback.
@@ -436,14 +464,20 @@ pub fn tasks(pid: u32) -> Vec<Task> {
 
 /// A CPU list as the kernel writes it (`0-3,8`), expanded.
 pub fn parse_cpu_list(list: &str) -> Vec<usize> {
-    let number = |text: &str| text.parse::<usize>().unwrap_or_else(|_| panic!("bad CPU list {list:?}"));
-    list.split(',')
-        .filter(|part| !part.is_empty())
-        .flat_map(|part| match part.split_once('-') {
-            Some((first, last)) => (number(first)..=number(last)).collect::<Vec<_>>(),
-            None => vec![number(part)],
-        })
-        .collect()
+    try_parse_cpu_list(list).unwrap_or_else(|reason| panic!("{reason}"))
+}
+
+/// [`parse_cpu_list`], with an error for a malformed list.
+pub fn try_parse_cpu_list(list: &str) -> Result<Vec<usize>, String> {
+    let number = |text: &str| text.trim().parse::<usize>().map_err(|_| format!("bad CPU list {list:?}"));
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|part| !part.trim().is_empty()) {
+        match part.split_once('-') {
+            Some((first, last)) => cpus.extend(number(first)?..=number(last)?),
+            None => cpus.push(number(part)?),
+        }
+    }
+    Ok(cpus)
 }
 
 /// utime + stime, in clock ticks, from a `/proc/.../stat` line.
@@ -611,6 +645,16 @@ impl Client {
         let response = self.get("/stats");
         assert_eq!(response.status, 200, "GET /stats: {response:?}");
         response.json()
+    }
+
+    /// `GET /stats` as JSON, with an error instead of a panic (for lab-bench and lab-exp).
+    pub fn try_stats(&mut self) -> io::Result<Value> {
+        self.try_send(&get("/stats"))?;
+        let response = self.try_read_response(false)?;
+        if response.status != 200 {
+            return Err(io::Error::other(format!("GET /stats: status {}", response.status)));
+        }
+        serde_json::from_slice(&response.body).map_err(|e| io::Error::new(ErrorKind::InvalidData, e))
     }
 
     /// Reads one response to a request that may carry a body.

@@ -36,7 +36,7 @@ use clap::Parser;
 use sys::signal::ShutdownSignals;
 
 use crate::cli::{Cli, Run};
-use crate::report::Report;
+use crate::report::{ClientCpu, Report};
 use crate::request::Requests;
 use crate::stats::Recorder;
 use crate::worker::{Plan, Progress, Settings};
@@ -86,7 +86,9 @@ fn main() {
             .last_response
             .map_or(0.0, |last| last.saturating_duration_since(measure_from).as_secs_f64()),
     };
-    let report = Report { run: &run, requests: &settings.requests, recorder: &recorder, duration_s };
+    let client_cpu = ClientCpu::since(start, run.threads);
+    let report =
+        Report { run: &run, requests: &settings.requests, recorder: &recorder, duration_s, client_cpu };
     print!("{}", report.text());
     if let Some(path) = &run.json {
         let text = serde_json::to_string_pretty(&report.json()).expect("a JSON value serialises");

@@ -26,6 +26,30 @@ pub struct Report<'a> {
     pub recorder: &'a Recorder,
     /// The measured time: `--duration`, or with `--requests` until the last response.
     pub duration_s: f64,
+    pub client_cpu: ClientCpu,
+}
+
+/// lab-load's own CPU use over the whole run (warm-up included), so that a run limited by the
+/// client rather than the server can be told apart: near 1.0 means the load threads never waited.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCpu {
+    /// User plus system time of the process (getrusage RUSAGE_SELF).
+    pub cpu_s: f64,
+    pub wall_s: f64,
+    /// `cpu_s / (wall_s × threads)`: the busy share of the load threads' CPUs.
+    pub utilization: f64,
+}
+
+impl ClientCpu {
+    /// The process's CPU time so far against the time since `start`, spread over `threads`.
+    pub fn since(start: std::time::Instant, threads: usize) -> ClientCpu {
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        let cpu_s = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+            .map_or(0.0, |usage| seconds(usage.user_time()) + seconds(usage.system_time()));
+        let wall_s = start.elapsed().as_secs_f64();
+        let utilization = if wall_s > 0.0 { cpu_s / (wall_s * threads.max(1) as f64) } else { 0.0 };
+        ClientCpu { cpu_s, wall_s, utilization }
+    }
 }
 
 fn micros(nanos: u64) -> f64 {
@@ -183,6 +207,14 @@ impl Report<'_> {
             rec.statuses.iter().map(|(code, count)| format!("{code}: {}", grouped(*count))).collect();
         let _ = writeln!(
             out,
+            "  client cpu  {:.2} s in {:.2} s over {} thread(s): {:.0}% busy",
+            self.client_cpu.cpu_s,
+            self.client_cpu.wall_s,
+            run.threads,
+            self.client_cpu.utilization * 100.0
+        );
+        let _ = writeln!(
+            out,
             "  statuses    {}",
             if statuses.is_empty() { "none".into() } else { statuses.join(", ") }
         );
@@ -249,6 +281,11 @@ impl Report<'_> {
             "uncorrected_latency_us": latency_json(rec.latency.uncorrected()),
             "connect": { "count": rec.connect.len(), "latency_us": latency_json(&rec.connect) },
             "paths": paths,
+            "client_cpu": {
+                "cpu_s": self.client_cpu.cpu_s,
+                "wall_s": self.client_cpu.wall_s,
+                "utilization": self.client_cpu.utilization,
+            },
         })
     }
 }

@@ -1,0 +1,129 @@
+//! lab-bench: the five architectures side by side, with nginx as the reference, on chosen CPUs.
+//!
+//! Every server is started the way the test suites start it (labkit: wait for `listening on`),
+//! pinned to the server CPUs; lab-load runs as a pinned child process on the client CPUs with
+//! `--json`. A child rather than a library call: the kernel then accounts the client's CPU apart
+//! from the bench's own, so a run limited by its client is flagged rather than mistaken for the
+//! server's ceiling, and the command line a round ran is one a reader can paste.
+//!
+//! The workloads: keep-alive, pipelined (16 in flight) and churn (a connection per request) in a
+//! closed loop, K rounds each; an open-loop latency sweep at 10..95% of each server's own measured
+//! capacity for a uniform and a bimodal mix; and fairness, a few long-lived connections, half of
+//! them heavy, read back per worker from /stats. Results go to results.json (the schema is in
+//! docs/results/README.md), summary.md and SVG charts; `--compare A B` sets two runs side by side.
+
+#![forbid(unsafe_code)]
+
+mod charts;
+mod compare;
+mod machine;
+mod measure;
+mod nginx;
+mod plan;
+mod report;
+mod stats;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::exit;
+
+use clap::Parser;
+
+/// lab-bench: the architectures side by side, with nginx as the reference.
+#[derive(Debug, Parser)]
+#[command(name = "lab-bench", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// CPUs the servers run on [default: the first half of the CPUs this process may use].
+    #[arg(long, value_name = "LIST")]
+    server_cpus: Option<String>,
+    /// CPUs lab-load runs on, one load thread each [default: the second half].
+    #[arg(long, value_name = "LIST")]
+    client_cpus: Option<String>,
+    /// Server CPUs for the latency sweep and the fairness workload [default: --server-cpus].
+    #[arg(long, value_name = "LIST")]
+    sweep_server_cpus: Option<String>,
+    /// Client CPUs for the latency sweep and the fairness workload [default: --client-cpus].
+    #[arg(long, value_name = "LIST")]
+    sweep_client_cpus: Option<String>,
+    /// Servers to run, by architecture (epoll, memcached, ramcloud, nginx, reuseport, real-nginx)
+    /// or by row name (nginx-exclusive, real-nginx-1w, ...) [default: all].
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    archs: Vec<String>,
+    /// Workloads: keep-alive, pipelined, churn, sweep-uniform, sweep-bimodal, fairness, or the
+    /// groups throughput and sweep [default: all].
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Rounds of each throughput workload; the tables give the median and the spread.
+    #[arg(long, value_name = "K", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Measured seconds of each run (each sweep point, each round).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    duration: f64,
+    /// Unmeasured load before each run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 0.5)]
+    warmup: f64,
+    /// Connections per client CPU in the closed-loop and sweep workloads.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    conns_per_cpu: usize,
+    /// Where the results go [default: results/HOSTNAME-UTCSTAMP/].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Add to the results already in --out (replacing the same server and workload) instead of
+    /// starting afresh: for a matrix run in parts.
+    #[arg(long, requires = "out")]
+    append: bool,
+    /// One round of 1 s each: a first look in about a third of the time.
+    #[arg(long)]
+    quick: bool,
+    /// Leave nginx out even where it is installed.
+    #[arg(long)]
+    no_nginx: bool,
+    /// Print two runs side by side with ratios (B / A): results directories or results.json files.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    compare: Option<Vec<PathBuf>>,
+    /// Write summary.md and the charts again from DIR/results.json, running nothing.
+    #[arg(long, value_name = "DIR", conflicts_with = "compare")]
+    render: Option<PathBuf>,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  lab-bench                                   the whole matrix, half the CPUs each side
+  lab-bench --server-cpus 0 --client-cpus 1 --archs epoll,real-nginx --workloads throughput
+  lab-bench --compare results/old results/new
+
+Each run's errors and lost requests are checked: a cell with any is marked INVALID and never
+averaged in. A run whose client was busy >= 90% while the server had CPU to spare is marked
+client-bound (the figure is the client's ceiling, not the server's).";
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(pair) = &cli.compare {
+        match compare::compare(&pair[0], &pair[1]) {
+            Ok(text) => print!("{text}"),
+            Err(reason) => {
+                eprintln!("lab-bench: {reason}");
+                exit(1);
+            }
+        }
+        return;
+    }
+    if let Some(dir) = &cli.render {
+        if let Err(reason) = report::render_dir(dir) {
+            eprintln!("lab-bench: {reason}");
+            exit(1);
+        }
+        return;
+    }
+    let bench = workloads::Bench::new(cli).unwrap_or_else(|reason| {
+        eprintln!("lab-bench: {reason}");
+        exit(2)
+    });
+    match bench.run() {
+        Ok(out) => eprintln!("lab-bench: results in {}", out.display()),
+        Err(reason) => {
+            eprintln!("lab-bench: {reason}");
+            exit(1);
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! nginx, the reference: found where the distribution installs it, started from a configuration
+//! written for the run into a temporary directory, on the same CPUs as the server it is compared with.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How nginx's workers share the listening socket.
+#[derive(Debug, Clone, Copy)]
+pub enum Accept {
+    /// `accept_mutex on`: workers take turns holding the listener (lab-nginx `--accept mutex`).
+    Mutex,
+    /// `accept_mutex off`: every worker waits on it with EPOLLEXCLUSIVE (lab-nginx `--accept exclusive`).
+    Exclusive,
+    /// `listen ... reuseport`: a socket and an accept queue per worker (lab-reuseport).
+    Reuseport,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub workers: usize,
+    pub cpus: Vec<usize>,
+    pub accept: Accept,
+}
+
+/// The nginx binary: on PATH, or in /usr/sbin where Debian puts it (not on every user's PATH).
+pub fn find() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// nginx's `worker_cpu_affinity` masks, one per worker: CPU 2 of 4 is `0100`.
+fn affinity_masks(cpus: &[usize]) -> String {
+    let width = cpus.iter().max().map_or(1, |max| max + 1);
+    let masks: Vec<String> = cpus
+        .iter()
+        .map(|&cpu| (0..width).rev().map(|bit| if bit == cpu { '1' } else { '0' }).collect())
+        .collect();
+    masks.join(" ")
+}
+
+/// The whole configuration: `return 200 "Hello, World!"` for every path, no access log, keep-alive
+/// without a request limit, the same 511 backlog as the lab servers.
+pub fn render(config: &Config, port: u16, dir: &Path) -> String {
+    let dir = dir.display();
+    let (mutex, reuseport) = match config.accept {
+        Accept::Mutex => ("on", ""),
+        Accept::Exclusive => ("off", ""),
+        Accept::Reuseport => ("off", " reuseport"),
+    };
+    let mut conf = String::new();
+    let _ = writeln!(
+        conf,
+        "daemon off;\nmaster_process on;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;"
+    );
+    if fs::metadata("/proc/self").is_ok_and(|me| std::os::unix::fs::MetadataExt::uid(&me) == 0) {
+        // Workers otherwise switch to a user (www-data) that a bare lab machine may not have.
+        let _ = writeln!(conf, "user root root;");
+    }
+    let _ = writeln!(conf, "worker_processes {};", config.workers);
+    let _ = writeln!(conf, "worker_cpu_affinity {};", affinity_masks(&config.cpus));
+    let _ = writeln!(conf, "events {{ worker_connections 16384; accept_mutex {mutex}; }}");
+    let _ = writeln!(conf, "http {{\n  access_log off;\n  default_type text/plain;");
+    let _ = writeln!(conf, "  keepalive_requests 1000000000;\n  keepalive_timeout 75s;");
+    for temp in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        let _ = writeln!(conf, "  {temp}_temp_path {dir}/{temp};");
+    }
+    let _ = writeln!(conf, "  server {{\n    listen 127.0.0.1:{port} backlog=511{reuseport};");
+    let _ = writeln!(conf, "    location / {{ return 200 \"Hello, World!\"; }}\n  }}\n}}");
+    conf
+}
+
+/// A running nginx; stopped, with its workers, when dropped.
+pub struct Running {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Starts nginx from `config` in a fresh directory under `scratch`, on a port the kernel picked, and
+/// waits until it accepts connections.
+pub fn start(binary: &Path, config: &Config, scratch: &Path) -> Result<Running, String> {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|probe| probe.local_addr())
+        .map_err(|e| format!("bind 127.0.0.1:0 (to pick a port): {e}"))?
+        .port();
+    let dir = scratch.join(format!("nginx-{port}"));
+    fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let conf = dir.join("nginx.conf");
+    fs::write(&conf, render(config, port, &dir)).map_err(|e| format!("write {}: {e}", conf.display()))?;
+    let child = Command::new(binary)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut running = Running { child, addr, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        let exited = running.child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() > deadline {
+            let log = fs::read_to_string(running.dir.join("error.log")).unwrap_or_default();
+            return Err(format!("nginx on {addr} did not start ({exited:?}): {}", log.trim()));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(running)
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SIGTERM is nginx's fast shutdown; the master stops its workers and exits.
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let workers = labkit::process_tree(self.child.id());
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        for worker in workers {
+            let _ = kill(Pid::from_raw(worker as i32), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_masks_put_each_worker_on_its_cpu() {
+        assert_eq!(affinity_masks(&[0, 1, 3]), "0001 0010 1000");
+        assert_eq!(affinity_masks(&[8]), "100000000");
+    }
+
+    #[test]
+    fn configuration_names_the_accept_mode() {
+        let config = |accept| Config { workers: 2, cpus: vec![0, 1], accept };
+        let mutex = render(&config(Accept::Mutex), 8080, Path::new("/tmp/x"));
+        assert!(mutex.contains("accept_mutex on;") && !mutex.contains("reuseport"));
+        let reuseport = render(&config(Accept::Reuseport), 8080, Path::new("/tmp/x"));
+        assert!(reuseport.contains("accept_mutex off;") && reuseport.contains("backlog=511 reuseport;"));
+        assert!(
+            reuseport.contains("worker_processes 2;") && reuseport.contains("worker_cpu_affinity 01 10;")
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! What a bench runs: the servers under test, each started the same way, and the workloads, each a
+//! lab-load command line.
+
+use std::fmt::Write as _;
+
+/// How a server under test is started.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// One of the project's binaries, started through labkit (it prints `listening on`).
+    Lab { bin: &'static str, args: Vec<String> },
+    /// nginx from the distribution, the reference, from a configuration made for the run.
+    Nginx(crate::nginx::Config),
+}
+
+/// One server under test.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The row's name in the tables: `epoll`, `nginx-mutex`, `real-nginx-reuseport`, ...
+    pub id: String,
+    /// The `--archs` name that selects it: `epoll` ... `reuseport`, or `real-nginx`.
+    pub family: &'static str,
+    /// Threads or processes that execute requests.
+    pub workers: usize,
+    /// The CPUs it is pinned to.
+    pub cpus: Vec<usize>,
+    pub launch: Launch,
+    /// Whether it serves /spin and /stats (the project's servers do, nginx does not).
+    pub serves_lab_routes: bool,
+}
+
+/// Renders a CPU list the way the command lines take it: `0,1,2`.
+pub fn cpu_list(cpus: &[usize]) -> String {
+    let mut out = String::new();
+    for (i, cpu) in cpus.iter().enumerate() {
+        let _ = write!(out, "{}{cpu}", if i == 0 { "" } else { "," });
+    }
+    out
+}
+
+fn lab(
+    id: &str,
+    family: &'static str,
+    bin: &'static str,
+    workers: usize,
+    cpus: &[usize],
+    extra: &[&str],
+) -> Target {
+    let mut args: Vec<String> = vec!["--addr".into(), "127.0.0.1:0".into(), "--cpus".into(), cpu_list(cpus)];
+    if family != "epoll" {
+        args.extend(["--workers".into(), workers.to_string()]);
+    }
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    Target {
+        id: id.into(),
+        family,
+        workers,
+        cpus: cpus.to_vec(),
+        launch: Launch::Lab { bin, args },
+        serves_lab_routes: true,
+    }
+}
+
+/// Every server for `cpus`: the five architectures with `--workers` = the number of CPUs (lab-nginx
+/// once per accept mode, lab-reuseport with and without `--steer cpu`), then nginx with one worker
+/// and with N workers three ways. With a single CPU the variants that only differ in how several
+/// workers share the listener are left out: there is nothing for them to choose between.
+pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
+    let n = cpus.len();
+    let several = n > 1;
+    // ramcloud's dispatcher is a thread of its own; on 3+ CPUs it gets a core to itself (CPU 0 of the
+    // list) and the workers the rest, as in RAMCloud. On 1-2 CPUs it shares, with N workers.
+    let ramcloud_workers = if n > 2 { n - 1 } else { n };
+    let mut all = vec![
+        lab("epoll", "epoll", "lab-epoll", 1, &cpus[..1], &[]),
+        lab("memcached", "memcached", "lab-memcached", n, cpus, &[]),
+        lab("ramcloud", "ramcloud", "lab-ramcloud", ramcloud_workers, cpus, &[]),
+        lab("nginx-mutex", "nginx", "lab-nginx", n, cpus, &["--accept", "mutex"]),
+    ];
+    if several {
+        all.push(lab("nginx-exclusive", "nginx", "lab-nginx", n, cpus, &["--accept", "exclusive"]));
+        all.push(lab("nginx-herd", "nginx", "lab-nginx", n, cpus, &["--accept", "herd"]));
+    }
+    all.push(lab("reuseport", "reuseport", "lab-reuseport", n, cpus, &[]));
+    if several {
+        all.push(lab("reuseport-steer", "reuseport", "lab-reuseport", n, cpus, &["--steer", "cpu"]));
+    }
+    if with_nginx {
+        use crate::nginx::{Accept, Config};
+        let mut nginx = |id: &str, workers: usize, accept: Accept| {
+            all.push(Target {
+                id: id.into(),
+                family: "real-nginx",
+                workers,
+                cpus: cpus[..workers].to_vec(),
+                launch: Launch::Nginx(Config { workers, cpus: cpus[..workers].to_vec(), accept }),
+                serves_lab_routes: false,
+            })
+        };
+        nginx("real-nginx-1w", 1, Accept::Mutex);
+        if several {
+            nginx("real-nginx-mutex", n, Accept::Mutex);
+            nginx("real-nginx-exclusive", n, Accept::Exclusive);
+            nginx("real-nginx-reuseport", n, Accept::Reuseport);
+        }
+    }
+    all
+}
+
+/// The servers of the latency sweep: one of each architecture, and both ways lab-nginx hands out
+/// connections (the mutex holder taking them all, and EPOLLEXCLUSIVE's first idle waiter).
+pub const SWEEP_SERVERS: [&str; 6] =
+    ["epoll", "memcached", "ramcloud", "nginx-mutex", "nginx-exclusive", "reuseport"];
+
+/// A request mix for the open-loop sweep.
+#[derive(Debug, Clone, Copy)]
+pub struct Mix {
+    pub name: &'static str,
+    /// lab-load's `--mix`.
+    pub spec: &'static str,
+    pub about: &'static str,
+}
+
+pub const MIXES: [Mix; 2] = [
+    Mix { name: "uniform", spec: "100:/spin?us=10", about: "every request /spin?us=10" },
+    Mix {
+        name: "bimodal",
+        spec: "99.5:/spin?us=5,0.5:/spin?us=500",
+        about: "99.5% /spin?us=5, 0.5% /spin?us=500 (the dispersive mix of Shinjuku and ZygOS)",
+    },
+];
+
+/// The workloads, by the names `--workloads` takes.
+pub const WORKLOADS: [&str; 6] =
+    ["keep-alive", "pipelined", "churn", "sweep-uniform", "sweep-bimodal", "fairness"];
+
+/// The closed-loop throughput workloads and the lab-load flags that make each.
+pub fn throughput_flags(workload: &str) -> Option<&'static [&'static str]> {
+    match workload {
+        "keep-alive" => Some(&[]),
+        "pipelined" => Some(&["--pipeline", "16"]),
+        "churn" => Some(&["--close"]),
+        _ => None,
+    }
+}
+
+/// Expands `--workloads` names (`throughput` and `sweep` are shorthands) and checks them.
+pub fn resolve_workloads(names: &[String]) -> Result<Vec<&'static str>, String> {
+    if names.is_empty() {
+        return Ok(WORKLOADS.to_vec());
+    }
+    let mut chosen = Vec::new();
+    for name in names {
+        let group: Vec<&'static str> = match name.as_str() {
+            "throughput" => vec!["keep-alive", "pipelined", "churn"],
+            "sweep" => vec!["sweep-uniform", "sweep-bimodal"],
+            other => match WORKLOADS.iter().find(|w| **w == other) {
+                Some(w) => vec![*w],
+                None => {
+                    return Err(format!(
+                        "unknown workload {other:?}; one of {}, throughput, sweep",
+                        WORKLOADS.join(", ")
+                    ))
+                }
+            },
+        };
+        for w in group {
+            if !chosen.contains(&w) {
+                chosen.push(w);
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// Whether `--archs` (empty: everything) selects `target`: by family (`nginx` is lab-nginx,
+/// `real-nginx` the reference) or by its exact id.
+pub fn selected(archs: &[String], target: &Target) -> bool {
+    archs.is_empty() || archs.iter().any(|a| a == target.family || *a == target.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_cores_split_into_one_server_cpu_and_its_variants() {
+        let one: Vec<String> = targets(&[0], true).into_iter().map(|t| t.id).collect();
+        assert_eq!(one, ["epoll", "memcached", "ramcloud", "nginx-mutex", "reuseport", "real-nginx-1w"]);
+        let eight = targets(&[0, 1, 2, 3, 4, 5, 6, 7], true);
+        assert_eq!(eight.len(), 12);
+        let ramcloud = eight.iter().find(|t| t.id == "ramcloud").unwrap();
+        assert_eq!(ramcloud.workers, 7, "a core of its own for the dispatcher");
+        let epoll = eight.iter().find(|t| t.id == "epoll").unwrap();
+        assert_eq!(epoll.cpus, [0]);
+    }
+
+    #[test]
+    fn workloads_expand_and_reject_unknown_names() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(resolve_workloads(&names(&["throughput"])).unwrap(), ["keep-alive", "pipelined", "churn"]);
+        assert_eq!(
+            resolve_workloads(&names(&["sweep", "sweep-uniform"])).unwrap(),
+            ["sweep-uniform", "sweep-bimodal"]
+        );
+        assert!(resolve_workloads(&names(&["keepalive"])).unwrap_err().contains("unknown workload"));
+    }
+}

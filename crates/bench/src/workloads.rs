@@ -1,0 +1,531 @@
+//! The bench itself: which servers and workloads, in what order, each run checked and written to
+//! results.json as soon as it is done.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::measure::{run_loads, Load, Measured, Server};
+use crate::plan::{self, Target, MIXES, SWEEP_SERVERS};
+use crate::stats::{jain, median, spread_pct, sweep_rates, SWEEP_LOADS};
+use crate::{machine, report, Cli};
+
+/// The heavy connections' request in the fairness workload.
+const HEAVY_SPIN_US: u64 = 1000;
+
+pub struct Bench {
+    cli: Cli,
+    server_cpus: Vec<usize>,
+    client_cpus: Vec<usize>,
+    sweep_client_cpus: Vec<usize>,
+    workloads: Vec<&'static str>,
+    targets: Vec<Target>,
+    sweep_targets: Vec<Target>,
+    out: PathBuf,
+    scratch: PathBuf,
+    doc: Value,
+    progress: Progress,
+}
+
+/// One line per run on stderr, with an estimate of the time left.
+struct Progress {
+    started: Instant,
+    /// Planned seconds of load, all runs.
+    planned: f64,
+    /// Planned seconds of the runs done.
+    done: f64,
+    runs_done: usize,
+    runs: usize,
+}
+
+impl Progress {
+    fn step(&mut self, seconds: f64, line: &str) {
+        self.done += seconds;
+        self.runs_done += 1;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let left = if self.done > 0.0 { (self.planned - self.done) * elapsed / self.done } else { 0.0 };
+        eprintln!(
+            "[{:>3}/{}] {line}  ~{}m{:02}s left",
+            self.runs_done,
+            self.runs,
+            (left / 60.0) as u64,
+            (left % 60.0) as u64
+        );
+    }
+}
+
+fn cpus_arg(arg: &Option<String>, default: &[usize], what: &str) -> Result<Vec<usize>, String> {
+    let Some(list) = arg else { return Ok(default.to_vec()) };
+    let cpus = labkit::try_parse_cpu_list(list)?;
+    let allowed = machine::allowed_cpus();
+    if cpus.is_empty() {
+        return Err(format!("{what}: an empty CPU list"));
+    }
+    if let Some(cpu) = cpus.iter().find(|cpu| !allowed.contains(cpu)) {
+        return Err(format!("{what}: CPU {cpu} is not one this process may use ({allowed:?})"));
+    }
+    Ok(cpus)
+}
+
+impl Bench {
+    pub fn new(mut cli: Cli) -> Result<Bench, String> {
+        if cli.quick {
+            cli.rounds = 1;
+            cli.duration = cli.duration.min(1.0);
+            cli.warmup = cli.warmup.min(0.3);
+        }
+        if !(cli.duration > 0.0 && cli.warmup >= 0.0) {
+            return Err("--duration must be positive and --warmup not negative".into());
+        }
+        let allowed = machine::allowed_cpus();
+        let half = (allowed.len() / 2).max(1);
+        let (server_half, client_half) = if allowed.len() > 1 {
+            (allowed[..half].to_vec(), allowed[half..].to_vec())
+        } else {
+            (allowed.clone(), allowed.clone())
+        };
+        let server_cpus = cpus_arg(&cli.server_cpus, &server_half, "--server-cpus")?;
+        let client_cpus = cpus_arg(&cli.client_cpus, &client_half, "--client-cpus")?;
+        let sweep_server_cpus = cpus_arg(&cli.sweep_server_cpus, &server_cpus, "--sweep-server-cpus")?;
+        let sweep_client_cpus = cpus_arg(&cli.sweep_client_cpus, &client_cpus, "--sweep-client-cpus")?;
+        let workloads = plan::resolve_workloads(&cli.workloads)?;
+        let nginx = if cli.no_nginx { None } else { crate::nginx::find() };
+        let wants_nginx = cli.archs.is_empty() || cli.archs.iter().any(|a| a.starts_with("real-nginx"));
+        if nginx.is_none() && !cli.no_nginx && wants_nginx {
+            eprintln!("lab-bench: nginx is not installed (not on PATH nor in /usr/sbin): running without the reference");
+        }
+        let targets: Vec<Target> = plan::targets(&server_cpus, nginx.is_some())
+            .into_iter()
+            .filter(|t| plan::selected(&cli.archs, t))
+            .collect();
+        let sweep_targets: Vec<Target> = plan::targets(&sweep_server_cpus, false)
+            .into_iter()
+            .filter(|t| plan::selected(&cli.archs, t))
+            .collect();
+        if targets.is_empty() {
+            return Err(format!("--archs {:?} selects no server", cli.archs.join(",")));
+        }
+        let (started_utc, stamp) = machine::utc_now();
+        let out = cli
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("results/{}-{stamp}", machine::hostname())));
+        fs::create_dir_all(&out).map_err(|e| format!("mkdir {}: {e}", out.display()))?;
+        let scratch = std::env::temp_dir().join(format!("lab-bench-{}", std::process::id()));
+        fs::create_dir_all(&scratch).map_err(|e| format!("mkdir {}: {e}", scratch.display()))?;
+        let earlier = if cli.append { report::load(&out).ok() } else { None };
+        let command: Vec<String> = std::env::args().collect();
+        let doc = json!({
+            "schema": "acceptlab-bench/1",
+            "machine": machine::describe(),
+            "commit": machine::commit(),
+            "command": command.join(" "),
+            "earlier_commands": earlier.as_ref().map(|doc| {
+                let mut list = doc["earlier_commands"].as_array().cloned().unwrap_or_default();
+                list.push(doc["command"].clone());
+                list
+            }),
+            "started_utc": started_utc,
+            "finished_utc": Value::Null,
+            "settings": {
+                "server_cpus": server_cpus,
+                "client_cpus": client_cpus,
+                "sweep_server_cpus": sweep_server_cpus,
+                "sweep_client_cpus": sweep_client_cpus,
+                "rounds": cli.rounds,
+                "duration_s": cli.duration,
+                "warmup_s": cli.warmup,
+                "connections_per_client_cpu": cli.conns_per_cpu,
+                "nginx": nginx.as_ref().map(|path| path.display().to_string()),
+                "sweep_loads": SWEEP_LOADS,
+                "mixes": MIXES.iter().map(|m| json!({"name": m.name, "mix": m.spec, "about": m.about})).collect::<Vec<_>>(),
+                "fairness_heavy_path": format!("/spin?us={HEAVY_SPIN_US}"),
+            },
+            "runs": earlier.as_ref().map_or(json!([]), |doc| doc["runs"].clone()),
+        });
+        let mut bench = Bench {
+            cli,
+            server_cpus,
+            client_cpus,
+            sweep_client_cpus,
+            workloads,
+            targets,
+            sweep_targets,
+            out,
+            scratch,
+            doc,
+            progress: Progress { started: Instant::now(), planned: 0.0, done: 0.0, runs_done: 0, runs: 0 },
+        };
+        bench.plan_progress();
+        Ok(bench)
+    }
+
+    fn run_seconds(&self) -> f64 {
+        self.cli.duration + self.cli.warmup + 0.2
+    }
+
+    fn throughput_workloads(&self) -> Vec<&'static str> {
+        self.workloads.iter().copied().filter(|w| plan::throughput_flags(w).is_some()).collect()
+    }
+
+    fn sweep_mixes(&self) -> Vec<plan::Mix> {
+        MIXES
+            .iter()
+            .copied()
+            .filter(|m| self.workloads.contains(&format!("sweep-{}", m.name).as_str()))
+            .collect()
+    }
+
+    fn sweep_list(&self) -> Vec<Target> {
+        self.sweep_targets.iter().filter(|t| SWEEP_SERVERS.contains(&t.id.as_str())).cloned().collect()
+    }
+
+    fn plan_progress(&mut self) {
+        let per = self.run_seconds();
+        let throughput = self.cli.rounds as usize * self.targets.len() * self.throughput_workloads().len();
+        let sweep = self.sweep_list().len() * self.sweep_mixes().len() * (1 + SWEEP_LOADS.len());
+        let fairness = if self.workloads.contains(&"fairness") {
+            self.sweep_targets.iter().filter(|t| t.serves_lab_routes).count()
+        } else {
+            0
+        };
+        self.progress.runs = throughput + sweep + fairness;
+        self.progress.planned = self.progress.runs as f64 * per;
+        eprintln!(
+            "lab-bench: {} runs, about {:.0} s; servers on CPUs {:?}, clients on {:?}; results in {}",
+            self.progress.runs,
+            self.progress.planned,
+            self.server_cpus,
+            self.client_cpus,
+            self.out.display()
+        );
+    }
+
+    fn load(&self, path: &str, client_cpus: &[usize], flags: &[&str]) -> Load {
+        Load {
+            path: path.into(),
+            connections: self.cli.conns_per_cpu * client_cpus.len(),
+            client_cpus: client_cpus.to_vec(),
+            duration: self.cli.duration,
+            warmup: self.cli.warmup,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    /// Adds (or, with --append, replaces) a run's record and writes results.json at once, so that a
+    /// bench cut short keeps what it measured.
+    fn record(&mut self, run: Value) -> Result<(), String> {
+        let runs = self.doc["runs"].as_array_mut().expect("runs is an array");
+        runs.retain(|r| !(r["server"] == run["server"] && r["workload"] == run["workload"]));
+        runs.push(run);
+        report::save(&self.doc, &self.out)
+    }
+
+    pub fn run(mut self) -> Result<PathBuf, String> {
+        self.run_throughput()?;
+        self.run_sweeps()?;
+        if self.workloads.contains(&"fairness") {
+            self.run_fairness()?;
+        }
+        self.doc["finished_utc"] = json!(machine::utc_now().0);
+        report::save(&self.doc, &self.out)?;
+        report::render(&self.doc, &self.out)?;
+        let _ = fs::remove_dir_all(&self.scratch);
+        Ok(self.out.clone())
+    }
+
+    /// Rounds outermost, so each server's rounds are spread over the whole bench rather than taken
+    /// back to back: a noisy minute then spoils one round of each, not every round of one.
+    fn run_throughput(&mut self) -> Result<(), String> {
+        let workloads = self.throughput_workloads();
+        if workloads.is_empty() {
+            return Ok(());
+        }
+        let mut rounds: Vec<Vec<Vec<Result<Measured, String>>>> =
+            vec![vec![Vec::new(); workloads.len()]; self.targets.len()];
+        for round in 1..=self.cli.rounds {
+            for (t, target) in self.targets.clone().iter().enumerate() {
+                let server = Server::start(target, &self.scratch);
+                for (w, workload) in workloads.iter().enumerate() {
+                    let flags = plan::throughput_flags(workload).expect("a throughput workload");
+                    let load = self.load("/", &self.client_cpus.clone(), flags);
+                    let result = match &server {
+                        Ok(server) => run_loads(server, target.cpus.len(), &[load], &self.scratch)
+                            .map(|mut m| m.remove(0)),
+                        Err(reason) => Err(reason.clone()),
+                    };
+                    let line = match &result {
+                        Ok(m) => format!(
+                            "{} {workload} round {round}/{}: {:.0} req/s, p99 {:.0} µs{}",
+                            target.id,
+                            self.cli.rounds,
+                            m.rps(),
+                            m.latency_us("p99"),
+                            problems_of(m).map(|p| format!(" [{p}]")).unwrap_or_default()
+                        ),
+                        Err(reason) => format!("{} {workload} round {round}: FAILED: {reason}", target.id),
+                    };
+                    self.progress.step(self.run_seconds(), &line);
+                    rounds[t][w].push(result);
+                }
+            }
+        }
+        for (t, target) in self.targets.clone().iter().enumerate() {
+            for (w, workload) in workloads.iter().enumerate() {
+                let record = throughput_record(target, workload, &rounds[t][w]);
+                self.record(record)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_sweeps(&mut self) -> Result<(), String> {
+        let clients = self.sweep_client_cpus.clone();
+        for target in self.sweep_list() {
+            for mix in self.sweep_mixes() {
+                let workload = format!("sweep-{}", mix.name);
+                let mut record = target_json(&target, &workload);
+                record["mix"] = json!(mix.spec);
+                let mut problems: Vec<String> = Vec::new();
+                let mut points = Vec::new();
+                match Server::start(&target, &self.scratch) {
+                    Err(reason) => problems.push(format!("start: {reason}")),
+                    Ok(server) => {
+                        let capacity_load = self.load("/", &clients, &["--mix", mix.spec]);
+                        let capacity = run_loads(&server, target.cpus.len(), &[capacity_load], &self.scratch)
+                            .map(|mut m| m.remove(0));
+                        let capacity_rps = match &capacity {
+                            Ok(m) => {
+                                record["capacity"] = m.round_json();
+                                if let Some(p) = problems_of(m) {
+                                    problems.push(format!("capacity: {p}"));
+                                }
+                                m.rps()
+                            }
+                            Err(reason) => {
+                                problems.push(format!("capacity: {reason}"));
+                                0.0
+                            }
+                        };
+                        record["capacity_rps"] = json!(capacity_rps);
+                        self.progress.step(
+                            self.run_seconds(),
+                            &format!("{} {workload} capacity: {capacity_rps:.0} req/s", target.id),
+                        );
+                        if capacity_rps > 0.0 {
+                            for (fraction, rate) in sweep_rates(capacity_rps) {
+                                let rate_text = format!("{rate}");
+                                let load = self.load(
+                                    "/",
+                                    &clients,
+                                    &["--mix", mix.spec, "--rate", &rate_text, "--timeout", "10"],
+                                );
+                                let point = run_loads(&server, target.cpus.len(), &[load], &self.scratch)
+                                    .map(|mut m| m.remove(0));
+                                let pct = (fraction * 100.0).round();
+                                let (line, json) = match point {
+                                    Ok(m) => {
+                                        let problem = problems_of(&m);
+                                        let mut p = m.round_json();
+                                        p["load"] = json!(fraction);
+                                        p["offered_rps"] = json!(rate);
+                                        p["valid"] = json!(problem.is_none());
+                                        let line = format!(
+                                            "{} {workload} {pct}%: {rate:.0} req/s offered, p99 {:.0} µs{}",
+                                            target.id,
+                                            m.latency_us("p99"),
+                                            problem.map(|p| format!(" [{p}]")).unwrap_or_default()
+                                        );
+                                        (line, p)
+                                    }
+                                    Err(reason) => (
+                                        format!("{} {workload} {pct}%: FAILED: {reason}", target.id),
+                                        json!({"load": fraction, "offered_rps": rate, "valid": false, "error": reason}),
+                                    ),
+                                };
+                                points.push(json);
+                                self.progress.step(self.run_seconds(), &line);
+                            }
+                        }
+                    }
+                }
+                record["points"] = json!(points);
+                record["valid"] = json!(problems.is_empty());
+                record["problems"] = json!(problems);
+                self.record(record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A few long-lived connections, half of them heavy: how evenly does each architecture spread
+    /// them, and the work, over its workers? Read from /stats before and after.
+    fn run_fairness(&mut self) -> Result<(), String> {
+        let clients = self.sweep_client_cpus.clone();
+        let heavy_cpus = vec![clients[0]];
+        let light_cpus = vec![*clients.last().expect("a client CPU")];
+        for target in self.sweep_targets.clone().iter().filter(|t| t.serves_lab_routes) {
+            let per_kind = target.workers.max(2);
+            let heavy_path = format!("/spin?us={HEAVY_SPIN_US}");
+            let mut heavy = self.load(&heavy_path, &heavy_cpus, &[]);
+            heavy.connections = per_kind;
+            let mut light = self.load("/", &light_cpus, &[]);
+            light.connections = per_kind;
+            let mut record = target_json(target, "fairness");
+            let mut problems = Vec::new();
+            let outcome = Server::start(target, &self.scratch).and_then(|server| {
+                let before = server.stats()?;
+                let measured =
+                    run_loads(&server, target.cpus.len(), &[heavy.clone(), light.clone()], &self.scratch)?;
+                let after = server.stats()?;
+                Ok((before, after, measured))
+            });
+            let line = match outcome {
+                Err(reason) => {
+                    problems.push(reason.clone());
+                    format!("{} fairness: FAILED: {reason}", target.id)
+                }
+                Ok((before, after, measured)) => {
+                    for (kind, m) in ["heavy", "light"].iter().zip(&measured) {
+                        if let Some(p) = problems_of(m) {
+                            problems.push(format!("{kind}: {p}"));
+                        }
+                    }
+                    fill_fairness(&mut record, target, &before, &after, &measured, per_kind);
+                    format!(
+                        "{} fairness: Jain {:.2} over requests, heavy at {:.0}% of ideal",
+                        target.id,
+                        record["jain_requests"].as_f64().unwrap_or(0.0),
+                        record["heavy_share_of_ideal"].as_f64().unwrap_or(0.0) * 100.0
+                    )
+                }
+            };
+            self.progress.step(self.run_seconds(), &line);
+            record["valid"] = json!(problems.is_empty());
+            record["problems"] = json!(problems);
+            self.record(record)?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors or lost requests, as one line; `None` for a clean run.
+fn problems_of(m: &Measured) -> Option<String> {
+    let (errors, lost) = (m.errors(), m.lost());
+    (errors > 0 || lost > 0).then(|| format!("{errors} errors, {lost} lost"))
+}
+
+fn target_json(target: &Target, workload: &str) -> Value {
+    json!({
+        "server": target.id,
+        "family": target.family,
+        "workers": target.workers,
+        "cpus": target.cpus,
+        "workload": workload,
+    })
+}
+
+/// A throughput workload's record: every round, and the median and spread of the valid ones only.
+fn throughput_record(target: &Target, workload: &str, rounds: &[Result<Measured, String>]) -> Value {
+    let mut record = target_json(target, workload);
+    let mut problems = Vec::new();
+    let mut valid_rps = Vec::new();
+    let mut p99 = Vec::new();
+    let mut client_bound = false;
+    let mut round_docs = Vec::new();
+    for (i, round) in rounds.iter().enumerate() {
+        match round {
+            Ok(m) => {
+                round_docs.push(m.round_json());
+                client_bound |= m.client_bound();
+                match problems_of(m) {
+                    Some(p) => problems.push(format!("round {}: {p}", i + 1)),
+                    None => {
+                        valid_rps.push(m.rps());
+                        p99.push(m.latency_us("p99"));
+                    }
+                }
+            }
+            Err(reason) => {
+                round_docs.push(json!({"error": reason}));
+                problems.push(format!("round {}: {reason}", i + 1));
+            }
+        }
+    }
+    let min = valid_rps.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = valid_rps.iter().copied().fold(0.0, f64::max);
+    record["rounds"] = json!(round_docs);
+    record["rps"] = json!({
+        "median": median(&valid_rps),
+        "min": min.is_finite().then_some(min),
+        "max": max,
+        "spread_pct": spread_pct(&valid_rps),
+        "valid_rounds": valid_rps.len(),
+    });
+    record["p99_us"] = json!(median(&p99));
+    record["client_bound"] = json!(client_bound);
+    record["valid"] = json!(problems.is_empty() && !valid_rps.is_empty());
+    record["problems"] = json!(problems);
+    record
+}
+
+/// Per-worker counters over the run (after − before), Jain's index over the executing workers,
+/// and the heavy connections' throughput against the ideal of one heavy connection per worker.
+fn fill_fairness(
+    record: &mut Value,
+    target: &Target,
+    before: &Value,
+    after: &Value,
+    measured: &[Measured],
+    per_kind: usize,
+) {
+    let counter = |doc: &Value, id: &Value, name: &str| {
+        doc["workers"]
+            .as_array()
+            .and_then(|workers| workers.iter().find(|w| w["id"] == *id))
+            .and_then(|w| w[name].as_u64())
+            .unwrap_or(0)
+    };
+    let mut workers = Vec::new();
+    let (mut requests, mut conns) = (Vec::new(), Vec::new());
+    for worker in after["workers"].as_array().into_iter().flatten() {
+        let id = &worker["id"];
+        let delta = |name: &str| counter(after, id, name).saturating_sub(counter(before, id, name));
+        let role = worker["role"].as_str().unwrap_or("");
+        let executes = !matches!(role, "acceptor" | "dispatcher");
+        if executes {
+            requests.push(delta("requests") as f64);
+            conns.push(delta("conns") as f64);
+        }
+        workers.push(json!({
+            "id": id, "role": role, "cpu": worker["cpu"], "executes": executes,
+            "requests": delta("requests"), "conns": delta("conns"), "accepted": delta("accepted"),
+        }));
+    }
+    let (heavy, light) = (&measured[0], &measured[1]);
+    // One heavy connection per worker, each a closed loop of HEAVY_SPIN_US: what a perfect spread gives.
+    let ideal = per_kind.min(target.workers) as f64 * 1e6 / HEAVY_SPIN_US as f64;
+    let max = requests.iter().copied().fold(0.0, f64::max);
+    let min = requests.iter().copied().fold(f64::INFINITY, f64::min);
+    record["connections"] = json!({"heavy": per_kind, "light": per_kind});
+    record["workers_detail"] = json!(workers);
+    record["jain_requests"] = json!(jain(&requests));
+    record["jain_conns"] = json!(jain(&conns));
+    record["requests_max"] = json!(max);
+    record["requests_min"] = json!(if min.is_finite() { min } else { 0.0 });
+    record["heavy"] = heavy.round_json();
+    record["light"] = light.round_json();
+    record["heavy_ideal_rps"] = json!(ideal);
+    record["heavy_share_of_ideal"] = json!(heavy.rps() / ideal);
+}
+
+/// A results directory's results.json, or the file itself.
+pub fn results_path(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("results.json")
+    } else {
+        path.to_path_buf()
+    }
+}

@@ -1,0 +1,120 @@
+//! A tiny bench, end to end: two servers, 0.3 s runs, against the real binaries. It must write
+//! results.json in its schema with every run, a summary with the tables, and non-empty charts;
+//! `--compare` of a run with itself gives ratios of 1, and `--render` redraws from the JSON.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn lab_bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lab-bench")).args(args).output().expect("run lab-bench")
+}
+
+#[test]
+fn a_tiny_run_writes_json_summary_and_charts() {
+    let out = std::env::temp_dir().join(format!("lab-bench-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let out_arg = out.to_str().unwrap();
+    let run = lab_bench(&[
+        "--archs",
+        "epoll,memcached",
+        "--workloads",
+        "keep-alive,churn,sweep-uniform,fairness",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--rounds",
+        "2",
+        "--no-nginx",
+        "--out",
+        out_arg,
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "lab-bench failed: {stderr}");
+    // One progress line per run, with the time left.
+    assert!(
+        stderr.lines().filter(|l| l.starts_with('[') && l.contains("left")).count() >= 2 * 2 * 2 + 2 * 8 + 2,
+        "{stderr}"
+    );
+
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(doc["schema"], "acceptlab-bench/1");
+    for key in ["kernel", "somaxconn", "tcp_syncookies", "tcp_tw_reuse", "ulimit_n", "cpus_online"] {
+        assert!(!doc["machine"][key].is_null(), "machine.{key} missing: {}", doc["machine"]);
+    }
+    assert!(doc["command"].as_str().unwrap().contains("--archs"));
+    let runs = doc["runs"].as_array().unwrap();
+    let find = |server: &str, workload: &str| {
+        runs.iter()
+            .find(|r| r["server"] == server && r["workload"] == workload)
+            .unwrap_or_else(|| panic!("no {server} {workload} in {runs:?}"))
+    };
+    for server in ["epoll", "memcached"] {
+        for workload in ["keep-alive", "churn"] {
+            let r = find(server, workload);
+            assert_eq!(r["rounds"].as_array().unwrap().len(), 2, "{r}");
+            assert_eq!(r["valid"], true, "a clean server gave errors: {r}");
+            assert!(r["rps"]["median"].as_f64().unwrap() > 100.0, "{r}");
+            assert!(r["rounds"][0]["client_cpu"].as_f64().unwrap() > 0.0, "lab-load reports its CPU: {r}");
+        }
+        let sweep = find(server, "sweep-uniform");
+        assert!(sweep["capacity_rps"].as_f64().unwrap() > 100.0, "{sweep}");
+        let points = sweep["points"].as_array().unwrap();
+        assert_eq!(points.len(), 7, "{sweep}");
+        let capacity = sweep["capacity_rps"].as_f64().unwrap();
+        assert!((points[3]["offered_rps"].as_f64().unwrap() - 0.7 * capacity).abs() <= 1.0, "{sweep}");
+        let fairness = find(server, "fairness");
+        assert!(fairness["jain_requests"].as_f64().unwrap() > 0.0, "{fairness}");
+        let executing =
+            fairness["workers_detail"].as_array().unwrap().iter().filter(|w| w["executes"] == true).count();
+        assert_eq!(executing, fairness["workers"].as_u64().unwrap() as usize, "{fairness}");
+    }
+    // memcached's acceptor is not an executing worker; its requests counter stays out of Jain's index.
+    let memcached = find("memcached", "fairness");
+    assert!(memcached["workers_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["role"] == "acceptor" && w["executes"] == false));
+
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("| epoll | 1 |"), "{summary}");
+    assert!(summary.contains("## p99 latency against offered load: uniform mix"), "{summary}");
+    assert!(summary.contains("## Fairness"), "{summary}");
+    for chart in ["throughput.svg", "latency-uniform.svg", "fairness.svg"] {
+        let svg = std::fs::read_to_string(out.join(chart)).unwrap_or_else(|e| panic!("{chart}: {e}"));
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{chart} is not an SVG document"
+        );
+        assert!(svg.contains("<rect") || svg.contains("<polyline"), "{chart} draws nothing");
+        assert!(svg.contains("epoll"), "{chart} does not name the servers");
+    }
+
+    let compare = lab_bench(&["--compare", out_arg, out_arg]);
+    let text = String::from_utf8_lossy(&compare.stdout);
+    assert!(compare.status.success(), "{}", String::from_utf8_lossy(&compare.stderr));
+    assert!(
+        text.lines().any(|l| l.starts_with("epoll") && l.contains("keep-alive") && l.contains("1.00×")),
+        "{text}"
+    );
+
+    std::fs::remove_file(out.join("summary.md")).unwrap();
+    assert!(lab_bench(&["--render", out_arg]).status.success());
+    assert!(Path::new(&out.join("summary.md")).is_file());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn bad_arguments_get_one_line_and_exit_2() {
+    let run = lab_bench(&["--workloads", "keepalive", "--no-nginx"]);
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.starts_with("lab-bench: unknown workload \"keepalive\""), "{stderr}");
+    let run = lab_bench(&["--server-cpus", "9999", "--no-nginx"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("CPU 9999 is not one this process may use"));
+}
