@@ -6,7 +6,7 @@ ARCHS := epoll memcached ramcloud nginx reuseport
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench bench-lab docs-check $(addprefix run-,$(ARCHS))
+.PHONY: help build test interop lint bench bench-lab top docs-check $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
@@ -16,6 +16,7 @@ help:
 	@echo "make docs-check   every name cited as file:line in docs/architectures.md is on that line"
 	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
+	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
 
 build:
 	$(CARGO) build --release --workspace
@@ -23,8 +24,10 @@ build:
 $(addprefix run-,$(ARCHS)): run-%: build
 	./target/release/lab-$* --addr $(ADDR) $(ARGS)
 
-# The conformance and fault suites drive the release binaries, so they are built first.
+# The conformance and fault suites drive the release binaries, so they are built first; lab-top's
+# screen is tested in tmux, installed here if missing.
 test: build
+	scripts/install-tools.sh tmux
 	$(CARGO) test --release --workspace
 
 interop: build
@@ -50,3 +53,7 @@ bench-lab:
 	@command -v lab-bench >/dev/null 2>&1 || $(CARGO) build --release --workspace
 	"$$(command -v lab-bench || echo ./target/release/lab-bench)" --duration 1.5 --warmup 0.5 \
 		$(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
+
+# make top: lab-top, the live view of the server on $(ADDR) (start one first: make run-<arch>).
+top: build
+	./target/release/lab-top http://$(ADDR)

@@ -253,6 +253,34 @@ fn memcached_hands_connections_out_exactly_round_robin() {
     }
 }
 
+/// `--dispatch p2c|least` read the load each worker publishes: a connection that arrives while one
+/// worker is stuck in a long request goes to the other, and is answered while the long request still
+/// runs. Round-robin sends it to the stuck worker in turn, where it waits the request out.
+#[test]
+fn memcached_load_aware_dispatch_passes_a_busy_worker_by() {
+    in_parallel(vec!["rr", "p2c", "least"], |_, policy| {
+        let server = row("memcached-2", "lab-memcached", &["--workers", "2"]);
+        let running = spawn(&server, &["--dispatch", policy]);
+        // Connection A (the first worker, all being idle) blocks its worker for 1.5 s.
+        let mut sleeper = running.connect();
+        sleeper.send(&get("/sleep?ms=1500"));
+        // B goes to the second worker either way (round-robin's turn; or the first already busy).
+        let mut second = running.connect();
+        assert_eq!(second.get("/").status, 200, "{policy}");
+        thread::sleep(Duration::from_millis(100)); // the first worker's busy time builds up
+        let mut third = running.connect();
+        assert_eq!(third.get("/").status, 200, "{policy}");
+        // Is the sleeper's answer already there, i.e. did the third wait behind it?
+        sleeper.set_read_timeout(Duration::from_millis(if policy == "rr" { 3000 } else { 1 }));
+        let waited_behind_sleep = sleeper.try_read_response(false).is_ok();
+        assert_eq!(waited_behind_sleep, policy == "rr", "--dispatch {policy}");
+        sleeper.set_read_timeout(Duration::from_secs(5));
+        if !waited_behind_sleep {
+            assert_eq!(sleeper.read_response().status, 200, "{policy}");
+        }
+    });
+}
+
 // ---------------------------------------------------------------- ramcloud
 
 #[test]

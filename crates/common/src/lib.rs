@@ -13,11 +13,14 @@
 //!    `/stats`.
 //! 5. [`drain`] times the graceful stop on SIGINT / SIGTERM.
 //! 6. [`stats`] keeps the per-worker counters in memory that threads, and forked processes, share.
+//! 7. [`dispatch`] picks the worker for a new connection where an acceptor hands them out
+//!    (lab-memcached): round-robin, or by each worker's recent busy time.
 #![forbid(unsafe_code)]
 
 pub mod accept;
 pub mod config;
 pub mod conn;
+pub mod dispatch;
 pub mod drain;
 pub mod exec;
 pub mod startup;
