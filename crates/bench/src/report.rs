@@ -26,6 +26,7 @@ pub fn load(path: &Path) -> Result<Value, String> {
 
 /// summary.md and the charts, from a results document.
 pub fn render(doc: &Value, out: &Path) -> Result<(), String> {
+    let doc = &crate::model_curves::with_models(doc); // results recorded before the model had none
     let path = out.join("summary.md");
     fs::write(&path, summary(doc)).map_err(|e| format!("write {}: {e}", path.display()))?;
     crate::charts::write_all(doc, out)
