@@ -107,6 +107,8 @@ impl Measured {
             "p50_us": self.latency_us("p50"),
             "p99_us": self.latency_us("p99"),
             "p999_us": self.latency_us("p999"),
+            // From the actual send: leaves out the client's own lateness (open loop only).
+            "p99_uncorrected_us": self.load["uncorrected_latency_us"]["p99"].as_f64(),
             "errors": self.errors(),
             "lost": self.lost(),
             "late": self.load["late"].as_u64().unwrap_or(0),
