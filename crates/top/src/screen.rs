@@ -447,6 +447,31 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_panel_is_there_only_with_the_counters_and_marks_the_moving_ones() {
+        let mut watch = Watch::new("http://127.0.0.1:8080".into(), Duration::from_millis(250));
+        watch.record(Ok(reading(1, 1000, 0, 0)));
+        watch.record(Ok(reading(1, 1250, 500, 3)));
+        let text = plain_text(&watch, 100);
+        assert!(text.contains("requests 2,000/s (500)") && text.contains("3/511"), "{text}");
+        assert!(!text.contains("kernel"), "no kernel object, no panel:\n{text}");
+
+        let with_kernel = |uptime_ms, overflows| {
+            let mut sample = reading(1, uptime_ms, 500, 0);
+            sample.kernel = Some(vec![("ListenOverflows".into(), overflows), ("ListenDrops".into(), 9)]);
+            sample
+        };
+        let mut watch = Watch::new("x".into(), Duration::from_millis(250));
+        watch.record(Ok(with_kernel(1000, 100)));
+        watch.record(Ok(with_kernel(1250, 110)));
+        let text = plain_text(&watch, 100);
+        assert!(
+            text.contains("▲ ListenOverflows 40/s (110)") && text.contains(" ListenDrops 0/s (9)"),
+            "{text}"
+        );
+        assert!(!text.contains("▲ ListenDrops"), "{text}");
+    }
+
+    #[test]
     fn numbers_read_at_a_glance() {
         assert_eq!(grouped(0), "0");
         assert_eq!(grouped(999), "999");
