@@ -34,6 +34,9 @@ pub fn write_all(doc: &Value, out: &Path) -> Result<(), String> {
     if runs(doc, "fairness").next().is_some() {
         fairness(doc, &out.join("fairness.svg")).map_err(|e| format!("fairness.svg: {e}"))?;
     }
+    if runs(doc, "arrival-order").next().is_some() {
+        crate::arrival::chart(doc, &out.join("dispatch.svg")).map_err(|e| format!("dispatch.svg: {e}"))?;
+    }
     Ok(())
 }
 
@@ -84,13 +87,7 @@ fn throughput(doc: &Value, path: &Path) -> Drawn {
                 SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
-            .x_label_formatter(&|v| {
-                if max < 20_000.0 {
-                    format!("{:.1}k", v / 1000.0)
-                } else {
-                    format!("{:.0}k", v / 1000.0)
-                }
-            })
+            .x_label_formatter(&|v| rate_label(*v, max))
             .x_desc("requests/s")
             .draw()?;
         chart.draw_series(bars.iter().enumerate().map(|(i, (_, rps, nginx, valid))| {
@@ -129,10 +126,21 @@ fn throughput(doc: &Value, path: &Path) -> Drawn {
     Ok(())
 }
 
+/// A requests/s axis label: `1.5k`, `250k`, `12M`, with the precision the axis range needs.
+fn rate_label(value: f64, max: f64) -> String {
+    match max {
+        m if m >= 2e6 => format!("{:.0}M", value / 1e6),
+        m if m >= 20_000.0 => format!("{:.0}k", value / 1000.0),
+        _ => format!("{:.1}k", value / 1000.0),
+    }
+}
+
 /// p99 (log scale) against offered load, one line per server.
 fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
     let workload = format!("sweep-{mix}");
-    let lines: Vec<(String, Vec<(f64, f64)>)> = runs(doc, &workload)
+    // Per server: its name, its measured (load %, p99 ms) points, and its model's.
+    type Curves = (String, Vec<(f64, f64)>, Vec<(f64, f64)>);
+    let lines: Vec<Curves> = runs(doc, &workload)
         .map(|r| {
             let points = r["points"]
                 .as_array()
@@ -141,10 +149,10 @@ fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
                 .filter_map(|p| Some((p["load"].as_f64()? * 100.0, p["p99_us"].as_f64()? / 1000.0)))
                 .filter(|(_, ms)| ms.is_finite() && *ms > 0.0)
                 .collect();
-            (r["server"].as_str().unwrap_or("?").to_string(), points)
+            (r["server"].as_str().unwrap_or("?").to_string(), points, crate::model_curves::chart_points(r))
         })
         .collect();
-    let all = lines.iter().flat_map(|(_, points)| points.iter().map(|p| p.1));
+    let all = lines.iter().flat_map(|(_, points, model)| points.iter().chain(model).map(|p| p.1));
     let (low, high) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (low, high) = if low <= high { (low / 1.5, high * 1.5) } else { (0.01, 10.0) };
     let about = doc["settings"]["mixes"]
@@ -156,7 +164,10 @@ fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("p99 latency against offered load, {mix} mix ({about})"), ("sans-serif", 17))
+        .caption(
+            format!("p99 against offered load, {mix} mix ({about}); dashed: the model"),
+            ("sans-serif", 17),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -168,13 +179,15 @@ fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
         .y_desc("p99 latency (ms, log)")
         .y_label_formatter(&|v| if *v >= 1.0 { format!("{v:.0}") } else { format!("{v:.2}") })
         .draw()?;
-    for (i, (server, points)) in lines.iter().enumerate() {
+    for (i, (server, points, model)) in lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart
             .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
             .label(server.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        // The model of the queue this server approximates, dashed in the same colour.
+        chart.draw_series(DashedLineSeries::new(model.iter().copied(), 6, 4, color.stroke_width(1)))?;
     }
     chart
         .configure_series_labels()
@@ -207,7 +220,8 @@ fn fairness(doc: &Value, path: &Path) -> Drawn {
             )
         })
         .collect();
-    let root = SVGBackend::new(path, (1000, 520)).into_drawing_area();
+    let width = (170 * groups.len() as u32).max(600);
+    let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = groups.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&root)
@@ -233,11 +247,10 @@ fn fairness(doc: &Value, path: &Path) -> Drawn {
             let x = g + 0.1 + w as f64 * width;
             Rectangle::new([(x, 0.0), (x + width * 0.9, *share)], PALETTE[w % PALETTE.len()].filled())
         }))?;
-        chart.draw_series(std::iter::once(Text::new(
-            format!("{server} (Jain {jain:.2})"),
-            (g + 0.05, 110.0),
-            ("sans-serif", 14),
-        )))?;
+        chart.draw_series([
+            Text::new(server.clone(), (g + 0.05, 112.0), ("sans-serif", 14)),
+            Text::new(format!("Jain {jain:.2}"), (g + 0.05, 106.0), ("sans-serif", 13)),
+        ])?;
     }
     root.present()?;
     Ok(())

@@ -9,15 +9,19 @@
 //! The workloads: keep-alive, pipelined (16 in flight) and churn (a connection per request) in a
 //! closed loop, K rounds each; an open-loop latency sweep at 10..95% of each server's own measured
 //! capacity for a uniform and a bimodal mix; and fairness, a few long-lived connections, half of
-//! them heavy, read back per worker from /stats. Results go to results.json (the schema is in
+//! them heavy, read back per worker from /stats (lab-memcached under each `--dispatch` policy); and
+//! arrival-order, the staggered heavy/light connections that `--dispatch p2c|least` exist for. Each
+//! sweep gets its ideal queue beside it (`model_curves`). Results go to results.json (the schema is in
 //! docs/results/README.md), summary.md and SVG charts; `--compare A B` sets two runs side by side.
 
 #![forbid(unsafe_code)]
 
+mod arrival;
 mod charts;
 mod compare;
 mod machine;
 mod measure;
+mod model_curves;
 mod nginx;
 mod plan;
 mod report;

@@ -130,8 +130,8 @@ pub const MIXES: [Mix; 2] = [
 ];
 
 /// The workloads, by the names `--workloads` takes.
-pub const WORKLOADS: [&str; 6] =
-    ["keep-alive", "pipelined", "churn", "sweep-uniform", "sweep-bimodal", "fairness"];
+pub const WORKLOADS: [&str; 7] =
+    ["keep-alive", "pipelined", "churn", "sweep-uniform", "sweep-bimodal", "fairness", "arrival-order"];
 
 /// The closed-loop throughput workloads and the lab-load flags that make each.
 pub fn throughput_flags(workload: &str) -> Option<&'static [&'static str]> {

@@ -233,6 +233,8 @@ pub fn summary(doc: &Value) -> String {
         let _ = writeln!(md, "\nChart: [latency-{name}.svg](latency-{name}.svg)\n");
     }
 
+    md.push_str(&crate::model_curves::summary(doc));
+
     // Fairness.
     let fairness: Vec<&Value> = runs(doc, "fairness").collect();
     if !fairness.is_empty() {
@@ -272,6 +274,7 @@ pub fn summary(doc: &Value) -> String {
         }
         let _ = writeln!(md, "\nChart: [fairness.svg](fairness.svg)\n");
     }
+    md.push_str(&crate::arrival::summary(doc));
     let _ = writeln!(
         md,
         "A cell marked INVALID had errors or lost requests and is not averaged in. `client-bound`: lab-load \

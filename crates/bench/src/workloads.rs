@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::measure::{run_loads, Load, Measured, Server};
 use crate::plan::{self, Target, MIXES, SWEEP_SERVERS};
 use crate::stats::{jain, median, spread_pct, sweep_rates, SWEEP_LOADS};
-use crate::{machine, report, Cli};
+use crate::{arrival, machine, model_curves, report, Cli};
 
 /// The heavy connections' request in the fairness workload.
 const HEAVY_SPIN_US: u64 = 1000;
@@ -182,16 +182,26 @@ impl Bench {
         self.sweep_targets.iter().filter(|t| SWEEP_SERVERS.contains(&t.id.as_str())).cloned().collect()
     }
 
+    /// The lab-memcached the arrival-order workload runs under each `--dispatch`, when chosen.
+    fn arrival_target(&self) -> Option<Target> {
+        let chosen = self.workloads.contains(&"arrival-order");
+        self.sweep_targets.iter().find(|t| chosen && t.id == "memcached").cloned()
+    }
+
     fn plan_progress(&mut self) {
         let per = self.run_seconds();
         let throughput = self.cli.rounds as usize * self.targets.len() * self.throughput_workloads().len();
         let sweep = self.sweep_list().len() * self.sweep_mixes().len() * (1 + SWEEP_LOADS.len());
         let fairness = if self.workloads.contains(&"fairness") {
-            self.sweep_targets.iter().filter(|t| t.serves_lab_routes).count()
+            arrival::with_dispatch_variants(&self.sweep_targets)
+                .iter()
+                .filter(|t| t.serves_lab_routes)
+                .count()
         } else {
             0
         };
-        self.progress.runs = throughput + sweep + fairness;
+        let arrival = self.arrival_target().map_or(0, |_| arrival::runs(self.cli.rounds as usize));
+        self.progress.runs = throughput + sweep + fairness + arrival;
         self.progress.planned = self.progress.runs as f64 * per;
         eprintln!(
             "lab-bench: {} runs, about {:.0} s; servers on CPUs {:?}, clients on {:?}; results in {}",
@@ -229,6 +239,16 @@ impl Bench {
         if self.workloads.contains(&"fairness") {
             self.run_fairness()?;
         }
+        if let Some(memcached) = self.arrival_target() {
+            let (clients, rounds) = (self.sweep_client_cpus.clone(), self.cli.rounds as usize);
+            let progress = &mut self.progress;
+            let records =
+                arrival::run(&memcached, &clients, rounds, &self.scratch, |s, line| progress.step(s, line));
+            for record in records {
+                self.record(record)?;
+            }
+        }
+        model_curves::annotate(&mut self.doc);
         self.doc["finished_utc"] = json!(machine::utc_now().0);
         report::save(&self.doc, &self.out)?;
         report::render(&self.doc, &self.out)?;
@@ -290,6 +310,7 @@ impl Bench {
                 record["mix"] = json!(mix.spec);
                 let mut problems: Vec<String> = Vec::new();
                 let mut points = Vec::new();
+                let mut stats_after = None; // for the model: how the connections were spread
                 match Server::start(&target, &self.scratch) {
                     Err(reason) => problems.push(format!("start: {reason}")),
                     Ok(server) => {
@@ -349,9 +370,11 @@ impl Bench {
                                 self.progress.step(self.run_seconds(), &line);
                             }
                         }
+                        stats_after = server.stats().ok();
                     }
                 }
                 record["points"] = json!(points);
+                record["conns_per_worker"] = json!(stats_after.as_ref().map(model_curves::conns_per_worker));
                 record["valid"] = json!(problems.is_empty());
                 record["problems"] = json!(problems);
                 self.record(record)?;
@@ -366,7 +389,9 @@ impl Bench {
         let clients = self.sweep_client_cpus.clone();
         let heavy_cpus = vec![clients[0]];
         let light_cpus = vec![*clients.last().expect("a client CPU")];
-        for target in self.sweep_targets.clone().iter().filter(|t| t.serves_lab_routes) {
+        for target in
+            arrival::with_dispatch_variants(&self.sweep_targets).iter().filter(|t| t.serves_lab_routes)
+        {
             let per_kind = target.workers.max(2);
             let heavy_path = format!("/spin?us={HEAVY_SPIN_US}");
             let mut heavy = self.load(&heavy_path, &heavy_cpus, &[]);

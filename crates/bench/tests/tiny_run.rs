@@ -66,11 +66,22 @@ fn a_tiny_run_writes_json_summary_and_charts() {
         assert_eq!(points.len(), 7, "{sweep}");
         let capacity = sweep["capacity_rps"].as_f64().unwrap();
         assert!((points[3]["offered_rps"].as_f64().unwrap() - 0.7 * capacity).abs() <= 1.0, "{sweep}");
+        // The model's curve beside every valid point, and its highest load meeting the p99 target.
+        let valid = points.iter().filter(|p| p["valid"] == true).count();
+        assert_eq!(sweep["model"]["points"].as_array().map(Vec::len), Some(valid), "{sweep}");
+        assert!(sweep["model"]["max_load_rps"].as_f64().unwrap() > 0.0, "{sweep}");
         let fairness = find(server, "fairness");
         assert!(fairness["jain_requests"].as_f64().unwrap() > 0.0, "{fairness}");
         let executing =
             fairness["workers_detail"].as_array().unwrap().iter().filter(|w| w["executes"] == true).count();
         assert_eq!(executing, fairness["workers"].as_u64().unwrap() as usize, "{fairness}");
+    }
+    // lab-memcached's fairness is run under each --dispatch policy.
+    for policy in ["p2c", "least"] {
+        assert_eq!(
+            find(&format!("memcached-{policy}"), "fairness")["workers"],
+            find("memcached", "fairness")["workers"]
+        );
     }
     // memcached's acceptor is not an executing worker; its requests counter stays out of Jain's index.
     let memcached = find("memcached", "fairness");
@@ -84,6 +95,7 @@ fn a_tiny_run_writes_json_summary_and_charts() {
     assert!(summary.contains("| epoll | 1 |"), "{summary}");
     assert!(summary.contains("## p99 latency against offered load: uniform mix"), "{summary}");
     assert!(summary.contains("## Fairness"), "{summary}");
+    assert!(summary.contains("## Each design against its ideal queue"), "{summary}");
     for chart in ["throughput.svg", "latency-uniform.svg", "fairness.svg"] {
         let svg = std::fs::read_to_string(out.join(chart)).unwrap_or_else(|e| panic!("{chart}: {e}"));
         assert!(

@@ -1,0 +1,335 @@
+//! The arrival-order workload: lab-memcached's `--dispatch rr|p2c|least` against the imbalance the
+//! seeds warn about. On N workers, 2N keep-alive connections arrive 0.3 s apart, each looping on its
+//! request from the moment it opens (a lab-load of one connection), alternately heavy
+//! (`/spin?us=2000`) and light (`/`). Round-robin puts every heavy connection on the same half of
+//! the workers; a load-aware policy sees those workers busy and spreads them. The reference is
+//! round-robin with the heavy connections arriving first, which spreads them by luck.
+//!
+//! Every lab-load measures the same 3 s after the last arrival (its warm-up lasts until then), and
+//! /stats before and after gives each worker's share of the requests.
+
+use std::fs;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::measure::{load_command, Load, Server};
+use crate::plan::{Launch, Target};
+use crate::stats::{jain, median};
+
+const HEAVY: &str = "/spin?us=2000";
+const LIGHT: &str = "/";
+/// Between two connections' arrivals.
+const GAP_S: f64 = 0.3;
+/// The window every connection is measured over, after the last arrival.
+const WINDOW_S: f64 = 3.0;
+
+/// The cases, in the order they run and are shown: (server id, --dispatch, heavy connections first).
+const CASES: [(&str, &str, bool); 4] = [
+    ("memcached-rr", "rr", false),
+    ("memcached-p2c", "p2c", false),
+    ("memcached-least", "least", false),
+    ("memcached-rr-heavy-first", "rr", true),
+];
+
+/// `targets` with lab-memcached followed by itself under `--dispatch p2c` and `--dispatch least`,
+/// so that the fairness workload compares the three policies.
+pub fn with_dispatch_variants(targets: &[Target]) -> Vec<Target> {
+    let mut all = Vec::new();
+    for target in targets {
+        all.push(target.clone());
+        if target.id == "memcached" {
+            all.extend(
+                ["p2c", "least"].map(|policy| with_dispatch(target, &format!("memcached-{policy}"), policy)),
+            );
+        }
+    }
+    all
+}
+
+/// `target` (lab-memcached) under another id and `--dispatch policy`.
+fn with_dispatch(target: &Target, id: &str, policy: &str) -> Target {
+    let mut target = target.clone();
+    target.id = id.into();
+    if let Launch::Lab { args, .. } = &mut target.launch {
+        args.extend(["--dispatch".into(), policy.into()]);
+    }
+    target
+}
+
+/// Seconds of load one case's round takes (for the progress estimate).
+pub fn seconds_per_run(workers: usize) -> f64 {
+    (2 * workers) as f64 * GAP_S + WINDOW_S
+}
+
+/// How many runs `run` makes.
+pub fn runs(rounds: usize) -> usize {
+    CASES.len() * rounds
+}
+
+/// Runs every case `rounds` times on `memcached` (the sweep's lab-memcached target) with clients on
+/// `client_cpus`; `step` reports each run. Returns one record per case.
+pub fn run(
+    memcached: &Target,
+    client_cpus: &[usize],
+    rounds: usize,
+    scratch: &Path,
+    mut step: impl FnMut(f64, &str),
+) -> Vec<Value> {
+    let n = memcached.workers.max(1);
+    let mut records = Vec::new();
+    for (id, policy, heavy_first) in CASES {
+        let target = with_dispatch(memcached, id, policy);
+        let order: Vec<&str> = if heavy_first {
+            [vec![HEAVY; n], vec![LIGHT; n]].concat()
+        } else {
+            (0..2 * n).map(|i| if i % 2 == 0 { HEAVY } else { LIGHT }).collect()
+        };
+        let mut rounds_json = Vec::new();
+        let mut problems = Vec::new();
+        for round in 1..=rounds {
+            match run_once(&target, &order, client_cpus, scratch) {
+                Ok(result) => {
+                    step(
+                        seconds_per_run(n),
+                        &format!(
+                            "{id} arrival-order round {round}/{rounds}: {} heavy requests in {WINDOW_S} s, Jain {:.2}",
+                            result["heavy_requests"], result["jain_requests"].as_f64().unwrap_or(f64::NAN)
+                        ),
+                    );
+                    if let Some(problem) = result["problem"].as_str() {
+                        problems.push(format!("round {round}: {problem}"));
+                    }
+                    rounds_json.push(result);
+                }
+                Err(reason) => {
+                    step(seconds_per_run(n), &format!("{id} arrival-order round {round}: FAILED: {reason}"));
+                    problems.push(format!("round {round}: {reason}"));
+                    rounds_json.push(json!({"error": reason}));
+                }
+            }
+        }
+        let valid: Vec<&Value> =
+            rounds_json.iter().filter(|r| r.get("error").is_none() && r["problem"].is_null()).collect();
+        let med = |key: &str| median(&valid.iter().filter_map(|r| r[key].as_f64()).collect::<Vec<_>>());
+        records.push(json!({
+            "server": id,
+            "family": "memcached",
+            "workers": n,
+            "cpus": memcached.cpus,
+            "workload": "arrival-order",
+            "dispatch": policy,
+            "order": order.iter().map(|&p| if p == HEAVY { "heavy" } else { "light" }).collect::<Vec<_>>(),
+            "heavy_path": HEAVY,
+            "window_s": WINDOW_S,
+            "rounds": rounds_json,
+            "heavy_requests": med("heavy_requests"),
+            "heavy_ideal_requests": n as f64 * WINDOW_S * 1e6 / 2000.0,
+            "heavy_p99_us": med("heavy_p99_us"),
+            "light_p99_us": med("light_p99_us"),
+            "jain_requests": med("jain_requests"),
+            "valid": problems.is_empty() && !valid.is_empty(),
+            "problems": problems,
+        }));
+    }
+    records
+}
+
+/// One round: starts the server, the lab-loads one by one, and reads /stats around the window.
+fn run_once(target: &Target, order: &[&str], client_cpus: &[usize], scratch: &Path) -> Result<Value, String> {
+    let server = Server::start(target, scratch)?;
+    let before = server.stats()?;
+    let started = Instant::now();
+    let last_arrival = (order.len() - 1) as f64 * GAP_S;
+    let mut children: Vec<(Child, std::path::PathBuf)> = Vec::new();
+    for (i, path) in order.iter().enumerate() {
+        let arrival = i as f64 * GAP_S;
+        std::thread::sleep(Duration::from_secs_f64(arrival).saturating_sub(started.elapsed()));
+        let load = Load {
+            path: path.to_string(),
+            connections: 1,
+            client_cpus: vec![client_cpus[i % client_cpus.len()]],
+            duration: WINDOW_S,
+            warmup: last_arrival - arrival,
+            flags: Vec::new(),
+        };
+        let json = scratch.join(format!("arrival-{}-{i}.json", std::process::id()));
+        let _ = fs::remove_file(&json);
+        let child =
+            load_command(&load, server.addr(), &json).spawn().map_err(|e| format!("spawn lab-load: {e}"))?;
+        children.push((child, json));
+    }
+    let mut documents = Vec::new();
+    for (mut child, json) in children {
+        let status = child.wait().map_err(|e| format!("waitpid lab-load: {e}"))?;
+        if !status.success() {
+            return Err(format!("lab-load exited with {status}"));
+        }
+        let text = fs::read_to_string(&json).map_err(|e| format!("read {}: {e}", json.display()))?;
+        let _ = fs::remove_file(&json);
+        documents.push(serde_json::from_str::<Value>(&text).map_err(|e| format!("lab-load's JSON: {e}"))?);
+    }
+    let after = server.stats()?;
+    let (mut heavy_requests, mut heavy_p99, mut light_p99) = (0, 0.0f64, 0.0f64);
+    for (path, doc) in order.iter().zip(&documents) {
+        let p99 = doc["latency_us"]["p99"].as_f64().unwrap_or(0.0);
+        if *path == HEAVY {
+            heavy_requests += doc["requests"].as_u64().unwrap_or(0);
+            heavy_p99 = heavy_p99.max(p99);
+        } else {
+            light_p99 = light_p99.max(p99);
+        }
+    }
+    let errors: u64 = documents
+        .iter()
+        .map(|d| d["errors"].as_object().map_or(0, |e| e.values().filter_map(Value::as_u64).sum::<u64>()))
+        .sum::<u64>()
+        + documents.iter().filter_map(|d| d["lost"].as_u64()).sum::<u64>();
+    let requests = requests_per_worker(&before, &after);
+    let total: f64 = requests.iter().sum::<f64>().max(1.0);
+    Ok(json!({
+        "heavy_requests": heavy_requests,
+        "heavy_p99_us": heavy_p99,
+        "light_p99_us": light_p99,
+        "worker_requests": requests,
+        "worker_shares": requests.iter().map(|r| r / total).collect::<Vec<_>>(),
+        "jain_requests": jain(&requests),
+        "problem": (errors > 0).then(|| format!("{errors} errors or lost requests")),
+    }))
+}
+
+/// Each worker's requests between two /stats reports (the acceptor executes none).
+fn requests_per_worker(before: &Value, after: &Value) -> Vec<f64> {
+    let requests = |doc: &Value| -> Vec<f64> {
+        let workers = doc["workers"].as_array().into_iter().flatten();
+        workers.filter(|w| w["role"] == "worker").map(|w| w["requests"].as_f64().unwrap_or(0.0)).collect()
+    };
+    requests(after)
+        .iter()
+        .zip(requests(before).iter().chain(std::iter::repeat(&0.0)))
+        .map(|(a, b)| a - b)
+        .collect()
+}
+
+/// summary.md's section.
+pub fn summary(doc: &Value) -> String {
+    let records: Vec<&Value> = crate::report::runs(doc, "arrival-order").collect();
+    let Some(reference) =
+        records.iter().find(|r| r["server"] == "memcached-rr").and_then(|r| r["heavy_requests"].as_f64())
+    else {
+        return String::new();
+    };
+    let mut md = String::from(
+        "## Load-aware dispatch: lab-memcached --dispatch rr | p2c | least\n\n\
+         2N keep-alive connections arrive 0.3 s apart on N workers, alternately heavy (`/spin?us=2000` \
+         in a loop) and light (`/` in a loop); measured over the 3 s after the last arrival (median of \
+         rounds). The last row is round-robin with the heavy connections arriving first.\n\n\
+         | server | order | heavy requests | × rr | of the ideal | heavy p99 | light p99 | worker shares (last round) | Jain |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in records {
+        let heavy = r["heavy_requests"].as_f64().unwrap_or(0.0);
+        let ideal = r["heavy_ideal_requests"].as_f64().unwrap_or(f64::NAN);
+        let shares = r["rounds"]
+            .as_array()
+            .and_then(|rounds| rounds.last())
+            .and_then(|round| round["worker_shares"].as_array())
+            .map(|s| {
+                s.iter()
+                    .map(|x| format!("{:.0}%", x.as_f64().unwrap_or(0.0) * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            })
+            .unwrap_or_default();
+        let order: Vec<&str> =
+            r["order"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        md.push_str(&format!(
+            "| {}{} | {} | {heavy:.0} | {:.2}× | {:.0}% | {} | {} | {shares} | {:.2} |\n",
+            r["server"].as_str().unwrap_or("?"),
+            if r["valid"] == true { "" } else { " (invalid)" },
+            order.join(", "),
+            heavy / reference.max(1.0),
+            heavy / ideal * 100.0,
+            crate::report::readable_us(r["heavy_p99_us"].as_f64().unwrap_or(f64::NAN)),
+            crate::report::readable_us(r["light_p99_us"].as_f64().unwrap_or(f64::NAN)),
+            r["jain_requests"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    md.push_str("\nChart: [dispatch.svg](dispatch.svg)\n\n");
+    md
+}
+
+/// dispatch.svg: per case, the heavy requests completed in the window, against the ideal (one
+/// heavy connection per worker) and round-robin.
+pub fn chart(doc: &Value, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let records: Vec<&Value> = crate::report::runs(doc, "arrival-order").collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let ideal = records[0]["heavy_ideal_requests"].as_f64().unwrap_or(1.0);
+    let n = records.len() as i32;
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "lab-memcached --dispatch: heavy requests completed in 3 s (heavy, light, heavy, light arriving)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(190)
+        .build_cartesian_2d(0.0..ideal * 1.25, (0..n).into_segmented())?;
+    let names: Vec<String> =
+        records.iter().map(|r| r["server"].as_str().unwrap_or("?").to_string()).collect();
+    chart
+        .configure_mesh()
+        .label_style(("sans-serif", 13))
+        .disable_y_mesh()
+        .y_labels(names.len())
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_desc("heavy requests completed (median of rounds)")
+        .draw()?;
+    chart.draw_series(records.iter().enumerate().map(|(i, r)| {
+        let heavy = r["heavy_requests"].as_f64().unwrap_or(0.0);
+        let color = if r["valid"] == true { RGBColor(31, 119, 180) } else { RGBColor(214, 39, 40) };
+        let mut bar = Rectangle::new(
+            [(0.0, SegmentValue::Exact(i as i32)), (heavy, SegmentValue::Exact(i as i32 + 1))],
+            color.filled(),
+        );
+        bar.set_margin(4, 4, 0, 0);
+        bar
+    }))?;
+    let ideal_line = [(ideal, SegmentValue::Exact(0)), (ideal, SegmentValue::Exact(n))];
+    chart
+        .draw_series(LineSeries::new(ideal_line, BLACK.stroke_width(2)))?
+        .label("ideal: one heavy connection per worker")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_requests_are_counted_over_the_window() {
+        let stats = |a: u64, b: u64| {
+            json!({"workers": [{"role": "acceptor", "requests": 0}, {"role": "worker", "requests": a},
+                               {"role": "worker", "requests": b}]})
+        };
+        assert_eq!(requests_per_worker(&stats(10, 20), &stats(110, 70)), vec![100.0, 50.0]);
+    }
+}
