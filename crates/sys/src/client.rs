@@ -34,6 +34,27 @@ pub fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<(Owne
     Ok((fd, connected))
 }
 
+/// Like [`connect_tcp`], with `prepare` applied to the socket before `connect(2)` (a socket option
+/// that must be in place before the SYN leaves, such as a filter that drops the SYN-ACK).
+pub fn connect_tcp_prepared(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    prepare: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
+) -> io::Result<(OwnedFd, bool)> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = socket(family, SockType::Stream, flags, None).map_err(|e| os_error("socket", addr, e))?;
+    if let Some(source) = source {
+        bind_source(fd.as_fd(), source)?;
+    }
+    prepare(fd.as_fd())?;
+    let connected = connect_nonblocking(fd.as_fd(), addr)?;
+    Ok((fd, connected))
+}
+
 /// `setsockopt(IP_BIND_ADDRESS_NO_PORT)` + `bind(2)` to `source:0`: fixes the source address now but
 /// leaves the port to `connect(2)`, which then only needs the whole 4-tuple to be unique. A plain
 /// `bind` to port 0 would reserve a port for this address alone, and run out after ~28k sockets.

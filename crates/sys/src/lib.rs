@@ -12,6 +12,7 @@
 //!   memory that forked worker processes share.
 //! - [`client`]: the other end, for the load generator: nonblocking `connect(2)` from a chosen source
 //!   address, `SO_ERROR`, `SO_LINGER` 0, and a `timerfd` that paces an open-loop schedule.
+//! - [`netns`]: a network namespace of one's own, with its loopback up, for lab-exp's experiments.
 //! - [`netstat`]: the namespace's TCP counters from `/proc/net/netstat` and `/proc/net/snmp`.
 //! - [`process`]: `fork(2)` for a single-threaded supervisor, and what it needs to keep its worker
 //!   processes: dying with the parent, reaping, and signalling them.
@@ -29,6 +30,7 @@ pub mod client;
 pub mod cpu;
 pub mod epoll;
 pub mod eventfd;
+pub mod netns;
 pub mod netstat;
 pub mod process;
 pub mod rlimit;

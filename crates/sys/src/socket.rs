@@ -154,6 +154,74 @@ pub fn attach_reuseport_cpu_steering(listener: BorrowedFd<'_>, sockets: u32) -> 
     Ok(())
 }
 
+/// `setsockopt(SO_ATTACH_FILTER)` with the one-instruction classic BPF program `ret #0`: the socket
+/// drops every packet that reaches it before TCP sees it. On a connecting socket the SYN-ACK is then
+/// never answered, so the server keeps a half-open connection in its SYN queue: a SYN-flood client
+/// built from an ordinary socket (lab-exp syn-flood). nix lacks socket filters, hence libc.
+pub fn drop_all_input(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut program = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 }];
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // SAFETY: `fprog` points at `program`, both alive for the call; the kernel copies the program.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(last_os_error("setsockopt SO_ATTACH_FILTER fd", fd.as_raw_fd()));
+    }
+    Ok(())
+}
+
+/// What `getsockopt(TCP_INFO)` says about a connected socket: the figures lab-exp reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Smoothed round-trip time, µs.
+    pub rtt_us: u32,
+    /// Unanswered zero-window probes (or keepalives) outstanding.
+    pub probes: u8,
+    /// Exponential backoff of the retransmit timer.
+    pub backoff: u8,
+    /// Segments retransmitted over the connection's life.
+    pub total_retrans: u32,
+    /// The receive space the kernel's autotuning aims at, bytes.
+    pub rcv_space: u32,
+    /// Sender's congestion window, segments.
+    pub snd_cwnd: u32,
+}
+
+/// `getsockopt(TCP_INFO)` on a connected socket. nix has no TCP_INFO, hence libc.
+pub fn conn_info(fd: BorrowedFd<'_>) -> io::Result<ConnInfo> {
+    // SAFETY: tcp_info is plain old data; all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes and `len` holds the buffer's size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(last_os_error("getsockopt TCP_INFO fd", fd.as_raw_fd()));
+    }
+    Ok(ConnInfo {
+        rtt_us: info.tcpi_rtt,
+        probes: info.tcpi_probes,
+        backoff: info.tcpi_backoff,
+        total_retrans: info.tcpi_total_retrans,
+        rcv_space: info.tcpi_rcv_space,
+        snd_cwnd: info.tcpi_snd_cwnd,
+    })
+}
+
 /// `read(2)` into `buf`; `Ok(0)` means the peer closed its side.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.

@@ -1,0 +1,155 @@
+//! accept-queue: a backlog of B holds B+1 completed handshakes; past that, SYNs are dropped.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::Experiment;
+use crate::kernel::{self, Counters};
+use crate::net::{self, ms, Pending};
+use crate::report::Report;
+
+pub const EXPERIMENT: Experiment = Experiment {
+    name: "accept-queue",
+    summary: "backlog B, accepting paused: B+1 handshakes complete, later SYNs are dropped and retried",
+    claim: "The kernel completes handshakes on its own and parks them in the accept queue until the \
+            backend calls accept(). When the backend does not accept, the queue fills (on Linux a \
+            backlog of B holds B+1), further SYNs are dropped and counted (ListenOverflows), and \
+            those clients stall on SYN retransmits (the notes' 1 s, 3 s, ...; on kernels with \
+            net.ipv4.tcp_syn_linear_timeouts the first retries are 1 s apart) until the queue has room.",
+    notes: "'Problems with accepting connections: backend doesn't accept fast enough', and 'What \
+            happens if ... Accept Queue gets full?'",
+    needs_namespace: false,
+    run,
+};
+
+const BACKLOG: usize = 4;
+const CLIENTS: usize = 12;
+const PAUSE_SECS: f64 = 2.0;
+
+fn run(report: &mut Report) {
+    let backlog = BACKLOG.to_string();
+    let pause = PAUSE_SECS.to_string();
+    let server = net::start("lab-epoll", &["--backlog", &backlog, "--pause-accept", &pause]);
+    let addr = server.addr();
+    report.does(format!(
+        "starts lab-epoll --backlog {BACKLOG} --pause-accept {PAUSE_SECS}: it accepts one observer \
+         connection, then nothing for {PAUSE_SECS} s"
+    ));
+    report.does(format!(
+        "opens {CLIENTS} more connections with nonblocking connect() while accepting is paused; reads \
+         ss -ltn, /stats (on the observer connection) and /proc/net/netstat; then times each \
+         handshake and sends GET / on every connection once accepting resumes"
+    ));
+    let mut observer = net::connect(addr);
+    let (status, _) = net::get(&mut observer, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
+    assert_eq!(status, 200);
+    let paused_at = Instant::now();
+    let before = Counters::now();
+    let mut pending: Vec<Pending> = (0..CLIENTS).map(|_| Pending::connect(addr, None)).collect();
+    thread::sleep(Duration::from_millis(300));
+    let at_once: Vec<bool> = pending.iter_mut().map(Pending::poll).collect();
+    let completed_at_once = at_once.iter().filter(|&&done| done).count();
+    let listener = kernel::ss_listeners(addr.port());
+    let ss_recv_q = listener.first().map_or(0, |l| l.recv_q);
+    let ss_send_q = listener.first().map_or(0, |l| l.send_q);
+    let sockets = kernel::ss(addr.port(), false);
+    let waiting_in_syn_sent = sockets.iter().filter(|s| s.state == "SYN-SENT").count();
+    let stats = net::stats(&mut observer);
+    let during = Counters::now();
+    let stats_queue = stats["listeners"][0]["accept_queue"].as_u64().unwrap_or(u64::MAX);
+    let stats_accepted = stats["totals"]["accepted"].as_u64().unwrap_or(0);
+    let overflows = before.delta(&during, "TcpExt.ListenOverflows");
+    let drops = before.delta(&during, "TcpExt.ListenDrops");
+    let stats_overflows = stats["kernel"]["ListenOverflows"].as_i64().unwrap_or(-1);
+    // The namespace is lab-exp's own: its counter is what this experiment caused.
+    let netstat_overflows = sys::netstat::tcp_ext(&["ListenOverflows"]).map_or(-1, |v| v[0].1);
+    report.observe(format!(
+        "{completed_at_once} of {CLIENTS} handshakes completed at once; ss -ltn: Recv-Q {ss_recv_q}, \
+         Send-Q {ss_send_q} (the backlog); /stats accept_queue {stats_queue}; {waiting_in_syn_sent} \
+         clients in SYN-SENT"
+    ));
+    report.observe(format!(
+        "TcpExt ListenOverflows +{overflows}, ListenDrops +{drops} during the pause; /stats kernel \
+         ListenOverflows {stats_overflows} (the namespace's /proc/net/netstat: {netstat_overflows})"
+    ));
+
+    net::wait_all(&mut pending, Duration::from_secs(6));
+    let after = Counters::now();
+    let stalled: Vec<f64> = pending
+        .iter()
+        .zip(&at_once)
+        .filter(|(_, &first)| !first)
+        .filter_map(|(p, _)| p.took().map(ms))
+        .collect();
+    let served = pending
+        .into_iter()
+        .filter(|p| p.completed.is_some())
+        .map(Pending::into_stream)
+        .filter_map(|mut stream| net::get(&mut stream, "/").ok())
+        .filter(|(status, _)| *status == 200)
+        .count();
+    let retrans = before.delta(&after, "Tcp.RetransSegs");
+    report.observe(format!(
+        "the {} clients whose SYNs were dropped completed their handshakes after {stalled:?} ms \
+         (accepting resumed {PAUSE_SECS} s after the observer's connection); Tcp RetransSegs +{retrans}",
+        CLIENTS - completed_at_once
+    ));
+    report.observe(format!("after the pause, {served} of {CLIENTS} connections got 200 to GET /"));
+
+    report.figure("backlog", BACKLOG);
+    report.figure("clients", CLIENTS);
+    report.figure("completed_at_once", completed_at_once);
+    report.figure("ss_recv_q", ss_recv_q);
+    report.figure("ss_send_q", ss_send_q);
+    report.figure("stats_accept_queue", stats_queue);
+    report.figure("stats_accepted_during_pause", stats_accepted);
+    report.figure("syn_sent_clients", waiting_in_syn_sent);
+    report.figure("listen_overflows", overflows);
+    report.figure("listen_drops", drops);
+    report.figure("stats_kernel_listen_overflows", stats_overflows);
+    report.figure("netstat_listen_overflows", netstat_overflows);
+    report.figure("stalled_connect_ms", stalled.clone());
+    report.figure("retrans_segs", retrans);
+    report.figure("served_after_resume", served);
+
+    let expected = BACKLOG + 1;
+    report.check(
+        format!("exactly B+1 = {expected} handshakes complete while nothing is accepted"),
+        completed_at_once == expected,
+        format!("{completed_at_once}"),
+    );
+    report.check(
+        format!("ss -ltn Recv-Q = /stats accept_queue = {expected}, Send-Q = B = {BACKLOG}"),
+        ss_recv_q == expected as u64 && stats_queue == expected as u64 && ss_send_q == BACKLOG as u64,
+        format!("Recv-Q {ss_recv_q}, accept_queue {stats_queue}, Send-Q {ss_send_q}"),
+    );
+    let dropped = (CLIENTS - completed_at_once) as i64;
+    report.check(
+        format!("every further SYN is dropped and counted: ListenOverflows and ListenDrops rise by ≥ {dropped}, the clients wait in SYN-SENT"),
+        overflows >= dropped && drops >= dropped && waiting_in_syn_sent == dropped as usize,
+        format!("ListenOverflows +{overflows}, ListenDrops +{drops}, SYN-SENT {waiting_in_syn_sent}"),
+    );
+    report.check(
+        "/stats kernel.ListenOverflows is the namespace's own counter",
+        stats_overflows == netstat_overflows && stats_overflows >= overflows,
+        format!("/stats {stats_overflows}, /proc/net/netstat {netstat_overflows}"),
+    );
+    let waited_past_resume = paused_at.elapsed() >= Duration::from_secs_f64(PAUSE_SECS);
+    let linear = kernel::sysctl("net/ipv4/tcp_syn_linear_timeouts");
+    report.figure("tcp_syn_linear_timeouts", linear.clone());
+    // A retransmitted SYN gets in: the handshake ends a whole number of seconds (the retransmit
+    // timer's steps) after connect(), not as soon as the queue has room.
+    let on_a_retransmit = |t: f64| t >= 900.0 && (t % 1000.0 < 150.0 || t % 1000.0 > 950.0);
+    report.check(
+        "the dropped clients stall on SYN retransmits: each connect() ends ≥ 1 s later, on a whole second (a retransmit), after accepting resumed",
+        stalled.len() == dropped as usize
+            && stalled.iter().all(|&t| on_a_retransmit(t) && t >= PAUSE_SECS * 1000.0 - 300.0)
+            && waited_past_resume,
+        format!("{stalled:?} ms (tcp_syn_linear_timeouts = {linear})"),
+    );
+    report.check(
+        format!("on resume every connection is served ({CLIENTS})"),
+        served == CLIENTS,
+        format!("{served}"),
+    );
+}

@@ -1,0 +1,40 @@
+//! The experiments, one module each, and the table `lab-exp list` prints.
+
+use crate::report::Report;
+
+mod accept_queue;
+mod bind_interface;
+mod nagle;
+mod non_reading_client;
+mod reuseport_balance;
+mod slow_reader;
+mod syn_flood;
+
+/// One experiment: its name, its claim, and the function that measures it.
+pub struct Experiment {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub claim: &'static str,
+    /// Where the source notes make the claim.
+    pub notes: &'static str,
+    /// It changes sysctls, floods or drops packets: without a namespace of its own it is skipped.
+    pub needs_namespace: bool,
+    pub run: fn(&mut Report),
+}
+
+impl Experiment {
+    /// An empty report carrying this experiment's claim.
+    pub fn report(&self) -> Report {
+        Report::new(self.name, self.claim, self.notes)
+    }
+}
+
+pub const EXPERIMENTS: &[Experiment] = &[
+    accept_queue::EXPERIMENT,
+    syn_flood::EXPERIMENT,
+    slow_reader::EXPERIMENT,
+    non_reading_client::EXPERIMENT,
+    nagle::EXPERIMENT,
+    bind_interface::EXPERIMENT,
+    reuseport_balance::EXPERIMENT,
+];

@@ -1,0 +1,246 @@
+//! reuseport-balance: SO_REUSEPORT spreads connections by a hash that knows nothing of load, and
+//! what becomes of a closed socket's queue depends on net.ipv4.tcp_migrate_req.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::thread;
+use std::time::Duration;
+
+use super::Experiment;
+use crate::kernel::{self, Counters};
+use crate::net::{self, Pending};
+use crate::report::Report;
+
+pub const EXPERIMENT: Experiment = Experiment {
+    name: "reuseport-balance",
+    summary: "SO_REUSEPORT's hash: uneven and blind to a busy process; --steer cpu; a closed socket's queue and tcp_migrate_req",
+    claim: "With SO_REUSEPORT every process has its own socket and accept queue, and the kernel \
+            spreads connections over them by a hash of the 4-tuple: it balances only on average, \
+            keeps sending new connections to a process that is busy, and never moves a connection \
+            once queued — unless the socket closes, when net.ipv4.tcp_migrate_req=1 moves its queue \
+            to a sibling and 0 resets it.",
+    notes: "'Multiple Listener process on the same port: SO_REUSEPORT ... OS creates multiple queues \
+            for each process and does load balancing' and 'one thread can end up doing all the heavy \
+            work while another sits idle'",
+    needs_namespace: true,
+    run,
+};
+
+const WORKERS: usize = 2;
+const CONNECTIONS: usize = 16;
+
+fn run(report: &mut Report) {
+    if !kernel::have("ss") {
+        report.skip(
+            "needs ss (iproute2) to see which process holds each connection: scripts/install-tools.sh ss",
+        );
+        return;
+    }
+    let workers = WORKERS.to_string();
+    report.does(format!(
+        "starts lab-reuseport --workers {WORKERS} (hash) and opens {CONNECTIONS} keep-alive connections; \
+         ss -tnp says which process holds each; Jain's fairness index J = (Σx)² / (n·Σx²) over the \
+         per-process counts (1 = even, 1/n = all on one)"
+    ));
+    let hashed = spread("hash", &workers, None);
+    report.does(
+        "the same with --steer cpu, half the connections made from a thread pinned to each of two CPUs",
+    );
+    let cpus = sys::cpu::allowed_cpus().unwrap_or_default();
+    let steered = (cpus.len() >= 2).then(|| spread("cpu", &workers, Some([cpus[0], cpus[1]])));
+    let mut j = serde_json::Map::new();
+    for (label, outcome) in [("hash", Some(&hashed)), ("steer_cpu", steered.as_ref())] {
+        let Some((counts, stats_open, by_cpu)) = outcome else {
+            report.observe("--steer cpu: not run, fewer than two CPUs allowed");
+            continue;
+        };
+        let index = jain(counts);
+        j.insert(
+            label.into(),
+            serde_json::json!({ "per_process": counts, "jain": index, "stats_open": stats_open }),
+        );
+        report.observe(format!(
+            "{label}: connections per process (ss) {counts:?}, /stats open {stats_open:?}, J = {index:.3}{}",
+            if by_cpu.is_empty() { String::new() } else { format!("; (client CPU → process) {by_cpu:?}") }
+        ));
+        let mut from_ss = counts.clone();
+        from_ss.sort_unstable();
+        let mut from_stats = stats_open.clone();
+        from_stats.sort_unstable();
+        report.check(
+            format!("{label}: ss and /stats agree on how many connections each process holds"),
+            from_ss == from_stats && counts.iter().sum::<usize>() == CONNECTIONS,
+            format!("ss {counts:?}, /stats {stats_open:?}"),
+        );
+    }
+    if let Some((counts, _, by_cpu)) = &steered {
+        let each_cpu_one_process = by_cpu.values().all(|pids| pids.len() == 1);
+        let distinct: std::collections::BTreeSet<_> = by_cpu.values().flatten().collect();
+        report.check(
+            "--steer cpu: every connection from one CPU lands on that CPU's process, so spreading clients over the CPUs balances exactly (J = 1)",
+            each_cpu_one_process && distinct.len() == WORKERS && jain(counts) > 0.999,
+            format!("{by_cpu:?}, J = {:.3}", jain(counts)),
+        );
+    }
+    report.figure("balance", serde_json::Value::Object(j));
+
+    blind_to_busy(report, &workers);
+    migrate(report);
+}
+
+/// Opens CONNECTIONS connections to a fresh lab-reuseport with `--steer steer`, one request each,
+/// and returns the per-process counts from ss, /stats' `open` per worker, and (when made from
+/// pinned threads) which processes each client CPU's connections went to.
+fn spread(
+    steer: &str,
+    workers: &str,
+    cpus: Option<[usize; 2]>,
+) -> (Vec<usize>, Vec<usize>, BTreeMap<usize, Vec<u32>>) {
+    let server = net::start("lab-reuseport", &["--workers", workers, "--steer", steer]);
+    let addr = server.addr();
+    let mut streams: Vec<(Option<usize>, TcpStream)> = Vec::new();
+    for i in 0..CONNECTIONS {
+        let cpu = cpus.map(|pair| pair[i % 2]);
+        let stream = match cpu {
+            Some(cpu) => thread::spawn(move || {
+                sys::cpu::pin_current_thread(cpu).unwrap_or_else(|e| panic!("{e}"));
+                net::connect(addr)
+            })
+            .join()
+            .expect("connect thread"),
+            None => net::connect(addr),
+        };
+        streams.push((cpu, stream));
+    }
+    for (_, stream) in &mut streams {
+        let (status, _) = net::get(stream, "/").expect("GET /");
+        assert_eq!(status, 200);
+    }
+    let stats = net::stats(&mut streams[0].1);
+    let stats_open: Vec<usize> = stats["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| w["open"].as_u64().unwrap_or(0) as usize)
+        .collect();
+    let owners: BTreeMap<u16, u32> = kernel::ss(addr.port(), true)
+        .into_iter()
+        .filter(|s| s.state == "ESTAB" && s.local_port() == addr.port())
+        .filter_map(|s| Some((s.peer_port(), s.pid()?)))
+        .collect();
+    let mut per_pid: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut by_cpu: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for (cpu, stream) in &streams {
+        let port = stream.local_addr().expect("getsockname").port();
+        if let Some(&pid) = owners.get(&port) {
+            *per_pid.entry(pid).or_default() += 1;
+            if let Some(cpu) = cpu {
+                let pids = by_cpu.entry(*cpu).or_default();
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    let mut counts: Vec<usize> = per_pid.values().copied().collect();
+    counts.resize(stats_open.len().max(counts.len()), 0);
+    (counts, stats_open, by_cpu)
+}
+
+/// Jain's fairness index of `counts`.
+fn jain(counts: &[usize]) -> f64 {
+    let sum: f64 = counts.iter().map(|&c| c as f64).sum();
+    let squares: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
+    if squares == 0.0 {
+        return 0.0;
+    }
+    sum * sum / (counts.len() as f64 * squares)
+}
+
+/// One process busy in /sleep: the hash still sends it new connections, which wait in its queue.
+fn blind_to_busy(report: &mut Report, workers: &str) {
+    let server = net::start("lab-reuseport", &["--workers", workers]);
+    let addr = server.addr();
+    report.does(
+        "keeps one lab-reuseport process busy with GET /sleep?ms=1500, connects 20 new clients, and \
+         reads every socket's accept queue with ss -ltn",
+    );
+    let mut sleeper = net::connect(addr);
+    let sleeping = thread::spawn(move || net::get(&mut sleeper, "/sleep?ms=1500").map(|r| r.0));
+    thread::sleep(Duration::from_millis(150));
+    let clients: Vec<TcpStream> = (0..20).map(|_| net::connect(addr)).collect();
+    thread::sleep(Duration::from_millis(200));
+    let mut queues: Vec<u64> = kernel::ss_listeners(addr.port()).iter().map(|l| l.recv_q).collect();
+    queues.sort_unstable_by(|a, b| b.cmp(a));
+    let _ = sleeping.join();
+    drop(clients);
+    report.observe(format!(
+        "with one process asleep, the sockets' accept queues (ss -ltn Recv-Q): {queues:?} — the new \
+         connections hashed to the busy process wait, while the other accepted its share at once"
+    ));
+    report.figure("accept_queues_one_busy", queues.clone());
+    report.check(
+        "the hash is blind to load: the busy process's socket queues connections while the other's queue is empty",
+        queues.len() == WORKERS && queues[0] >= 1 && queues[1..].iter().all(|&q| q == 0),
+        format!("{queues:?}"),
+    );
+}
+
+/// Two SO_REUSEPORT sockets of lab-exp's own; connections queue on both; one closes.
+fn migrate(report: &mut Report) {
+    report.does(
+        "opens two SO_REUSEPORT listening sockets of its own on one port, connects 16 clients (the \
+         hash spreads them), closes the first socket without accepting, and sees what became of its \
+         queue: with net.ipv4.tcp_migrate_req=0, then =1 (in the namespace)",
+    );
+    let mut figures = serde_json::Map::new();
+    for migrate in [0, 1] {
+        kernel::set_sysctl("net/ipv4/tcp_migrate_req", &migrate.to_string());
+        let first = sys::socket::listen_tcp("127.0.0.1:0".parse().unwrap(), 64, true).expect("listen");
+        let addr: SocketAddr = sys::socket::local_addr(first.as_fd()).expect("getsockname");
+        let second = sys::socket::listen_tcp(addr, 64, true).expect("listen");
+        let mut clients: Vec<Pending> = (0..16).map(|_| Pending::connect(addr, None)).collect();
+        net::wait_all(&mut clients, Duration::from_secs(2));
+        let on_first = sys::socket::listen_queue(first.as_fd()).expect("TCP_INFO").accept_queue;
+        let on_second = sys::socket::listen_queue(second.as_fd()).expect("TCP_INFO").accept_queue;
+        let before = Counters::now();
+        drop(first);
+        thread::sleep(Duration::from_millis(100));
+        let second_after = sys::socket::listen_queue(second.as_fd()).expect("TCP_INFO").accept_queue;
+        let after = Counters::now();
+        let reset = clients
+            .iter()
+            .filter(|c| {
+                let mut byte = [0u8; 1];
+                matches!(sys::socket::read(c.fd.as_fd(), &mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+            })
+            .count();
+        let success = before.delta(&after, "TcpExt.TCPMigrateReqSuccess");
+        report.observe(format!(
+            "tcp_migrate_req={migrate}: queued {on_first} on the socket that closed, {on_second} on the \
+             other; after the close the other's queue holds {second_after}, {reset} clients were reset; \
+             TcpExt TCPMigrateReqSuccess +{success}"
+        ));
+        figures.insert(
+            format!("migrate_req_{migrate}"),
+            serde_json::json!({ "queued_on_closed": on_first, "queued_on_other": on_second,
+                                "other_after": second_after, "reset": reset, "migrated": success }),
+        );
+        let holds = if migrate == 0 {
+            reset == on_first as usize && second_after == on_second
+        } else {
+            reset == 0 && second_after == on_first + on_second && success == on_first as i64
+        };
+        report.check(
+            if migrate == 0 {
+                "tcp_migrate_req=0: every connection queued on the closed socket is reset; the other socket's queue is unchanged".to_string()
+            } else {
+                "tcp_migrate_req=1: they move to the other socket's queue (TCPMigrateReqSuccess counts them); none is reset".to_string()
+            },
+            holds && on_first > 0,
+            format!("{on_first} queued on it: {reset} reset, other queue {on_second} → {second_after}, migrated {success}"),
+        );
+    }
+    report.figure("migrate", serde_json::Value::Object(figures));
+}

@@ -1,0 +1,122 @@
+#![forbid(unsafe_code)]
+//! lab-exp's deterministic experiments, run as `lab-exp NAME --json` and asserted on their figures:
+//! each claim's effect must be there, measured from the kernel, not only a verdict.
+//!
+//! lab-exp makes a network namespace of its own for each experiment; where it cannot (not root),
+//! it says so, the experiments that need one report `skipped`, and these tests print why.
+
+use std::process::Command;
+
+use acceptlab_tests::bin_path;
+use serde_json::Value;
+
+/// Runs `lab-exp NAME --json`; returns the report, or `None` (printing why) if it was skipped.
+fn experiment(name: &str) -> Option<Value> {
+    let output = Command::new(bin_path("lab-exp")).args([name, "--json"]).output().expect("run lab-exp");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("lab-exp {name} --json is not JSON ({e}); stderr: {stderr}"));
+    if report["verdict"] == "skipped" {
+        println!("lab-exp {name} skipped: {}", report["skipped"]);
+        return None;
+    }
+    assert_eq!(report["verdict"], "agrees", "lab-exp {name}: {report:#}\nstderr: {stderr}");
+    assert_eq!(output.status.code(), Some(0), "lab-exp {name} agrees but exits {:?}", output.status);
+    let checks = report["checks"].as_array().expect("checks");
+    assert!(
+        checks.iter().any(|c| c["expect"].as_str().unwrap_or("").contains("host's sysctls")),
+        "{report:#}"
+    );
+    Some(report)
+}
+
+fn count(report: &Value, key: &str) -> i64 {
+    report["figures"][key].as_i64().unwrap_or_else(|| panic!("figure {key} is not a number: {report:#}"))
+}
+
+#[test]
+fn accept_queue_holds_backlog_plus_one_then_drops_syns() {
+    let Some(report) = experiment("accept-queue") else { return };
+    let backlog = count(&report, "backlog");
+    let clients = count(&report, "clients");
+    assert_eq!(count(&report, "completed_at_once"), backlog + 1);
+    assert_eq!(count(&report, "ss_recv_q"), backlog + 1);
+    assert_eq!(count(&report, "stats_accept_queue"), backlog + 1);
+    assert_eq!(count(&report, "ss_send_q"), backlog);
+    assert_eq!(count(&report, "syn_sent_clients"), clients - backlog - 1);
+    assert!(count(&report, "listen_overflows") >= clients - backlog - 1);
+    assert_eq!(count(&report, "stats_kernel_listen_overflows"), count(&report, "netstat_listen_overflows"));
+    let stalled = report["figures"]["stalled_connect_ms"].as_array().expect("stalled_connect_ms");
+    assert_eq!(stalled.len() as i64, clients - backlog - 1);
+    assert!(stalled.iter().all(|t| t.as_f64().unwrap_or(0.0) >= 900.0), "{stalled:?}");
+    assert_eq!(count(&report, "served_after_resume"), clients);
+}
+
+#[test]
+fn syn_flood_shuts_out_without_cookies_and_not_with_them() {
+    let Some(report) = experiment("syn-flood") else { return };
+    let off = &report["figures"]["syncookies_0"];
+    let on = &report["figures"]["syncookies_1"];
+    for phase in [off, on] {
+        assert!(phase["half_open"].as_u64().unwrap_or(0) >= 8, "{phase}");
+        assert_eq!(phase["half_open"], phase["ss_syn_recv"], "{phase}");
+        assert_eq!(phase["flood_connected"], 0, "{phase}");
+    }
+    assert!(off["legit_ms"].is_null(), "a legitimate client got in without cookies: {off}");
+    assert!(off["TCPReqQFullDrop"].as_i64().unwrap_or(0) > 0, "{off}");
+    assert!(on["legit_ms"].as_f64().is_some_and(|t| t < 500.0), "{on}");
+    assert!(
+        on["SyncookiesSent"].as_i64().unwrap_or(0) > 0 && on["SyncookiesRecv"].as_i64().unwrap_or(0) >= 1,
+        "{on}"
+    );
+}
+
+#[test]
+fn slow_reader_fills_the_receive_buffer_and_blocks_the_sender() {
+    let Some(report) = experiment("slow-reader") else { return };
+    let sent = count(&report, "sent");
+    assert!(sent < count(&report, "request_bytes"));
+    assert_eq!(count(&report, "server_recv_q") + count(&report, "client_send_q"), sent);
+    assert!(count(&report, "server_recv_q") * 2 >= count(&report, "server_rcvbuf"));
+    assert!(count(&report, "zero_window_probes") >= 1);
+}
+
+#[test]
+fn non_reading_client_is_held_in_the_kernel_not_in_the_server() {
+    let Some(report) = experiment("non-reading-client") else { return };
+    assert!(count(&report, "server_send_q") > 0);
+    assert!(count(&report, "client_recv_q") > 0);
+    assert!(count(&report, "server_recv_q") >= 64 * 1024);
+    assert!(count(&report, "rss_growth_kib") < 2048);
+    assert_eq!(count(&report, "errors_with"), 0);
+}
+
+#[test]
+fn nagle_with_delayed_ack_costs_forty_milliseconds_a_request() {
+    let Some(report) = experiment("nagle") else { return };
+    let runs = &report["figures"]["runs"];
+    let median = |key: &str| runs[key]["median_ms"].as_f64().unwrap_or_else(|| panic!("{key}: {runs}"));
+    assert!(median("client_nagle_server_nodelay") >= 30.0, "{runs}");
+    assert!(median("client_nagle_server_nagle") >= 30.0, "{runs}");
+    assert!(median("client_nodelay_server_nodelay") < 5.0, "{runs}");
+    assert!(median("client_nodelay_server_nagle") < 5.0, "{runs}");
+    assert!(runs["client_nagle_server_nodelay"]["delayed_acks"].as_i64().unwrap_or(0) >= 10, "{runs}");
+}
+
+#[test]
+fn bind_interface_reaches_exactly_the_bound_addresses() {
+    let Some(report) = experiment("bind-interface") else { return };
+    let table = &report["figures"]["reachability"];
+    let reached = |bind: &str| -> Vec<bool> {
+        let row = table[bind].as_object().unwrap_or_else(|| panic!("{bind}: {table}"));
+        ["inside via lo 127.0.0.1", "inside to 10.77.0.1", "outside, through the veth, to 10.77.0.1"]
+            .iter()
+            .map(|target| row[*target] == "connected")
+            .collect()
+    };
+    assert_eq!(reached("127.0.0.1"), [true, false, false]);
+    assert_eq!(reached("10.77.0.1"), [false, true, true]);
+    assert_eq!(reached("0.0.0.0"), [true, true, true]);
+    assert_eq!(table["0.0.0.0"]["warned"], true);
+    assert_eq!(table["127.0.0.1"]["warned"], false);
+}
