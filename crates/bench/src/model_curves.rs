@@ -151,7 +151,7 @@ fn model_for(run: &Value, connections: usize) -> Option<Value> {
     let central = Model { queues: Queues::Central, ..model.clone() };
     let (model_max, central_max) = (model.max_load(budget), central.max_load(budget));
     let points: Vec<(f64, f64)> = measured.iter().map(|&(_, rate, p99)| (rate, p99)).collect();
-    let (measured_max, every_point_met) = max_load_meeting(&points, target);
+    let (measured_max, met_at_last_point) = max_load_meeting(&points, target);
     let pct = |of: f64| (of > 0.0).then(|| measured_max / of * 100.0);
     Some(json!({
         "queues": queue_name,
@@ -164,7 +164,7 @@ fn model_for(run: &Value, connections: usize) -> Option<Value> {
         "max_load_rps": model_max,
         "central_max_load_rps": central_max,
         "measured_max_load_rps": measured_max,
-        "measured_met_every_point": every_point_met,
+        "measured_met_at_last_point": met_at_last_point,
         "pct_of_model": pct(model_max),
         "pct_of_central": pct(central_max),
         "seed": SEED,
@@ -173,16 +173,17 @@ fn model_for(run: &Value, connections: usize) -> Option<Value> {
 }
 
 /// The highest rate at which the measured p99 meets `target`, from (rate, p99) points in rising
-/// rate: linear between the last point that meets it and the first that does not; 0 when the first
-/// misses. The flag says every point met it, so the true figure may lie beyond the sweep.
+/// rate: linear between the last point that meets it and the next, which does not; 0 when none
+/// meets it. A lone noisy miss at a lower load does not hide a later point that meets it. The flag
+/// says the last point met it, so the true figure may lie beyond the sweep.
 pub fn max_load_meeting(points: &[(f64, f64)], target: f64) -> (f64, bool) {
-    let Some(first_miss) = points.iter().position(|&(_, p99)| p99 > target) else {
-        return (points.last().map_or(0.0, |p| p.0), true);
-    };
-    if first_miss == 0 {
+    let Some(last_meet) = points.iter().rposition(|&(_, p99)| p99 <= target) else {
         return (0.0, false);
-    }
-    let ((meet_rate, meet_p99), (miss_rate, miss_p99)) = (points[first_miss - 1], points[first_miss]);
+    };
+    let (meet_rate, meet_p99) = points[last_meet];
+    let Some(&(miss_rate, miss_p99)) = points.get(last_meet + 1) else {
+        return (meet_rate, true);
+    };
     (meet_rate + (target - meet_p99) / (miss_p99 - meet_p99) * (miss_rate - meet_rate), false)
 }
 
@@ -209,7 +210,7 @@ pub fn summary(doc: &Value) -> String {
             let pct = |key: &str| m[key].as_f64().map_or("–".into(), |p| format!("{p:.0}%"));
             let measured = format!(
                 "{}{}",
-                if m["measured_met_every_point"] == true { "≥ " } else { "" },
+                if m["measured_met_at_last_point"] == true { "≥ " } else { "" },
                 rate("measured_max_load_rps")
             );
             rows.push(format!(
@@ -235,8 +236,8 @@ pub fn summary(doc: &Value) -> String {
          (seeded, 100,000 requests a point): service = the mix's spins + the server's cost per request \
          (what its closed-loop capacity leaves after the spins), plus a latency floor (measured p50 at \
          the lowest load less the model's: loopback, client, wake-ups). p99 target: the floor + 10× the \
-         mean service time. *Max load*: the highest offered rate whose p99 meets it (measured: interpolated between \
-         sweep points; ≥ when every point met it). The charts draw the model's p99 dashed.\n\n\
+         mean service time. *Max load*: the highest offered rate whose p99 meets it (measured: interpolated after the \
+         last sweep point that meets it; ≥ when that is the last point). The charts draw the model's p99 dashed.\n\n\
          | server | mix | model queue | cost/request | floor | p99 target | max load measured | model | % of model | central FCFS model | % of central |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -267,6 +268,9 @@ mod tests {
         assert_eq!(max_load_meeting(&points, 130.0), (250.0, false));
         assert_eq!(max_load_meeting(&points, 40.0), (0.0, false));
         assert_eq!(max_load_meeting(&points, 500.0), (300.0, true));
+        // A noisy lowest point does not zero a sweep that meets the target further on.
+        let noisy_start = [(100.0, 300.0), (200.0, 80.0), (300.0, 180.0)];
+        assert_eq!(max_load_meeting(&noisy_start, 130.0), (250.0, false));
     }
 
     #[test]

@@ -32,8 +32,15 @@ pub fn render(doc: &Value, out: &Path) -> Result<(), String> {
     crate::charts::write_all(doc, out)
 }
 
+/// `--render DIR`; results recorded before the model get it, in results.json too.
 pub fn render_dir(dir: &Path) -> Result<(), String> {
-    render(&load(dir)?, dir)
+    let mut doc = load(dir)?;
+    let recorded = doc.clone();
+    crate::model_curves::annotate(&mut doc);
+    if doc != recorded {
+        save(&doc, dir)?;
+    }
+    render(&doc, dir)
 }
 
 pub fn runs<'a>(doc: &'a Value, workload: &str) -> impl Iterator<Item = &'a Value> + 'a {
