@@ -95,15 +95,22 @@ fn once(mut poller: Poller, mut watch: Watch) -> Result<(), String> {
 }
 
 /// `--json`: a line of rates per interval, from the second reading on. An unreachable server is
-/// reported on stderr and tried again, as on the screen.
+/// reported on stderr (once, not every interval) and tried again, as on the screen.
 fn json_lines(mut poller: Poller, interval: Duration, count: Option<u64>) -> Result<(), String> {
     let mut before: Option<Sample> = None;
+    let mut last_problem = None;
     let mut printed = 0;
     let mut stdout = io::stdout().lock();
     for () in ticks(interval) {
         match poller.sample() {
-            Err(problem) => eprintln!("lab-top: {problem}; retrying"),
+            Err(problem) => {
+                if last_problem.as_ref() != Some(&problem) {
+                    eprintln!("lab-top: {problem}; retrying");
+                }
+                last_problem = Some(problem);
+            }
             Ok(sample) => {
+                last_problem = None;
                 if let Some(rates) = before.as_ref().and_then(|before| Rates::between(before, &sample)) {
                     // A closed pipe (`lab-top --json | head`) ends the run quietly.
                     if writeln!(stdout, "{}", json_line(&sample, &rates))
