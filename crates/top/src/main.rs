@@ -40,7 +40,12 @@ const PLAIN_WIDTH: u16 = 100;
 
 /// lab-top: watch a server's accept queues, workers and kernel counters live.
 #[derive(Debug, Parser)]
-#[command(name = "lab-top", version)]
+#[command(
+    name = "lab-top",
+    version,
+    after_help = "Keys: q quits, p pauses, s sorts the workers by requests/s.\n\
+                  The screen's rates span the last second of readings; --once's and --json's one interval."
+)]
 struct Cli {
     /// The server: http://HOST:PORT
     #[arg(default_value = "http://127.0.0.1:8080")]
