@@ -8,6 +8,7 @@ mod nagle;
 mod non_reading_client;
 mod reuseport_balance;
 mod slow_reader;
+mod small_backlog;
 mod syn_flood;
 
 /// One experiment: its name, its claim, and the function that measures it.
@@ -32,6 +33,7 @@ impl Experiment {
 pub const EXPERIMENTS: &[Experiment] = &[
     accept_queue::EXPERIMENT,
     syn_flood::EXPERIMENT,
+    small_backlog::EXPERIMENT,
     slow_reader::EXPERIMENT,
     non_reading_client::EXPERIMENT,
     nagle::EXPERIMENT,
