@@ -6,6 +6,7 @@ mod accept_queue;
 mod bind_interface;
 mod nagle;
 mod non_reading_client;
+mod processes_vs_threads;
 mod reuseport_balance;
 mod slow_reader;
 mod small_backlog;
@@ -37,6 +38,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
     slow_reader::EXPERIMENT,
     non_reading_client::EXPERIMENT,
     nagle::EXPERIMENT,
+    processes_vs_threads::EXPERIMENT,
     bind_interface::EXPERIMENT,
     reuseport_balance::EXPERIMENT,
 ];

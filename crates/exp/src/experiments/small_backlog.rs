@@ -8,7 +8,8 @@ use crate::report::Report;
 
 pub const EXPERIMENT: Experiment = Experiment {
     name: "small-backlog",
-    summary: "backlog 1 against 511 under lab-load --close: overflows, connect p99 at the SYN retransmit time",
+    summary:
+        "backlog 1 against 511 under lab-load --close: overflows, connect p99 at the SYN retransmit time",
     claim: "The backlog is the accept queue's capacity. A small one fills in a moment when new \
             connections arrive faster than the backend accepts them; every SYN that finds it full is \
             dropped, and that client waits for its SYN retransmit (1 s): a tail of seconds where a \
@@ -30,7 +31,8 @@ fn run(report: &mut Report) {
     for backlog in ["1", "511"] {
         let server = net::start("lab-epoll", &["--backlog", backlog]);
         let before = Counters::now();
-        let results = net::load(server.addr(), "/spin?us=50", &["--close", "-c", "64", "-d", "2", "--warmup", "0.2"]);
+        let results =
+            net::load(server.addr(), "/spin?us=50", &["--close", "-c", "64", "-d", "2", "--warmup", "0.2"]);
         let after = Counters::now();
         let overflows = before.delta(&after, "TcpExt.ListenOverflows");
         let connect = &results["connect"]["latency_us"];
