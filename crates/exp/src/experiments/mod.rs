@@ -4,6 +4,7 @@ use crate::report::Report;
 
 mod accept_queue;
 mod bind_interface;
+mod failure_modes;
 mod nagle;
 mod non_reading_client;
 mod processes_vs_threads;
@@ -41,4 +42,5 @@ pub const EXPERIMENTS: &[Experiment] = &[
     processes_vs_threads::EXPERIMENT,
     bind_interface::EXPERIMENT,
     reuseport_balance::EXPERIMENT,
+    failure_modes::EXPERIMENT,
 ];
