@@ -6,7 +6,7 @@ ARCHS := epoll memcached ramcloud nginx reuseport
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench bench-lab top $(addprefix run-,$(ARCHS))
+.PHONY: help build test interop lint bench bench-lab top fuzz soak $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
@@ -16,6 +16,8 @@ help:
 	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
 	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
+	@echo "make fuzz         coverage-guided fuzzing of the HTTP framing for FUZZ_SECS (default 300)"
+	@echo "make soak         all five under mixed and hostile load for SOAK_SECS each (default 120)"
 
 build:
 	$(CARGO) build --release --workspace
@@ -53,3 +55,17 @@ bench-lab:
 # make top: lab-top, the live view of the server on $(ADDR) (start one first: make run-<arch>).
 top: build
 	./target/release/lab-top http://$(ADDR)
+
+# libFuzzer through cargo-fuzz, on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it pass the sanitizer
+# flags. New inputs go to target/fuzz-corpus; the committed seeds in fuzz/corpus stay as they are.
+FUZZ_SECS ?= 300
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	mkdir -p target/fuzz-corpus
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run framing ../target/fuzz-corpus corpus/framing -- \
+		-max_total_time=$(FUZZ_SECS) -print_final_stats=1
+
+# Each server for SOAK_SECS under lab-load (keep-alive, pipelined, churn) and hostile clients.
+SOAK_SECS ?= 120
+soak: build
+	./target/release/lab-soak --secs $(SOAK_SECS)

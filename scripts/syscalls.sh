@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # syscalls.sh: counts lab-epoll's system calls per request with strace -c, under keep-alive and pipelined load.
 #
-# Usage: scripts/syscalls.sh        (or scripts/single-core.sh --strace); a Markdown report on stdout
+# Usage: scripts/syscalls.sh        a Markdown report on stdout
 #
 # For each workload it starts lab-epoll pinned to SERVER_CPU under `strace -c -f`, drives it from
 # CLIENT_CPU, reads how many requests it served from /stats (totals.requests), stops it with SIGINT so

@@ -340,7 +340,7 @@ fn one_request_per_connection(running: &Running, count: usize) -> Value {
     for i in 0..count {
         let mut client = running.connect();
         assert_eq!(
-            client.request(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").status,
+            client.request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").status,
             200,
             "connection {i}"
         );
@@ -374,7 +374,7 @@ fn herd_run(mode: &'static str) -> (Value, BTreeMap<u32, u64>) {
     let before = tasks(running.pid());
     for i in 0..CONNECTIONS {
         let mut client = running.connect();
-        let response = client.request(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let response = client.request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         assert_eq!(response.status, 200, "{mode}: connection {i}");
         client.expect_closed();
         wait_all_asleep(&running);

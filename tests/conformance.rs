@@ -237,35 +237,35 @@ fn stats_reports_the_namespace_kernel_counters() {
 const STATUS_TABLE: &[(&str, u16)] = &[
     ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200),
     ("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", 200),
-    ("GET /spin?us=0 HTTP/1.1\r\n\r\n", 200),
-    ("GET /spin?us=2000 HTTP/1.1\r\n\r\n", 200),
-    ("HEAD /spin?us=1 HTTP/1.1\r\n\r\n", 200),
-    ("GET /sleep?ms=0 HTTP/1.1\r\n\r\n", 200),
-    ("GET /sleep?ms=5 HTTP/1.1\r\n\r\n", 200),
-    ("GET /stats HTTP/1.1\r\n\r\n", 200),
-    ("HEAD /stats HTTP/1.1\r\n\r\n", 200),
-    ("POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 200),
-    ("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200),
-    ("GET /spin?us=abc HTTP/1.1\r\n\r\n", 400),
-    ("GET /spin?us=2000000 HTTP/1.1\r\n\r\n", 400),
-    ("GET /spin?us=-1 HTTP/1.1\r\n\r\n", 400),
-    ("GET /spin?us= HTTP/1.1\r\n\r\n", 400),
-    ("GET /spin HTTP/1.1\r\n\r\n", 400),
-    ("GET /sleep?ms=-1 HTTP/1.1\r\n\r\n", 400),
-    ("GET /sleep?ms=10001 HTTP/1.1\r\n\r\n", 400),
-    ("GET /sleep?ms=x HTTP/1.1\r\n\r\n", 400),
-    ("GET /sleep HTTP/1.1\r\n\r\n", 400),
-    ("GET /nope HTTP/1.1\r\n\r\n", 404),
-    ("GET /index.html HTTP/1.1\r\n\r\n", 404),
-    ("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
-    ("GET /echo HTTP/1.1\r\n\r\n", 405),
-    ("DELETE /stats HTTP/1.1\r\n\r\n", 405),
+    ("GET /spin?us=0 HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+    ("GET /spin?us=2000 HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+    ("HEAD /spin?us=1 HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+    ("GET /sleep?ms=0 HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+    ("GET /sleep?ms=5 HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+    ("GET /stats HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+    ("HEAD /stats HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+    ("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", 200),
+    ("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200),
+    ("GET /spin?us=abc HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET /spin?us=2000000 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET /spin?us=-1 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET /spin?us= HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET /spin HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET /sleep?ms=-1 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET /sleep?ms=10001 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET /sleep?ms=x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET /sleep HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET /nope HTTP/1.1\r\nHost: a\r\n\r\n", 404),
+    ("GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n", 404),
+    ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 405),
+    ("GET /echo HTTP/1.1\r\nHost: a\r\n\r\n", 405),
+    ("DELETE /stats HTTP/1.1\r\nHost: a\r\n\r\n", 405),
     ("garbage\r\n\r\n", 400),
-    ("GET /a\x01b HTTP/1.1\r\n\r\n", 400),
-    ("GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
-    ("POST /echo HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
-    ("POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
-    ("POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    ("GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n", 400),
+    ("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", 400),
+    ("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+    ("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     ("GET / HTTP/2.0\r\n\r\n", 505),
     ("GET / HTTP/1.2\r\n\r\n", 505),
 ];
@@ -279,7 +279,7 @@ fn each_request_gets_its_status_with_the_common_headers() {
             assert_eq!(response.status, *status, "{request:?}: {response:?}");
             assert_common_headers(&response, request);
         }
-        let oversized = format!("GET / HTTP/1.1\r\nX-Fill: {}\r\n\r\n", "a".repeat(9 * 1024));
+        let oversized = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Fill: {}\r\n\r\n", "a".repeat(9 * 1024));
         let (_, response) = exchange(&running, oversized.as_bytes());
         assert_eq!(response.status, 431, "{}: {response:?}", show(oversized.as_bytes()));
         assert_common_headers(&response, "9 KiB header");
@@ -361,12 +361,12 @@ fn unknown_path_is_404_and_keeps_the_connection() {
 #[test]
 fn wrong_method_is_405_with_allow() {
     let cases = [
-        ("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"),
-        ("DELETE /spin?us=1 HTTP/1.1\r\n\r\n", "GET, HEAD"),
-        ("PUT /sleep?ms=1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"),
-        ("POST /stats HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"),
-        ("GET /echo HTTP/1.1\r\n\r\n", "POST"),
-        ("PUT /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "POST"),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"),
+        ("DELETE /spin?us=1 HTTP/1.1\r\nHost: a\r\n\r\n", "GET, HEAD"),
+        ("PUT /sleep?ms=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"),
+        ("POST /stats HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"),
+        ("GET /echo HTTP/1.1\r\nHost: a\r\n\r\n", "POST"),
+        ("PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "POST"),
     ];
     let methods = |list: &str| list.split(',').map(|m| m.trim().to_string()).collect::<BTreeSet<_>>();
     for_each_server(|server| {
@@ -400,9 +400,9 @@ fn malformed_requests_get_400_and_close() {
     let cases: &[&[u8]] = &[
         b"garbage\r\n\r\n",
         b"\x01\x02\x03\x04\r\n\r\n",
-        b"GET /a\x01b HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
-        b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
     ];
     each_gets_status_then_close(cases, 400);
 }
@@ -410,27 +410,70 @@ fn malformed_requests_get_400_and_close() {
 #[test]
 fn bad_content_length_is_400_and_close() {
     let cases: &[&[u8]] = &[
-        b"POST /echo HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-        b"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     ];
     each_gets_status_then_close(cases, 400);
 }
 
 #[test]
 fn oversized_header_section_gets_431_and_close() {
-    let one_long_header = format!("GET / HTTP/1.1\r\nX-Fill: {}\r\n\r\n", "a".repeat(9 * 1024));
-    let many_headers =
-        format!("GET / HTTP/1.1\r\n{}\r\n", "X-Fill: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(250));
-    let never_ending = format!("GET / HTTP/1.1\r\nX-Fill: {}", "a".repeat(12 * 1024));
+    let one_long_header = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Fill: {}\r\n\r\n", "a".repeat(9 * 1024));
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+        "X-Fill: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(250)
+    );
+    let never_ending = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Fill: {}", "a".repeat(12 * 1024));
     each_gets_status_then_close(&[one_long_header, many_headers, never_ending], 431);
+}
+
+/// RFC 9112's strict cases, sent raw: each is refused with 400 and the connection closed.
+#[test]
+fn rfc9112_malformed_framing_gets_400_and_close() {
+    let chunked = "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let cases = [
+        // §3.2: an HTTP/1.1 request without Host, or with two.
+        "GET / HTTP/1.1\r\n\r\n".to_string(),
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_string(),
+        // §7.1: an empty chunk-size line; a bare LF inside a chunk extension; a bare LF after data.
+        format!("{chunked}\r\n5\r\nhello\r\n0\r\n\r\n"),
+        format!("{chunked}5;ext=1\nhello\r\n0\r\n\r\n"),
+        format!("{chunked}5\r\nhello\n0\r\n\r\n"),
+    ];
+    each_gets_status_then_close(&cases, 400);
+}
+
+/// The trailer section is held to the header section's limit even when it arrives whole.
+#[test]
+fn oversized_trailer_section_gets_431_and_close() {
+    let trailer = format!(
+        "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Fill: {}\r\n\r\n",
+        "a".repeat(10 * 1024)
+    );
+    each_gets_status_then_close(&[trailer], 431);
+}
+
+#[test]
+fn connection_close_wins_over_keep_alive() {
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        for value in ["close, keep-alive", "keep-alive, close"] {
+            let mut client = running.connect();
+            let request = format!("GET / HTTP/1.1\r\nHost: a\r\nConnection: {value}\r\n\r\n");
+            let response = client.request(request.as_bytes());
+            assert_eq!(response.status, 200, "Connection: {value}: {response:?}");
+            assert_eq!(response.header("Connection"), Some("close"), "Connection: {value}: {response:?}");
+            client.expect_closed();
+        }
+    });
 }
 
 #[test]
 fn unsupported_transfer_coding_is_501() {
     for_each_server(|server| {
         let running = spawn(server, &[]);
-        let request = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+        let request = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n";
         let (_, response) = exchange(&running, request);
         assert_eq!(response.status, 501, "{}: {response:?}", show(request));
     });
@@ -474,13 +517,13 @@ fn echo_decodes_chunked_bodies() {
         (echo_chunked(&[]), Vec::new()),
         (echo_chunked(&small_chunks), small_chunks.concat()),
         (
-            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
               5;name=value\r\nhello\r\n6;flag\r\n world\r\nA\r\n0123456789\r\n0\r\n\r\n"
                 .to_vec(),
             b"hello world0123456789".to_vec(),
         ),
         (
-            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
               4\r\nwith\r\n9\r\n trailers\r\n0\r\nX-Checksum: 1234\r\nX-More: yes\r\n\r\n"
                 .to_vec(),
             b"with trailers".to_vec(),
@@ -520,7 +563,8 @@ fn body_over_one_mebibyte_gets_413_and_close() {
     for_each_server(|server| {
         let running = spawn(server, &[]);
         // The 413 must come on the headers alone: the body is never sent.
-        let headers = format!("POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n", ONE_MEBIBYTE + 1);
+        let headers =
+            format!("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", ONE_MEBIBYTE + 1);
         let (mut client, response) = exchange(&running, headers.as_bytes());
         assert_eq!(response.status, 413, "{headers:?}: {response:?}");
         client.expect_closed();
@@ -547,6 +591,43 @@ fn expect_100_continue_gets_an_interim_response() {
         assert_eq!(interim.reason, "Continue", "{interim:?}");
         let response = client.request(b"hello world");
         assert_eq!((response.status, response.text().as_str()), (200, "hello world"), "{response:?}");
+    });
+}
+
+/// RFC 9110 §10.1.1: an HTTP/1.0 client does not know 100 Continue, so it is never sent one.
+#[test]
+fn http10_expecting_continue_gets_no_interim_response() {
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let mut client = running.connect();
+        client.send(b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+        client.set_read_timeout(Duration::from_millis(300));
+        let early = client.try_read_response(false);
+        assert!(early.is_err(), "an HTTP/1.0 client was answered before sending its body: {early:?}");
+        client.set_read_timeout(Duration::from_secs(5));
+        let response = client.request(b"hello");
+        assert_eq!((response.status, response.text().as_str()), (200, "hello"), "{response:?}");
+    });
+}
+
+/// Responses leave in request order, interim ones included: the `100 Continue` of a request waits
+/// for the answer of the slow request pipelined before it.
+#[test]
+fn interim_continue_waits_for_the_responses_before_it() {
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let mut client = running.connect();
+        let mut pipeline = get("/sleep?ms=300");
+        pipeline.extend_from_slice(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+        );
+        client.send(&pipeline);
+        let first = client.read_response();
+        assert_eq!(first.status, 200, "the slow request's answer comes first: {first:?}");
+        let interim = client.read_response();
+        assert_eq!(interim.status, 100, "then the interim response: {interim:?}");
+        let response = client.request(b"ok");
+        assert_eq!((response.status, response.text().as_str()), (200, "ok"), "{response:?}");
     });
 }
 
@@ -677,7 +758,7 @@ fn pipelined_requests_are_answered_in_order() {
         }
         pipeline.push((get("/"), Expected::Hello));
         pipeline.push((echo_chunked(&[&second[..6], &second[6..]]), Expected::Echo(second)));
-        pipeline.push((b"HEAD / HTTP/1.1\r\n\r\n".to_vec(), Expected::HeadOnly));
+        pipeline.push((b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), Expected::HeadOnly));
         pipeline.push((get("/nope"), Expected::Status(404)));
     }
     let (requests, expected): (Vec<_>, Vec<_>) = pipeline.into_iter().unzip();

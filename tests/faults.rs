@@ -99,7 +99,7 @@ fn walk_out(running: &Running, how: Walkout) {
             drop(client.try_send(&request[..request.len() / 2]));
         }
         Walkout::HalfBodyThenEof => {
-            drop(client.try_send(b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nshort"));
+            drop(client.try_send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nshort"));
             client.shutdown_write();
         }
         // The responses reach a closed socket: the server's writes fail with EPIPE or ECONNRESET.
@@ -371,5 +371,58 @@ fn sigint_exits_0_and_stdout_holds_only_the_listening_line() {
         assert_eq!(status.and_then(|s| s.code()), Some(0), "exit after SIGINT: {status:?}");
         let rest = running.stdout_after_first_line();
         assert!(rest.is_empty(), "stdout beyond the listening line: {rest:?}");
+    });
+}
+
+/// Defect 4 of issue 9: a chunked body of many tiny chunks, then more chunks trickling in one per
+/// packet. Framing goes on from the last whole chunk, so each packet costs one read, not a re-walk
+/// of the megabytes before it (which burnt a whole core).
+#[test]
+fn a_long_chunked_body_trickling_in_costs_cpu_linear_in_its_bytes() {
+    const TINY_CHUNKS: usize = 300_000; // 1.8 MB of framing, 300 KB of body
+    const TRICKLED: usize = 1000;
+    const CPU_LIMIT: Duration = Duration::from_millis(150);
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let mut client = running.connect();
+        let mut prefix = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        prefix.extend_from_slice(&b"1\r\nx\r\n".repeat(TINY_CHUNKS));
+        client.send(&prefix);
+        thread::sleep(Duration::from_millis(300)); // for the server to read it: then each chunk is one read
+        let before = cpu_time(running.pid());
+        for _ in 0..TRICKLED {
+            client.send(b"1\r\ny\r\n");
+            thread::sleep(Duration::from_millis(1));
+        }
+        let response = client.request(b"0\r\n\r\n");
+        let used = cpu_time(running.pid()) - before;
+        assert_eq!(response.status, 200, "{:?}", response.status);
+        assert_eq!(response.body.len(), TINY_CHUNKS + TRICKLED, "the decoded body");
+        assert!(used < CPU_LIMIT, "{used:?} of server CPU to frame a {} byte request", prefix.len());
+    });
+}
+
+/// After an error response the server shuts its side and discards what the client still sends, so
+/// that a reset does not destroy the response; but only for a bounded time (nginx's lingering_time),
+/// however steadily the client keeps sending.
+#[test]
+fn lingering_after_an_error_is_bounded_in_total() {
+    const BOUND: Duration = Duration::from_millis(2500);
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let mut client = running.connect();
+        client.send(b"GARBAGE\r\n\r\nmore bytes the server has not read");
+        let response = client.read_response();
+        assert_eq!(response.status, 400, "{response:?}");
+        let answered = Instant::now();
+        let closed = loop {
+            thread::sleep(Duration::from_millis(200));
+            if client.try_send(b"x").is_err() {
+                break answered.elapsed();
+            }
+            assert!(answered.elapsed() < BOUND * 2, "still lingering {:?} after the 400", answered.elapsed());
+        };
+        // The reset that ends the sending comes one send after the close.
+        assert!(closed <= BOUND + Duration::from_millis(400), "lingered {closed:?}");
     });
 }

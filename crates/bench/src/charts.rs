@@ -87,13 +87,7 @@ fn throughput(doc: &Value, path: &Path) -> Drawn {
                 SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
-            .x_label_formatter(&|v| {
-                if max < 20_000.0 {
-                    format!("{:.1}k", v / 1000.0)
-                } else {
-                    format!("{:.0}k", v / 1000.0)
-                }
-            })
+            .x_label_formatter(&|v| rate_label(*v, max))
             .x_desc("requests/s")
             .draw()?;
         chart.draw_series(bars.iter().enumerate().map(|(i, (_, rps, nginx, valid))| {
@@ -130,6 +124,15 @@ fn throughput(doc: &Value, path: &Path) -> Drawn {
     }
     root.present()?;
     Ok(())
+}
+
+/// A requests/s axis label: `1.5k`, `250k`, `12M`, with the precision the axis range needs.
+fn rate_label(value: f64, max: f64) -> String {
+    match max {
+        m if m >= 2e6 => format!("{:.0}M", value / 1e6),
+        m if m >= 20_000.0 => format!("{:.0}k", value / 1000.0),
+        _ => format!("{:.1}k", value / 1000.0),
+    }
 }
 
 /// p99 (log scale) against offered load, one line per server.
@@ -217,7 +220,8 @@ fn fairness(doc: &Value, path: &Path) -> Drawn {
             )
         })
         .collect();
-    let root = SVGBackend::new(path, (1000, 520)).into_drawing_area();
+    let width = (170 * groups.len() as u32).max(600);
+    let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = groups.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&root)
@@ -243,11 +247,10 @@ fn fairness(doc: &Value, path: &Path) -> Drawn {
             let x = g + 0.1 + w as f64 * width;
             Rectangle::new([(x, 0.0), (x + width * 0.9, *share)], PALETTE[w % PALETTE.len()].filled())
         }))?;
-        chart.draw_series(std::iter::once(Text::new(
-            format!("{server} (Jain {jain:.2})"),
-            (g + 0.05, 110.0),
-            ("sans-serif", 14),
-        )))?;
+        chart.draw_series([
+            Text::new(server.clone(), (g + 0.05, 112.0), ("sans-serif", 14)),
+            Text::new(format!("Jain {jain:.2}"), (g + 0.05, 106.0), ("sans-serif", 13)),
+        ])?;
     }
     root.present()?;
     Ok(())

@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::framing::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
-use http::{parse_request, route, Job, Parsed, Status};
+use http::{parse_request_resuming, route, Job, Parsed, Status};
 
 use crate::accept::Acceptor;
 use crate::exec;
@@ -43,7 +43,9 @@ const MAX_IN_FLIGHT: usize = 128;
 const READ_BUDGET: usize = 256 * 1024;
 /// How long a closing connection keeps discarding what the client still sends, so that the kernel
 /// does not answer it with a reset that could destroy our last response before the client reads it.
-const LINGER: Duration = Duration::from_secs(2);
+/// It is a total, however the client keeps sending (nginx's `lingering_time`): with the sweep's
+/// granularity, a lingering connection is closed within 2 s.
+const LINGER: Duration = Duration::from_millis(1500);
 /// How often idle connections are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -219,9 +221,9 @@ impl Connections {
         for index in 0..self.slots.len() {
             let Some(conn) = &self.slots[index].conn else { continue };
             let idle = now.saturating_duration_since(conn.last_active);
-            let expired = match conn.lingering {
-                true => idle >= LINGER,
-                false => conn.in_flight.is_empty() && idle_timeout.is_some_and(|limit| idle >= limit),
+            let expired = match conn.lingering_since {
+                Some(since) => now.saturating_duration_since(since) >= LINGER,
+                None => conn.in_flight.is_empty() && idle_timeout.is_some_and(|limit| idle >= limit),
             };
             if expired {
                 self.close(index);
@@ -308,7 +310,9 @@ enum Progress {
 struct Conn {
     fd: OwnedFd,
     input: Input,
-    /// Total length of the request being received, once its headers say (0: unknown).
+    /// What framing has learned of the partial request at the front of `input`.
+    framing: http::Progress,
+    /// The length `input` must reach before framing can learn more (0: any).
     need: usize,
     continue_sent: bool,
     output: Vec<u8>,
@@ -325,8 +329,9 @@ struct Conn {
     /// epoll reported EPOLLRDHUP / EPOLLHUP / EPOLLERR: the end of the stream is in the socket, so
     /// reads go on until they return it (no further event would come to announce it).
     hung_up: bool,
-    /// Our side is shut; discarding what the peer still sends until it closes or `LINGER` passes.
-    lingering: bool,
+    /// Our side is shut since then; discarding what the peer still sends until it closes or
+    /// `LINGER` has passed.
+    lingering_since: Option<Instant>,
     last_active: Instant,
 }
 
@@ -335,6 +340,7 @@ impl Conn {
         Conn {
             fd,
             input: Input::new(),
+            framing: http::Progress::default(),
             need: 0,
             continue_sent: false,
             output: Vec::new(),
@@ -345,7 +351,7 @@ impl Conn {
             closing: false,
             peer_closed: false,
             hung_up: false,
-            lingering: false,
+            lingering_since: None,
             last_active: now,
         }
     }
@@ -355,7 +361,7 @@ impl Conn {
     fn pump(&mut self, step: &mut Step<'_, impl Executor>) -> Progress {
         // Any event on a connection is activity: the client sent, took what we sent, or closed.
         self.last_active = step.now;
-        if self.lingering {
+        if self.lingering_since.is_some() {
             return self.discard_input();
         }
         let mut budget = READ_BUDGET;
@@ -368,7 +374,7 @@ impl Conn {
             }
             if self.closing {
                 return match self.in_flight.is_empty() {
-                    true => self.finish(step.draining),
+                    true => self.finish(step.draining, step.now),
                     false => Progress::Wait,
                 };
             }
@@ -419,7 +425,7 @@ impl Conn {
             && self.output.len() < MAX_PENDING_OUTPUT
             && self.in_flight.len() < MAX_IN_FLIGHT
         {
-            match parse_request(self.input.data()) {
+            match parse_request_resuming(self.input.data(), &mut self.framing) {
                 Ok(Parsed::Complete { request, consumed }) => {
                     let job = route(request);
                     self.closing = job.closes();
@@ -438,13 +444,18 @@ impl Conn {
                         self.in_flight.push((executed == Executed::Here).then_some(response));
                     }
                     self.input.consume(consumed);
+                    self.framing = http::Progress::default();
                     self.need = 0;
                     self.continue_sent = false;
                 }
                 Ok(Parsed::Partial { need, expects_continue }) => {
                     self.need = need;
                     if expects_continue && !self.continue_sent {
-                        self.output.extend_from_slice(http::response::CONTINUE);
+                        // Interim responses too leave in request order: after those still in flight.
+                        match self.in_flight.is_empty() {
+                            true => self.output.extend_from_slice(http::response::CONTINUE),
+                            false => self.in_flight.push(Some(http::response::CONTINUE.to_vec())),
+                        }
                         self.continue_sent = true;
                     }
                     if self.input.is_full() {
@@ -497,14 +508,14 @@ impl Conn {
     /// Everything is answered and written. If the client may still be sending (it has not closed,
     /// and it left bytes we did not use), shut our side and linger; else, or when the server is
     /// draining, close now.
-    fn finish(&mut self, draining: bool) -> Progress {
+    fn finish(&mut self, draining: bool, now: Instant) -> Progress {
         if draining || self.peer_closed || (self.input.len() == 0 && !self.readable) {
             return Progress::Done;
         }
         if sys::socket::shutdown_write(self.fd.as_fd()).is_err() {
             return Progress::Done;
         }
-        self.lingering = true;
+        self.lingering_since = Some(now);
         self.discard_input()
     }
 

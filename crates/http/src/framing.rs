@@ -72,8 +72,71 @@ enum BodyFraming {
     Chunked,
 }
 
-/// Parses the request at the start of `buf`.
+/// What earlier calls learned about the partial request at the start of a buffer, so that the next
+/// call goes on from there instead of starting over: framing a request costs time linear in its
+/// bytes, however finely they arrive. A connection keeps one per request, fresh
+/// (`Progress::default()`) after each complete one, and the buffer's start must not move meanwhile
+/// relative to the request's first byte.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    state: State,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing seen yet.
+    #[default]
+    Start,
+    /// The head is incomplete; its first `seen` bytes hold no end of line that was not parsed.
+    Head { seen: usize },
+    /// The head is whole and says the request is `need` bytes long.
+    Body { need: usize, expects_continue: bool },
+    /// The head (`head_len` bytes) is whole, and its chunked body is walked up to `chunks`.
+    Chunked { head_len: usize, chunks: Chunks, expects_continue: bool },
+}
+
+impl Progress {
+    /// Whether the request's head has arrived whole (what is missing is body).
+    pub fn head_complete(&self) -> bool {
+        matches!(self.state, State::Body { .. } | State::Chunked { .. })
+    }
+}
+
+/// Parses the request at the start of `buf`, from scratch.
 pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, FramingError> {
+    parse_request_resuming(buf, &mut Progress::default())
+}
+
+/// Parses the request at the start of `buf`, going on from what `progress` says earlier calls saw
+/// of it, and recording what this call saw.
+///
+/// NOTE: a head is parsed again only once a new line has arrived (at most 65 times, since more
+/// than 64 fields is an error), and a chunked body is walked once: each call goes on from the last
+/// complete chunk. A client sending a large body one byte per packet therefore costs one read per
+/// packet, not a re-walk of everything it sent so far.
+pub fn parse_request_resuming<'b>(
+    buf: &'b [u8],
+    progress: &mut Progress,
+) -> Result<Parsed<'b>, FramingError> {
+    match &mut progress.state {
+        State::Start => {}
+        State::Head { seen } => {
+            if buf.len() <= MAX_HEADER_BYTES && !buf[(*seen).min(buf.len())..].contains(&b'\n') {
+                *seen = buf.len();
+                return Ok(partial(buf.len() + 1, false));
+            }
+        }
+        &mut State::Body { need, expects_continue } => {
+            if buf.len() < need {
+                return Ok(partial(need, expects_continue));
+            }
+        }
+        State::Chunked { head_len, chunks, expects_continue } => {
+            if let Walked::Partial { need } = chunks.walk(&buf[*head_len..], None)? {
+                return Ok(partial(*head_len + need, *expects_continue));
+            }
+        }
+    }
     // Uninitialised header slots: initialising 64 of them would cost more than parsing a small request.
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -85,7 +148,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, FramingError> {
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEADER_BYTES => {
             return Err(error(Status::HeaderFieldsTooLarge, "header section over 8 KiB"))
         }
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial { need: 0, expects_continue: false }),
+        Ok(httparse::Status::Partial) => {
+            progress.state = State::Head { seen: buf.len() };
+            return Ok(partial(buf.len() + 1, false));
+        }
         Err(httparse::Error::Version) => {
             return Err(error(Status::VersionNotSupported, "only HTTP/1.0 and HTTP/1.1 are served"))
         }
@@ -103,6 +169,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, FramingError> {
         "POST" => Method::Post,
         _ => Method::Other,
     };
+    let expects_continue = head.expects_continue;
     let rest = &buf[header_len..];
     let (body, body_len) = match head.framing {
         BodyFraming::Length(len) if len > MAX_BODY_BYTES => {
@@ -110,20 +177,34 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>, FramingError> {
         }
         BodyFraming::Length(len) if rest.len() < len => {
             let need = header_len + len;
-            return Ok(Parsed::Partial { need, expects_continue: head.expects_continue });
+            progress.state = State::Body { need, expects_continue };
+            return Ok(partial(need, expects_continue));
         }
         BodyFraming::Length(len) => (Cow::Borrowed(&rest[..len]), len),
-        BodyFraming::Chunked => match walk_chunks(rest, None)? {
-            None => return Ok(Parsed::Partial { need: 0, expects_continue: head.expects_continue }),
-            Some(chunked) => {
-                let mut body = Vec::with_capacity(chunked.body_len);
-                walk_chunks(rest, Some(&mut body))?;
-                (Cow::Owned(body), chunked.consumed)
+        BodyFraming::Chunked => {
+            let mut chunks = match progress.state {
+                State::Chunked { chunks, .. } => chunks,
+                _ => Chunks::default(),
+            };
+            match chunks.walk(rest, None)? {
+                Walked::Partial { need } => {
+                    progress.state = State::Chunked { head_len: header_len, chunks, expects_continue };
+                    return Ok(partial(header_len + need, expects_continue));
+                }
+                Walked::Complete { consumed } => {
+                    let mut body = Vec::with_capacity(chunks.body_len);
+                    Chunks::default().walk(rest, Some(&mut body))?;
+                    (Cow::Owned(body), consumed)
+                }
             }
-        },
+        }
     };
     let request = Request { method, path, query, keep_alive: head.keep_alive, http10, body };
     Ok(Parsed::Complete { request, consumed: header_len + body_len })
+}
+
+const fn partial(need: usize, expects_continue: bool) -> Parsed<'static> {
+    Parsed::Partial { need, expects_continue }
 }
 
 /// What the header fields say about framing and the connection.
@@ -137,7 +218,9 @@ impl RequestHead {
     fn from_headers(headers: &[httparse::Header<'_>], http10: bool) -> Result<Self, FramingError> {
         let mut content_length: Option<usize> = None;
         let mut chunked = false;
-        let mut keep_alive = !http10;
+        let mut hosts = 0;
+        let mut close = false;
+        let mut asked_keep_alive = false;
         let mut expects_continue = false;
         for header in headers {
             let name = header.name;
@@ -151,18 +234,24 @@ impl RequestHead {
                 if !trimmed(header.value).eq_ignore_ascii_case(b"chunked") {
                     return Err(error(Status::NotImplemented, "only chunked transfer coding is supported"));
                 }
+                if chunked {
+                    return Err(error(Status::BadRequest, "chunked applied twice"));
+                }
                 chunked = true;
+            } else if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
             } else if name.eq_ignore_ascii_case("connection") {
                 for option in header.value.split(|&b| b == b',').map(trimmed) {
-                    if option.eq_ignore_ascii_case(b"close") {
-                        keep_alive = false;
-                    } else if option.eq_ignore_ascii_case(b"keep-alive") {
-                        keep_alive = true;
-                    }
+                    close |= option.eq_ignore_ascii_case(b"close");
+                    asked_keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
                 }
             } else if name.eq_ignore_ascii_case("expect") {
                 expects_continue = trimmed(header.value).eq_ignore_ascii_case(b"100-continue");
             }
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; any request at most one.
+        if hosts > 1 || (hosts == 0 && !http10) {
+            return Err(error(Status::BadRequest, "an HTTP/1.1 request needs exactly one Host"));
         }
         let framing = match (chunked, content_length) {
             // Both at once is how request smuggling starts (RFC 9112 §6.3): refuse it.
@@ -172,6 +261,10 @@ impl RequestHead {
             (true, None) => BodyFraming::Chunked,
             (false, len) => BodyFraming::Length(len.unwrap_or(0)),
         };
+        // `close` wins over `keep-alive` when a client says both (RFC 9112 §9.6).
+        let keep_alive = !close && (!http10 || asked_keep_alive);
+        // An HTTP/1.0 client does not know 100 Continue (RFC 9110 §10.1.1): it gets no interim one.
+        let expects_continue = expects_continue && !http10;
         Ok(Self { framing, keep_alive, expects_continue })
     }
 }
@@ -204,61 +297,132 @@ fn split_target(target: &str) -> Result<(&str, &str), FramingError> {
     })
 }
 
-/// Where a chunked body ends, and how long it is once decoded.
-struct ChunkedBody {
-    consumed: usize,
+/// The longest chunk-size line, extensions included; a longer one is an error.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+const BAD_CHUNK: FramingError = error(Status::BadRequest, "malformed chunked body");
+
+/// How far a chunked body has been walked: everything before `pos` is whole chunks (or trailer
+/// lines) that were checked and need not be looked at again.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Chunks {
+    /// Offset in the body of the first line or chunk not yet walked.
+    pos: usize,
+    /// The decoded length of the chunks walked.
     body_len: usize,
+    /// Where the trailer section starts, once the last chunk has been seen.
+    trailers_from: Option<usize>,
+    /// The body ended at `pos`.
+    done: bool,
 }
 
-/// Walks a chunked body at the start of `buf`: `Ok(None)` if it is not all there yet. With `sink`,
-/// the chunks' data is appended to it. Done in two passes (find the end, then copy) so that a body
-/// arriving in many reads is not copied again on every read.
-fn walk_chunks(buf: &[u8], mut sink: Option<&mut Vec<u8>>) -> Result<Option<ChunkedBody>, FramingError> {
-    const BAD_CHUNK: FramingError = error(Status::BadRequest, "malformed chunked body");
-    let mut pos = 0;
-    let mut body_len = 0;
-    loop {
-        let (size_len, size) = match httparse::parse_chunk_size(&buf[pos..]) {
-            Ok(httparse::Status::Complete(found)) => found,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(BAD_CHUNK),
-        };
-        pos += size_len;
-        if size == 0 {
-            return Ok(skip_trailers(&buf[pos..])?.map(|len| ChunkedBody { consumed: pos + len, body_len }));
-        }
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size > MAX_BODY_BYTES - body_len {
-            return Err(error(Status::PayloadTooLarge, "request body over 1 MiB"));
-        }
-        let Some(chunk_and_crlf) = buf.get(pos..pos + size + 2) else { return Ok(None) };
-        let (chunk, crlf) = chunk_and_crlf.split_at(size);
-        if crlf != b"\r\n" {
-            return Err(BAD_CHUNK);
-        }
-        if let Some(sink) = sink.as_deref_mut() {
-            sink.extend_from_slice(chunk);
-        }
-        body_len += size;
-        pos += size + 2;
-    }
+/// Where a walk of a chunked body stopped.
+enum Walked {
+    /// The body ends after `consumed` bytes.
+    Complete { consumed: usize },
+    /// More is needed: nothing new can be learned before the body has `need` bytes.
+    Partial { need: usize },
 }
 
-/// Skips the trailer fields after the last chunk, up to and including the empty line.
-fn skip_trailers(buf: &[u8]) -> Result<Option<usize>, FramingError> {
-    let mut pos = 0;
-    loop {
-        let Some(line_len) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
-            if buf.len() > MAX_HEADER_BYTES {
-                return Err(error(Status::HeaderFieldsTooLarge, "trailer section over 8 KiB"));
+impl Chunks {
+    /// Walks on from where the last walk stopped over `body` (the bytes after the head). With
+    /// `sink`, the chunks' data is appended to it. Every line must end in CRLF: a bare LF or CR,
+    /// an empty chunk-size line, or a chunk without its CRLF is malformed (RFC 9112 §7.1).
+    fn walk(&mut self, body: &[u8], mut sink: Option<&mut Vec<u8>>) -> Result<Walked, FramingError> {
+        while !self.done {
+            let rest = &body[self.pos..];
+            if let Some(trailers_from) = self.trailers_from {
+                let Some(line) = next_line(rest)? else {
+                    if body.len() - trailers_from > MAX_HEADER_BYTES {
+                        return Err(TRAILERS_TOO_LARGE);
+                    }
+                    return Ok(Walked::Partial { need: body.len() + 1 });
+                };
+                self.pos += line.len() + 2;
+                if self.pos - trailers_from > MAX_HEADER_BYTES {
+                    return Err(TRAILERS_TOO_LARGE);
+                }
+                if !line.is_empty() && !line.contains(&b':') {
+                    return Err(error(Status::BadRequest, "malformed trailer field"));
+                }
+                self.done = line.is_empty();
+                continue;
             }
-            return Ok(None);
-        };
-        pos += line_len + 2;
-        if line_len == 0 {
-            return Ok(Some(pos));
+            let Some(line) = next_line(&rest[..rest.len().min(MAX_CHUNK_LINE)])? else {
+                if rest.len() >= MAX_CHUNK_LINE {
+                    return Err(error(Status::BadRequest, "chunk-size line over 4 KiB"));
+                }
+                return Ok(Walked::Partial { need: body.len() + 1 });
+            };
+            let size = chunk_size(line)?;
+            let data = self.pos + line.len() + 2;
+            if size == 0 {
+                self.trailers_from = Some(data);
+                self.pos = data;
+                continue;
+            }
+            if size > MAX_BODY_BYTES - self.body_len {
+                return Err(error(Status::PayloadTooLarge, "request body over 1 MiB"));
+            }
+            let Some(chunk_and_crlf) = body.get(data..data + size + 2) else {
+                return Ok(Walked::Partial { need: data + size + 2 });
+            };
+            let (chunk, crlf) = chunk_and_crlf.split_at(size);
+            if crlf != b"\r\n" {
+                return Err(BAD_CHUNK);
+            }
+            if let Some(sink) = sink.as_deref_mut() {
+                sink.extend_from_slice(chunk);
+            }
+            self.body_len += size;
+            self.pos = data + size + 2;
         }
+        Ok(Walked::Complete { consumed: self.pos })
     }
+}
+
+const TRAILERS_TOO_LARGE: FramingError = error(Status::HeaderFieldsTooLarge, "trailer section over 8 KiB");
+
+/// The line at the start of `buf`, without its CRLF; `None` if its end has not arrived. A line may
+/// hold no CR or LF of its own: accepting a bare one where another parser would not is how
+/// request smuggling starts.
+fn next_line(buf: &[u8]) -> Result<Option<&[u8]>, FramingError> {
+    let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+        return match buf.contains(&b'\r') && !buf.ends_with(b"\r") {
+            true => Err(BAD_CHUNK),
+            false => Ok(None),
+        };
+    };
+    match buf[..lf].strip_suffix(b"\r") {
+        Some(line) if !line.contains(&b'\r') => Ok(Some(line)),
+        _ => Err(BAD_CHUNK),
+    }
+}
+
+/// The size a chunk-size line announces: hex digits, then optionally extensions after `;`
+/// (`chunk-ext`, RFC 9112 §7.1.1), which are ignored but may hold no control characters.
+fn chunk_size(line: &[u8]) -> Result<usize, FramingError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(BAD_CHUNK);
+    }
+    let extensions = trim_whitespace_start(&line[digits..]);
+    let well_formed = extensions.is_empty()
+        || (extensions[0] == b';' && extensions.iter().all(|&b| b == b'\t' || !b.is_ascii_control()));
+    if !well_formed {
+        return Err(BAD_CHUNK);
+    }
+    let size = line[..digits].iter().fold(0usize, |n, &d| {
+        let digit = (d as char).to_digit(16).unwrap_or(0) as usize;
+        n.saturating_mul(16).saturating_add(digit)
+    });
+    Ok(size)
+}
+
+/// `line` without the spaces and tabs at its start (`BWS`, RFC 9110 §5.6.3).
+fn trim_whitespace_start(line: &[u8]) -> &[u8] {
+    let blank = line.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &line[blank..]
 }
 
 #[cfg(test)]

@@ -13,6 +13,6 @@ pub mod framing;
 pub mod response;
 pub mod route;
 
-pub use framing::{parse_request, FramingError, Parsed, Request};
+pub use framing::{parse_request, parse_request_resuming, FramingError, Parsed, Progress, Request};
 pub use response::Status;
 pub use route::{route, Action, Job};

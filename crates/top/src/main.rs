@@ -3,13 +3,15 @@
 //! ```text
 //!   poller thread ── GET /stats every --interval, one keep-alive connection ──► channel
 //!                                                                                  │
-//!   main thread ◄── keys (q p s), SIGINT/SIGTERM ── Watch: rates from the last two readings ──► draw
+//!   main thread ◄── keys (q p s), SIGINT/SIGTERM ── Watch: rates over the last second ──► draw
+//!        └── while /stats is late: the accept queues from /proc/net/tcp
 //! ```
 //!
 //! The modules: [`sample`] (one reading of /stats, and the connection that takes them), [`rates`]
-//! (per-second rates between two readings, Jain's fairness index), [`screen`] (the state shown
-//! and its drawing) and [`socket_table`] (the accept queues from the kernel, while /stats is late). `--once` draws the same screen into memory and prints it as text; `--json`
-//! prints the rates instead of drawing them.
+//! (per-second rates between two readings, Jain's fairness index), [`screen`] (the state shown and
+//! its drawing) and [`socket_table`] (the accept queues from the kernel, while /stats is late).
+//! `--once` draws the same screen into memory and prints it as text; `--json` prints the rates
+//! instead of drawing them.
 #![forbid(unsafe_code)]
 
 mod rates;
