@@ -135,9 +135,13 @@ fn run_in_child(experiment: &Experiment, print_text: bool) -> Report {
             sysctls_same && namespace_gone,
             if sysctls_same {
                 format!(
-                    "{} unchanged; {} removed",
+                    "{} unchanged; {}",
                     kernel::WATCHED_SYSCTLS.join(", "),
-                    if namespace.is_empty() { "no namespace".into() } else { namespace }
+                    if namespace.is_empty() {
+                        "ran without a namespace".into()
+                    } else {
+                        format!("{namespace} removed")
+                    }
                 )
             } else {
                 format!("before {before:?}, after {after:?}")

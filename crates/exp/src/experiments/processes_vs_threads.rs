@@ -15,9 +15,10 @@ use crate::report::Report;
 pub const EXPERIMENT: Experiment = Experiment {
     name: "processes-vs-threads",
     summary: "lab-memcached (threads) vs lab-reuseport (processes): memory, context switches, CPU; one worker killed",
-    claim: "Threads share one address space, processes each have their own (sharing pages copy-on-write). \
-            Processes cost more memory but isolate faults: a fatal fault in one thread takes the whole \
-            threaded server down, while a process dies alone and its supervisor replaces it.",
+    claim: "Threads share one address space; processes each have their own, but after fork(2) they \
+            share its pages copy-on-write, so a process costs little more memory than a thread. What \
+            processes buy is isolation: a fatal fault in one thread takes the whole threaded server \
+            down, while a process dies alone and its supervisor replaces it.",
     notes: "'Process and Threads: Process: isolated memory ... Thread: light weighted process, shared \
             memory -> mutex; Multi-Processes: nginx/postgres, each has its own memory, COW'",
     needs_namespace: false,
@@ -98,12 +99,11 @@ fn run(report: &mut Report) {
     report.figure("servers", serde_json::Value::Object(figures));
     let (threads, processes) = (outcomes[0], outcomes[1]);
     report.check(
-        "processes cost more memory: lab-reuseport's RSS summed over its processes exceeds lab-memcached's",
-        processes.0 > threads.0,
-        format!(
-            "RSS {} vs {} KiB (PSS, which splits shared pages, {} vs {} KiB)",
-            processes.0, threads.0, processes.1, threads.1
-        ),
+        "each process has its own memory (summed RSS, which counts a shared page once per process, is \
+         larger), but copy-on-write keeps the real cost close: PSS (each shared page divided among its \
+         sharers) within 1.5 × the threaded server's",
+        processes.0 > threads.0 && (processes.1 as f64) < 1.5 * threads.1 as f64,
+        format!("RSS {} vs {} KiB, PSS {} vs {} KiB", processes.0, threads.0, processes.1, threads.1),
     );
     report.check(
         "one thread's fault takes the threaded server down: no new connection is served afterwards",
