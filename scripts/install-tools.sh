@@ -2,7 +2,7 @@
 # install-tools.sh: installs the named client/server tools (curl wrk ab h2load nginx ...) with apt-get when missing.
 #
 # Usage: scripts/install-tools.sh TOOL...
-#   TOOL is a command name: curl, wrk, ab, h2load, nginx, strace, taskset, shellcheck, tmux.
+#   TOOL is a command name: curl, wrk, ab, h2load, nginx, strace, taskset, shellcheck, tmux, ip, ss.
 #   With no arguments: curl wrk ab h2load.
 # Runs `apt-get update` only when something is missing; uses sudo only when not root.
 set -euo pipefail
@@ -19,6 +19,7 @@ package_for() {
         taskset) echo util-linux ;;
         shellcheck) echo shellcheck ;;
         tmux) echo tmux ;;
+        ip | ss) echo iproute2 ;;
         *) return 1 ;;
     esac
 }

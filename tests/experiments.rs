@@ -6,12 +6,19 @@
 //! it says so, the experiments that need one report `skipped`, and these tests print why.
 
 use std::process::Command;
+use std::sync::Mutex;
 
 use acceptlab_tests::bin_path;
 use serde_json::Value;
 
+/// One experiment at a time: they time kernel behaviour (retransmits, delayed ACKs) and compare
+/// throughput with and without a bad client, which other experiments' load on the same few cores
+/// would blur.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Runs `lab-exp NAME --json`; returns the report, or `None` (printing why) if it was skipped.
 fn experiment(name: &str) -> Option<Value> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let output = Command::new(bin_path("lab-exp")).args([name, "--json"]).output().expect("run lab-exp");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let report: Value = serde_json::from_slice(&output.stdout)

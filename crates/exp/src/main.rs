@@ -114,21 +114,34 @@ fn run_in_child(experiment: &Experiment, print_text: bool) -> Report {
             );
             report
         });
-    let after = kernel::host_state();
     if report.skipped.is_none() {
         let namespace =
             report.figures.get("namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+        // The namespace goes when its last process has exited; a killed server's worker processes
+        // may take a moment longer than the child itself.
+        let gone = |state: &[(String, String)]| {
+            namespace.is_empty() || !state.last().is_some_and(|(_, list)| list.contains(&namespace))
+        };
+        let mut after = kernel::host_state();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !gone(&after) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            after = kernel::host_state();
+        }
         let sysctls_same = before[..before.len() - 1] == after[..after.len() - 1];
-        let namespace_gone =
-            namespace.is_empty() || !after.last().is_some_and(|(_, list)| list.contains(&namespace));
+        let namespace_gone = gone(&after);
         report.check(
             "the host's sysctls are as they were, and the experiment's namespace is gone",
             sysctls_same && namespace_gone,
             if sysctls_same {
                 format!(
-                    "{} unchanged; {} removed",
+                    "{} unchanged; {}",
                     kernel::WATCHED_SYSCTLS.join(", "),
-                    if namespace.is_empty() { "no namespace".into() } else { namespace }
+                    if namespace.is_empty() {
+                        "ran without a namespace".into()
+                    } else {
+                        format!("{namespace} removed")
+                    }
                 )
             } else {
                 format!("before {before:?}, after {after:?}")

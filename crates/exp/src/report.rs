@@ -161,3 +161,32 @@ impl Report {
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_failed_check_contradicts_the_claim_and_no_check_proves_nothing() {
+        let mut report = Report::new("x", "claim", "notes");
+        assert_eq!(report.verdict(), "contradicts", "a report without checks must not agree");
+        report.check("a", true, "1");
+        assert_eq!(report.verdict(), "agrees");
+        report.check("b", false, "2");
+        assert_eq!(report.verdict(), "contradicts");
+        report.skip("no root");
+        assert_eq!(report.verdict(), "skipped");
+    }
+
+    #[test]
+    fn the_json_form_reads_back_as_the_same_report() {
+        let mut report = Report::new("x", "claim", "notes");
+        report.does("step");
+        report.observe("seen");
+        report.figure("n", 5);
+        report.check("a", false, "1");
+        let back = Report::from_json(&report.to_json()).expect("parses");
+        assert_eq!(back.to_json(), report.to_json());
+        assert_eq!(back.verdict(), "contradicts");
+    }
+}

@@ -3,13 +3,15 @@
 //! ```text
 //!   poller thread ── GET /stats every --interval, one keep-alive connection ──► channel
 //!                                                                                  │
-//!   main thread ◄── keys (q p s), SIGINT/SIGTERM ── Watch: rates from the last two readings ──► draw
+//!   main thread ◄── keys (q p s), SIGINT/SIGTERM ── Watch: rates over the last second ──► draw
+//!        └── while /stats is late: the accept queues from /proc/net/tcp
 //! ```
 //!
 //! The modules: [`sample`] (one reading of /stats, and the connection that takes them), [`rates`]
-//! (per-second rates between two readings, Jain's fairness index), [`screen`] (the state shown
-//! and its drawing) and [`socket_table`] (the accept queues from the kernel, while /stats is late). `--once` draws the same screen into memory and prints it as text; `--json`
-//! prints the rates instead of drawing them.
+//! (per-second rates between two readings, Jain's fairness index), [`screen`] (the state shown and
+//! its drawing) and [`socket_table`] (the accept queues from the kernel, while /stats is late).
+//! `--once` draws the same screen into memory and prints it as text; `--json` prints the rates
+//! instead of drawing them.
 #![forbid(unsafe_code)]
 
 mod rates;
@@ -38,7 +40,12 @@ const PLAIN_WIDTH: u16 = 100;
 
 /// lab-top: watch a server's accept queues, workers and kernel counters live.
 #[derive(Debug, Parser)]
-#[command(name = "lab-top", version)]
+#[command(
+    name = "lab-top",
+    version,
+    after_help = "Keys: q quits, p pauses, s sorts the workers by requests/s.\n\
+                  The screen's rates span the last second of readings; --once's and --json's one interval."
+)]
 struct Cli {
     /// The server: http://HOST:PORT
     #[arg(default_value = "http://127.0.0.1:8080")]
@@ -93,15 +100,22 @@ fn once(mut poller: Poller, mut watch: Watch) -> Result<(), String> {
 }
 
 /// `--json`: a line of rates per interval, from the second reading on. An unreachable server is
-/// reported on stderr and tried again, as on the screen.
+/// reported on stderr (once, not every interval) and tried again, as on the screen.
 fn json_lines(mut poller: Poller, interval: Duration, count: Option<u64>) -> Result<(), String> {
     let mut before: Option<Sample> = None;
+    let mut last_problem = None;
     let mut printed = 0;
     let mut stdout = io::stdout().lock();
     for () in ticks(interval) {
         match poller.sample() {
-            Err(problem) => eprintln!("lab-top: {problem}; retrying"),
+            Err(problem) => {
+                if last_problem.as_ref() != Some(&problem) {
+                    eprintln!("lab-top: {problem}; retrying");
+                }
+                last_problem = Some(problem);
+            }
             Ok(sample) => {
+                last_problem = None;
                 if let Some(rates) = before.as_ref().and_then(|before| Rates::between(before, &sample)) {
                     // A closed pipe (`lab-top --json | head`) ends the run quietly.
                     if writeln!(stdout, "{}", json_line(&sample, &rates))

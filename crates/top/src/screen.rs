@@ -27,8 +27,6 @@ const QUEUE_HISTORY: usize = 120;
 /// The screen's rates span about this long. A single 250 ms interval on a busy machine can read
 /// half or twice the true rate; over a second the figures hold still enough to read.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// Characters of the per-worker share bar.
-const SHARE_BAR: usize = 20;
 
 /// Everything the screen shows, updated reading by reading.
 pub struct Watch {
@@ -146,7 +144,7 @@ impl Watch {
             Some(sample) => (sample.listeners.len(), sample.workers.len(), sample.kernel.is_some()),
             None => (1, 0, false),
         };
-        let panels = 4 + (listeners + 2) + (workers + 3) + if kernel { 4 } else { 0 } + 1;
+        let panels = 5 + (listeners + 2) + (workers + 3) + if kernel { 4 } else { 0 } + 1;
         u16::try_from(panels).unwrap_or(u16::MAX)
     }
 }
@@ -156,7 +154,7 @@ pub fn draw(frame: &mut Frame, watch: &Watch) {
     let sample = watch.latest();
     let kernel_rows = if sample.is_some_and(|s| s.kernel.is_some()) { 4 } else { 0 };
     let [header, queues, workers, kernel, keys] = Layout::vertical([
-        Constraint::Length(4),
+        Constraint::Length(5),
         Constraint::Length(sample.map_or(1, |s| s.listeners.len() as u16) + 2),
         Constraint::Length(sample.map_or(0, |s| s.workers.len() as u16) + 3),
         Constraint::Length(kernel_rows),
@@ -179,9 +177,9 @@ pub fn draw(frame: &mut Frame, watch: &Watch) {
         "p".bold(),
         if watch.paused { " resume   ".into() } else { " pause   ".into() },
         "s".bold(),
-        format!(" sort (now {sort})   reading every {} ms", watch.interval.as_millis()).into(),
+        format!(" sort ({sort})   every {} ms", watch.interval.as_millis()).into(),
         match &watch.rates {
-            Some(rates) => format!(", rates over the last {:.2} s", rates.seconds).into(),
+            Some(rates) => format!(", rates over {:.2} s", rates.seconds).into(),
             None => "".into(),
         },
     ]);
@@ -199,8 +197,7 @@ fn draw_header(frame: &mut Frame, area: Rect, watch: &Watch) {
         }
         (None, false) => " live ".green(),
     };
-    let mut first = vec![];
-    let mut second = vec![];
+    let (mut first, mut second, mut third) = (vec![], vec![], vec![]);
     if let Some(sample) = watch.latest() {
         first = vec![
             sample.arch.clone().bold(),
@@ -216,19 +213,24 @@ fn draw_header(frame: &mut Frame, area: Rect, watch: &Watch) {
             format!("{}/s", per_second(rates.map(|r| r.requests))).bold(),
             format!(" ({})   accepts ", grouped(sample.totals.requests)).into(),
             format!("{}/s", per_second(rates.map(|r| r.accepted))).bold(),
+            format!(" ({})", grouped(sample.totals.accepted)).into(),
+        ];
+        let executing = sample.workers.iter().filter(|worker| executes_requests(&worker.role)).count();
+        third = vec![
             format!(
-                " ({})   open {}   rejected {}   fairness ",
-                grouped(sample.totals.accepted),
+                "open {}   rejected {}   fairness ",
                 grouped(sample.totals.open),
                 grouped(sample.totals.rejected)
             )
             .into(),
             fairness.bold(),
+            format!(" (Jain's index over {executing} executing)").into(),
         ];
     }
     first.push(watch.target.as_str().into());
     let block = Block::bordered().title(" lab-top ".bold()).title(Line::from(status).right_aligned());
-    frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(second)]).block(block), area);
+    let lines = vec![Line::from(first), Line::from(second), Line::from(third)];
+    frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
 fn draw_queues(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
@@ -266,6 +268,11 @@ fn draw_queues(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
 }
 
 fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
+    const FIXED: [u16; 8] = [3, 10, 3, 10, 10, 9, 8, 6];
+    // The share column takes what the others leave: a bar, a space and `100%`.
+    let columns = FIXED.len() as u16 + 1;
+    let share_width = area.width.saturating_sub(2 + FIXED.iter().sum::<u16>() + columns - 1).max(6);
+    let bar_width = usize::from(share_width - 5);
     let rates = watch.rates.as_ref();
     let total: f64 = rates.map_or(0.0, |r| r.workers.iter().map(|w| w.requests).sum());
     let mut order: Vec<usize> = (0..sample.workers.len()).collect();
@@ -288,24 +295,15 @@ fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
                 Cell::from(Line::from(per_second(rate.map(|r| r.context_switches))).right_aligned()),
                 Cell::from(Line::from(grouped(worker.open)).right_aligned()),
                 Cell::from(share.map_or(String::new(), |share| {
-                    format!("{} {:>3.0}%", bar(share, SHARE_BAR), share * 100.0)
+                    format!("{} {:>3.0}%", bar(share, bar_width), share * 100.0)
                 }))
                 .fg(Color::Green),
             ])
         });
-    let header = Row::new([
-        "id",
-        "role",
-        "cpu",
-        "accepted/s",
-        "requests/s",
-        "wakeups/s",
-        "ctx sw/s",
-        "open",
-        "share of requests",
-    ])
-    .add_modifier(Modifier::BOLD);
-    let widths = [3, 10, 3, 10, 10, 10, 10, 7, SHARE_BAR as u16 + 5].map(Constraint::Length);
+    let header =
+        Row::new(["id", "role", "cpu", "accepted/s", "requests/s", "wakeups/s", "ctx sw/s", "open", "share"])
+            .add_modifier(Modifier::BOLD);
+    let widths = FIXED.map(Constraint::Length).into_iter().chain([Constraint::Fill(1)]);
     let title = format!(" workers: {}, per second ", sample.workers.len());
     frame.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title(title)), area);
 }
@@ -449,6 +447,31 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_panel_is_there_only_with_the_counters_and_marks_the_moving_ones() {
+        let mut watch = Watch::new("http://127.0.0.1:8080".into(), Duration::from_millis(250));
+        watch.record(Ok(reading(1, 1000, 0, 0)));
+        watch.record(Ok(reading(1, 1250, 500, 3)));
+        let text = plain_text(&watch, 100);
+        assert!(text.contains("requests 2,000/s (500)") && text.contains("3/511"), "{text}");
+        assert!(!text.contains("kernel"), "no kernel object, no panel:\n{text}");
+
+        let with_kernel = |uptime_ms, overflows| {
+            let mut sample = reading(1, uptime_ms, 500, 0);
+            sample.kernel = Some(vec![("ListenOverflows".into(), overflows), ("ListenDrops".into(), 9)]);
+            sample
+        };
+        let mut watch = Watch::new("x".into(), Duration::from_millis(250));
+        watch.record(Ok(with_kernel(1000, 100)));
+        watch.record(Ok(with_kernel(1250, 110)));
+        let text = plain_text(&watch, 100);
+        assert!(
+            text.contains("▲ ListenOverflows 40/s (110)") && text.contains(" ListenDrops 0/s (9)"),
+            "{text}"
+        );
+        assert!(!text.contains("▲ ListenDrops"), "{text}");
+    }
+
+    #[test]
     fn numbers_read_at_a_glance() {
         assert_eq!(grouped(0), "0");
         assert_eq!(grouped(999), "999");
@@ -467,6 +490,6 @@ mod tests {
         assert_eq!(bar(1.0, 4), "████");
         assert_eq!(bar(0.5, 4), "██  ");
         assert_eq!(bar(1.0 / 32.0, 4), "▏   ");
-        assert!([0.0, 0.13, 0.5, 0.77, 1.0].iter().all(|&f| bar(f, SHARE_BAR).chars().count() == SHARE_BAR));
+        assert!([0.0, 0.13, 0.5, 0.77, 1.0].iter().all(|&f| bar(f, 20).chars().count() == 20));
     }
 }

@@ -139,7 +139,8 @@ fn run(report: &mut Report) {
     report.figure("tcp_syn_linear_timeouts", linear.clone());
     // A retransmitted SYN gets in: the handshake ends a whole number of seconds (the retransmit
     // timer's steps) after connect(), not as soon as the queue has room.
-    let on_a_retransmit = |t: f64| t >= 900.0 && (t % 1000.0 < 150.0 || t % 1000.0 > 950.0);
+    // (Polled every 5 ms: a busy machine may see a completion up to a few hundred ms late.)
+    let on_a_retransmit = |t: f64| t >= 900.0 && (t % 1000.0 < 300.0 || t % 1000.0 > 950.0);
     report.check(
         "the dropped clients stall on SYN retransmits: each connect() ends ≥ 1 s later, on a whole second (a retransmit), after accepting resumed",
         stalled.len() == dropped as usize

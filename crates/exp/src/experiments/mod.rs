@@ -4,10 +4,13 @@ use crate::report::Report;
 
 mod accept_queue;
 mod bind_interface;
+mod failure_modes;
 mod nagle;
 mod non_reading_client;
+mod processes_vs_threads;
 mod reuseport_balance;
 mod slow_reader;
+mod small_backlog;
 mod syn_flood;
 
 /// One experiment: its name, its claim, and the function that measures it.
@@ -32,9 +35,12 @@ impl Experiment {
 pub const EXPERIMENTS: &[Experiment] = &[
     accept_queue::EXPERIMENT,
     syn_flood::EXPERIMENT,
+    small_backlog::EXPERIMENT,
     slow_reader::EXPERIMENT,
     non_reading_client::EXPERIMENT,
     nagle::EXPERIMENT,
+    processes_vs_threads::EXPERIMENT,
     bind_interface::EXPERIMENT,
     reuseport_balance::EXPERIMENT,
+    failure_modes::EXPERIMENT,
 ];
