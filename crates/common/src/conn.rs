@@ -20,6 +20,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::framing::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
@@ -119,6 +121,8 @@ pub struct Connections<E = ExecuteHere> {
     next_sweep: Instant,
     /// The time of the loop's last wake-up: read once per `epoll_wait`, not once per read.
     now: Instant,
+    /// Published for the threads that execute this loop's requests elsewhere.
+    open: Option<Arc<OpenConnections>>,
 }
 
 struct Slot {
@@ -158,6 +162,7 @@ impl<E: Executor> Connections<E> {
             draining: false,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
             now: Instant::now(),
+            open: None,
         }
     }
 
@@ -302,12 +307,51 @@ impl<E: Executor> Connections<E> {
         }
     }
 
+    /// Keeps `open` up to date with which of these connections are open, for the threads that
+    /// take their requests from a queue (see [`OpenConnections`]).
+    pub fn publish_open(&mut self, open: Arc<OpenConnections>) {
+        self.open = Some(open);
+    }
+
     fn close(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         if slot.conn.take().is_some() {
             slot.generation = (slot.generation + 1) & 0x7fff_ffff;
+            if let Some(open) = &self.open {
+                open.closed(index, slot.generation);
+            }
             self.free.push(index);
             self.worker.conn_closed();
+        }
+    }
+}
+
+/// Which connections of one loop are still open, for the threads that execute its requests from a
+/// queue: a worker asks before it starts a request, so the queued requests of a client that has
+/// reset or been closed are dropped, not executed for no one while others wait behind them. One
+/// atomic generation per slot, as in the tokens; a slot beyond the capacity counts as open.
+pub struct OpenConnections {
+    generations: Box<[AtomicU32]>,
+}
+
+impl OpenConnections {
+    /// Room for `capacity` connections (`--max-conns`, at most 2^20).
+    pub fn new(capacity: u64) -> Arc<Self> {
+        let capacity = capacity.min(1 << 20) as usize;
+        Arc::new(OpenConnections { generations: (0..capacity).map(|_| AtomicU32::new(0)).collect() })
+    }
+
+    /// Whether connection `token` is still open.
+    pub fn is_open(&self, token: u64) -> bool {
+        let index = (token & u64::from(u32::MAX)) as usize;
+        self.generations
+            .get(index)
+            .map_or(true, |generation| u64::from(generation.load(Ordering::Acquire)) == token >> 32)
+    }
+
+    fn closed(&self, index: usize, next_generation: u32) {
+        if let Some(generation) = self.generations.get(index) {
+            generation.store(next_generation, Ordering::Release);
         }
     }
 }
@@ -372,6 +416,8 @@ struct Conn {
     hung_up: bool,
     /// When the first byte of a request head not yet whole arrived (`--header-timeout`).
     head_since: Option<Instant>,
+    /// A slow request was just executed on the loop's thread: give the loop back its turn.
+    yield_now: bool,
     /// Our side is shut since then; discarding what the peer still sends until it closes or
     /// `LINGER` has passed.
     lingering_since: Option<Instant>,
@@ -395,6 +441,7 @@ impl Conn {
             peer_closed: false,
             hung_up: false,
             head_since: None,
+            yield_now: false,
             lingering_since: None,
             last_active: now,
         }
@@ -443,6 +490,9 @@ impl Conn {
             }
             if self.write_blocked {
                 return Progress::Wait; // read nothing until the client takes what it was sent
+            }
+            if std::mem::take(&mut self.yield_now) {
+                return Progress::ReadyAgain;
             }
             if self.closing {
                 return match self.in_flight.is_empty() {
@@ -500,14 +550,24 @@ impl Conn {
             match parse_request_resuming(self.input.data(), &mut self.framing) {
                 Ok(Parsed::Complete { request, consumed }) => {
                     let job = route(request);
+                    let slow = job.is_slow();
+                    if slow && self.output.len() > output_before {
+                        // Write what is ready before a request that may hold the thread: the
+                        // responses before it go out now, not when it is done. (It is framed again
+                        // next time, from where framing got to.)
+                        break;
+                    }
                     self.closing = job.closes();
                     let seq = self.in_flight.next_seq();
                     if self.in_flight.is_empty() {
                         // The usual case: nothing ahead of it, so its response goes straight out.
                         let request = Request { token: step.token, seq, job };
                         let executed = step.executor.execute(step.worker, request, &mut self.output);
-                        if executed == Executed::Elsewhere {
-                            self.in_flight.push(None);
+                        match executed {
+                            Executed::Elsewhere => self.in_flight.push(None),
+                            // It held the thread: let the loop see to its signals and other
+                            // connections (and this one's hang-up) before the next request.
+                            Executed::Here => self.yield_now = slow,
                         }
                     } else {
                         let mut response = Vec::new();
@@ -520,6 +580,9 @@ impl Conn {
                     self.head_since = None;
                     self.need = 0;
                     self.continue_sent = false;
+                    if self.yield_now {
+                        break;
+                    }
                 }
                 Ok(Parsed::Partial { need, expects_continue }) => {
                     self.need = need;

@@ -28,7 +28,7 @@ use std::thread;
 use clap::Parser;
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
-use common::conn::{Connections, Executed, Request};
+use common::conn::{Connections, Executed, OpenConnections, Request};
 use common::drain::Drain;
 use common::exec;
 use common::startup::{self, fatal};
@@ -74,13 +74,14 @@ fn main() {
     let (reply_queue, replies_in) = crossbeam_channel::unbounded::<Reply>();
     let waker = Waker::new().unwrap_or_else(|e| fatal(e));
     let replies = Arc::new(Replies { queue: reply_queue, waker, woken: AtomicBool::new(false) });
+    let open = OpenConnections::new(config.max_conns);
     let threads: Vec<_> = (1..=config.workers)
         .map(|id| {
             let worker = stats.worker(id, Role::Worker, config.cpu_for(id));
-            let (inbox, replies) = (inbox.clone(), Arc::clone(&replies));
+            let (inbox, replies, open) = (inbox.clone(), Arc::clone(&replies), Arc::clone(&open));
             thread::spawn(move || {
                 startup::start_thread(&worker);
-                worker_main(&inbox, &replies, &worker);
+                worker_main(&inbox, &replies, &open, &worker);
             })
         })
         .collect();
@@ -89,7 +90,7 @@ fn main() {
     let acceptor = Acceptor::new(listener.clone(), dispatcher.clone()).unwrap_or_else(|e| fatal(e));
     startup::announce(listener.addr);
     // When it returns it drops `requests`, closing the queue: the workers' recv fails and they return.
-    dispatcher_main(&config, acceptor, &signals, &replies, &replies_in, requests, dispatcher)
+    dispatcher_main(&config, acceptor, &signals, &replies, &replies_in, requests, open, dispatcher)
         .unwrap_or_else(|e| fatal(e));
     for thread in threads {
         let _ = thread.join();
@@ -104,6 +105,7 @@ fn dispatcher_main(
     replies: &Replies,
     replies_in: &Receiver<Reply>,
     requests: Sender<Request<'static>>,
+    open: Arc<OpenConnections>,
     dispatcher: WorkerStats,
 ) -> io::Result<()> {
     let poller = Poller::new()?;
@@ -112,6 +114,7 @@ fn dispatcher_main(
     poller.add(replies.waker.as_fd(), WAKER, READABLE_EDGE)?;
     let dispatch = |request: Request<'_>, out: &mut Vec<u8>| dispatch_request(&requests, request, out);
     let mut conns = Connections::with_executor(config, dispatcher, dispatch);
+    conns.publish_open(open);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
@@ -164,9 +167,17 @@ fn dispatch_request(
 }
 
 /// A worker thread: takes the next request from the shared queue, executes it, sends the response
-/// back. It owns no socket.
-fn worker_main(inbox: &Receiver<Request<'static>>, replies: &Replies, worker: &WorkerStats) {
+/// back. It owns no socket. A request whose connection has closed since it was queued is dropped.
+fn worker_main(
+    inbox: &Receiver<Request<'static>>,
+    replies: &Replies,
+    open: &OpenConnections,
+    worker: &WorkerStats,
+) {
     while let Ok(request) = inbox.recv() {
+        if !open.is_open(request.token) {
+            continue;
+        }
         let bytes = exec::execute_from_queue(request.job, worker);
         if replies.queue.send(Reply { token: request.token, seq: request.seq, bytes }).is_ok() {
             notify_dispatcher(replies);
