@@ -612,18 +612,19 @@ fn every_connection_under_max_conns_is_served() {
     const MAX_CONNS: usize = 40;
     for_each_server(|server| {
         let running = spawn(server, &["--max-conns", &MAX_CONNS.to_string()]);
-        let mut clients: Vec<Client> = (0..MAX_CONNS - 1).map(|_| running.connect()).collect();
-        for client in &mut clients {
-            client.send(&get("/"));
-        }
-        for (i, client) in clients.iter_mut().enumerate() {
-            client.set_read_timeout(Duration::from_secs(8));
+        // One after another, each served before the next arrives, as keep-alive clients come.
+        let mut held = Vec::new();
+        for i in 0..MAX_CONNS - 1 {
+            let mut client = running.connect();
+            client.set_read_timeout(Duration::from_secs(5));
+            let _ = client.try_send(&get("/"));
             let response = client.try_read_response(false);
             assert!(
                 response.as_ref().is_ok_and(|r| r.status == 200),
                 "connection {i} of {} under --max-conns {MAX_CONNS}: {response:?}",
                 MAX_CONNS - 1
             );
+            held.push(client);
         }
     });
 }
