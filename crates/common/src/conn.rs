@@ -344,9 +344,10 @@ impl OpenConnections {
     /// Whether connection `token` is still open.
     pub fn is_open(&self, token: u64) -> bool {
         let index = (token & u64::from(u32::MAX)) as usize;
-        self.generations
-            .get(index)
-            .map_or(true, |generation| u64::from(generation.load(Ordering::Acquire)) == token >> 32)
+        match self.generations.get(index) {
+            Some(generation) => u64::from(generation.load(Ordering::Acquire)) == token >> 32,
+            None => true,
+        }
     }
 
     fn closed(&self, index: usize, next_generation: u32) {

@@ -60,6 +60,8 @@ struct Replies {
     waker: Waker,
     /// Set when the dispatcher has been woken and has not yet drained the queue.
     woken: AtomicBool,
+    /// Which of the dispatcher's connections are open: a worker skips the requests of a closed one.
+    open: Arc<OpenConnections>,
 }
 
 fn main() {
@@ -73,15 +75,15 @@ fn main() {
     let (requests, inbox) = crossbeam_channel::unbounded::<Request<'static>>();
     let (reply_queue, replies_in) = crossbeam_channel::unbounded::<Reply>();
     let waker = Waker::new().unwrap_or_else(|e| fatal(e));
-    let replies = Arc::new(Replies { queue: reply_queue, waker, woken: AtomicBool::new(false) });
     let open = OpenConnections::new(config.max_conns);
+    let replies = Arc::new(Replies { queue: reply_queue, waker, woken: AtomicBool::new(false), open });
     let threads: Vec<_> = (1..=config.workers)
         .map(|id| {
             let worker = stats.worker(id, Role::Worker, config.cpu_for(id));
-            let (inbox, replies, open) = (inbox.clone(), Arc::clone(&replies), Arc::clone(&open));
+            let (inbox, replies) = (inbox.clone(), Arc::clone(&replies));
             thread::spawn(move || {
                 startup::start_thread(&worker);
-                worker_main(&inbox, &replies, &open, &worker);
+                worker_main(&inbox, &replies, &worker);
             })
         })
         .collect();
@@ -90,7 +92,7 @@ fn main() {
     let acceptor = Acceptor::new(listener.clone(), dispatcher.clone()).unwrap_or_else(|e| fatal(e));
     startup::announce(listener.addr);
     // When it returns it drops `requests`, closing the queue: the workers' recv fails and they return.
-    dispatcher_main(&config, acceptor, &signals, &replies, &replies_in, requests, open, dispatcher)
+    dispatcher_main(&config, acceptor, &signals, &replies, &replies_in, requests, dispatcher)
         .unwrap_or_else(|e| fatal(e));
     for thread in threads {
         let _ = thread.join();
@@ -105,7 +107,6 @@ fn dispatcher_main(
     replies: &Replies,
     replies_in: &Receiver<Reply>,
     requests: Sender<Request<'static>>,
-    open: Arc<OpenConnections>,
     dispatcher: WorkerStats,
 ) -> io::Result<()> {
     let poller = Poller::new()?;
@@ -114,7 +115,7 @@ fn dispatcher_main(
     poller.add(replies.waker.as_fd(), WAKER, READABLE_EDGE)?;
     let dispatch = |request: Request<'_>, out: &mut Vec<u8>| dispatch_request(&requests, request, out);
     let mut conns = Connections::with_executor(config, dispatcher, dispatch);
-    conns.publish_open(open);
+    conns.publish_open(Arc::clone(&replies.open));
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
@@ -168,14 +169,9 @@ fn dispatch_request(
 
 /// A worker thread: takes the next request from the shared queue, executes it, sends the response
 /// back. It owns no socket. A request whose connection has closed since it was queued is dropped.
-fn worker_main(
-    inbox: &Receiver<Request<'static>>,
-    replies: &Replies,
-    open: &OpenConnections,
-    worker: &WorkerStats,
-) {
+fn worker_main(inbox: &Receiver<Request<'static>>, replies: &Replies, worker: &WorkerStats) {
     while let Ok(request) = inbox.recv() {
-        if !open.is_open(request.token) {
+        if !replies.open.is_open(request.token) {
             continue;
         }
         let bytes = exec::execute_from_queue(request.job, worker);
