@@ -225,7 +225,9 @@ pub fn summary(doc: &Value) -> String {
         "## Load-aware dispatch: lab-memcached --dispatch rr | p2c | least\n\n\
          2N keep-alive connections arrive 0.3 s apart on N workers, alternately heavy (`/spin?us=2000` \
          in a loop) and light (`/` in a loop); measured over the 3 s after the last arrival (median of \
-         rounds). The last row is round-robin with the heavy connections arriving first.\n\n\
+         rounds). H heavy, L light, in arrival order; the last row is round-robin with the heavy \
+         connections arriving first. Worker shares count requests, so the light loops' many small ones \
+         dominate them.\n\n\
          | server | order | heavy requests | × rr | of the ideal | heavy p99 | light p99 | worker shares (last round) | Jain |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
@@ -243,13 +245,18 @@ pub fn summary(doc: &Value) -> String {
                     .join(" / ")
             })
             .unwrap_or_default();
-        let order: Vec<&str> =
-            r["order"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        // `H L H L`: the connections' kinds in arrival order.
+        let order: Vec<&str> = r["order"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| if k == "heavy" { "H" } else { "L" })
+            .collect();
         md.push_str(&format!(
             "| {}{} | {} | {heavy:.0} | {:.2}× | {:.0}% | {} | {} | {shares} | {:.2} |\n",
             r["server"].as_str().unwrap_or("?"),
             if r["valid"] == true { "" } else { " (invalid)" },
-            order.join(", "),
+            order.join(" "),
             heavy / reference.max(1.0),
             heavy / ideal * 100.0,
             crate::report::readable_us(r["heavy_p99_us"].as_f64().unwrap_or(f64::NAN)),
@@ -275,7 +282,7 @@ pub fn chart(doc: &Value, path: &Path) -> Result<(), Box<dyn std::error::Error>>
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "lab-memcached --dispatch: heavy requests completed in 3 s (heavy, light, heavy, light arriving)",
+            "lab-memcached --dispatch: heavy requests completed in 3 s, heavy and light arriving in turn",
             ("sans-serif", 16),
         )
         .margin(12)
@@ -293,6 +300,7 @@ pub fn chart(doc: &Value, path: &Path) -> Result<(), Box<dyn std::error::Error>>
             SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
             _ => String::new(),
         })
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .x_desc("heavy requests completed (median of rounds)")
         .draw()?;
     chart.draw_series(records.iter().enumerate().map(|(i, r)| {
@@ -312,6 +320,7 @@ pub fn chart(doc: &Value, path: &Path) -> Result<(), Box<dyn std::error::Error>>
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.stroke_width(2)));
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperMiddle)
         .label_font(("sans-serif", 13))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)

@@ -9,6 +9,8 @@
 //!   saturates where the server did;
 //! - a latency floor: the time no worker spends (loopback, the client, the hand-offs' wake-ups), the
 //!   measured p50 at the lowest load less the model's, added to every model latency;
+//! - the p99 target: the floor plus 10× the mean service time (ZygOS's 10×, above what the
+//!   loopback and the client cost even an idle server);
 //! - the queue: one central FCFS queue for ramcloud (and for epoll's single loop, where it is the
 //!   same thing), a queue per worker with connections round-robin for memcached, hashed for
 //!   reuseport, and for lab-nginx the connections pinned as the run's /stats found them.
@@ -22,18 +24,41 @@ use crate::report::{readable_us, runs};
 const REQUESTS: usize = 100_000;
 const SEED: u64 = 12;
 
-/// Adds a `model` object to every sweep record that has a capacity, a mix and measured points.
+/// Adds a `model` object to every sweep record that has a capacity, a mix and measured points, and
+/// none yet.
 pub fn annotate(doc: &mut Value) {
     let settings = &doc["settings"];
     let client_cpus = settings["sweep_client_cpus"].as_array().map_or(1, Vec::len);
     let connections = settings["connections_per_client_cpu"].as_u64().unwrap_or(64) as usize * client_cpus;
+    // Sweeps recorded before they kept /stats: the same server's fairness run shows its split.
+    let fairness_conns: Vec<(Value, Value)> = crate::report::runs(doc, "fairness")
+        .map(|r| {
+            let detail = r["workers_detail"].as_array().into_iter().flatten();
+            let conns: Vec<&Value> = detail.filter(|w| w["executes"] == true).map(|w| &w["conns"]).collect();
+            (r["server"].clone(), json!(conns))
+        })
+        .collect();
     for run in doc["runs"].as_array_mut().into_iter().flatten() {
-        if run["workload"].as_str().is_some_and(|w| w.starts_with("sweep-")) {
-            if let Some(model) = model_for(run, connections) {
-                run["model"] = model;
+        let is_sweep = run["workload"].as_str().is_some_and(|w| w.starts_with("sweep-"));
+        if !is_sweep || run["model"].is_object() {
+            continue;
+        }
+        if run["conns_per_worker"].is_null() {
+            if let Some((_, conns)) = fairness_conns.iter().find(|(server, _)| *server == run["server"]) {
+                run["conns_per_worker"] = conns.clone();
             }
         }
+        if let Some(model) = model_for(run, connections) {
+            run["model"] = model;
+        }
     }
+}
+
+/// `doc` with the model beside every sweep, for rendering results recorded without it.
+pub fn with_models(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    annotate(&mut doc);
+    doc
 }
 
 /// lab-load's `--mix` (`99.5:/spin?us=5,0.5:/spin?us=500`) as (weight, µs of spin) pairs; a path
@@ -97,7 +122,6 @@ fn model_for(run: &Value, connections: usize) -> Option<Value> {
     let overhead_us = (workers as f64 * 1e6 / capacity - spin_mean).max(0.0);
     let (queues, queue_name) = queues_of(run, connections);
     let service = Service::mix(&classes, overhead_us);
-    let target = service.default_p99_target_us();
     let model = Model { queues, workers, connections, service, requests: REQUESTS, seed: SEED };
 
     let mut measured: Vec<(f64, f64, f64)> = run["points"]
@@ -111,6 +135,9 @@ fn model_for(run: &Value, connections: usize) -> Option<Value> {
     let lowest_p50 =
         run["points"].as_array()?.iter().find(|p| p["offered_rps"] == lowest_rate)?["p50_us"].as_f64()?;
     let floor_us = (lowest_p50 - model.simulate(lowest_rate).p50_us).max(0.0);
+    // 10× the mean service time above the floor, for the measurement and the model alike: on
+    // loopback through a general-purpose kernel the floor alone can exceed 10× a 10 µs request.
+    let target = floor_us + model.service.default_p99_target_us();
 
     let curve: Vec<Value> = measured
         .iter()
@@ -120,15 +147,11 @@ fn model_for(run: &Value, connections: usize) -> Option<Value> {
                    "p99_us": l.p99_us + floor_us, "p999_us": l.p999_us + floor_us})
         })
         .collect();
-    let budget = target - floor_us;
-    let (model_max, central_max) = if budget > 0.0 {
-        let central = Model { queues: Queues::Central, ..model.clone() };
-        (model.max_load(budget), central.max_load(budget))
-    } else {
-        (0.0, 0.0)
-    };
+    let budget = model.service.default_p99_target_us();
+    let central = Model { queues: Queues::Central, ..model.clone() };
+    let (model_max, central_max) = (model.max_load(budget), central.max_load(budget));
     let points: Vec<(f64, f64)> = measured.iter().map(|&(_, rate, p99)| (rate, p99)).collect();
-    let (measured_max, every_point_met) = max_load_meeting(&points, target);
+    let (measured_max, met_at_last_point) = max_load_meeting(&points, target);
     let pct = |of: f64| (of > 0.0).then(|| measured_max / of * 100.0);
     Some(json!({
         "queues": queue_name,
@@ -141,7 +164,7 @@ fn model_for(run: &Value, connections: usize) -> Option<Value> {
         "max_load_rps": model_max,
         "central_max_load_rps": central_max,
         "measured_max_load_rps": measured_max,
-        "measured_met_every_point": every_point_met,
+        "measured_met_at_last_point": met_at_last_point,
         "pct_of_model": pct(model_max),
         "pct_of_central": pct(central_max),
         "seed": SEED,
@@ -150,16 +173,17 @@ fn model_for(run: &Value, connections: usize) -> Option<Value> {
 }
 
 /// The highest rate at which the measured p99 meets `target`, from (rate, p99) points in rising
-/// rate: linear between the last point that meets it and the first that does not; 0 when the first
-/// misses. The flag says every point met it, so the true figure may lie beyond the sweep.
+/// rate: linear between the last point that meets it and the next, which does not; 0 when none
+/// meets it. A lone noisy miss at a lower load does not hide a later point that meets it. The flag
+/// says the last point met it, so the true figure may lie beyond the sweep.
 pub fn max_load_meeting(points: &[(f64, f64)], target: f64) -> (f64, bool) {
-    let Some(first_miss) = points.iter().position(|&(_, p99)| p99 > target) else {
-        return (points.last().map_or(0.0, |p| p.0), true);
-    };
-    if first_miss == 0 {
+    let Some(last_meet) = points.iter().rposition(|&(_, p99)| p99 <= target) else {
         return (0.0, false);
-    }
-    let ((meet_rate, meet_p99), (miss_rate, miss_p99)) = (points[first_miss - 1], points[first_miss]);
+    };
+    let (meet_rate, meet_p99) = points[last_meet];
+    let Some(&(miss_rate, miss_p99)) = points.get(last_meet + 1) else {
+        return (meet_rate, true);
+    };
     (meet_rate + (target - meet_p99) / (miss_p99 - meet_p99) * (miss_rate - meet_rate), false)
 }
 
@@ -186,7 +210,7 @@ pub fn summary(doc: &Value) -> String {
             let pct = |key: &str| m[key].as_f64().map_or("–".into(), |p| format!("{p:.0}%"));
             let measured = format!(
                 "{}{}",
-                if m["measured_met_every_point"] == true { "≥ " } else { "" },
+                if m["measured_met_at_last_point"] == true { "≥ " } else { "" },
                 rate("measured_max_load_rps")
             );
             rows.push(format!(
@@ -211,9 +235,9 @@ pub fn summary(doc: &Value) -> String {
          The `model` crate simulates the queue each server approximates at the sweep's own rates \
          (seeded, 100,000 requests a point): service = the mix's spins + the server's cost per request \
          (what its closed-loop capacity leaves after the spins), plus a latency floor (measured p50 at \
-         the lowest load less the model's: loopback, client, wake-ups). p99 target: 10× the mean service \
-         time. *Max load*: the highest offered rate whose p99 meets it (measured: interpolated between \
-         sweep points; ≥ when every point met it). The charts draw the model's p99 dashed.\n\n\
+         the lowest load less the model's: loopback, client, wake-ups). p99 target: the floor + 10× the \
+         mean service time. *Max load*: the highest offered rate whose p99 meets it (measured: interpolated after the \
+         last sweep point that meets it; ≥ when that is the last point). The charts draw the model's p99 dashed.\n\n\
          | server | mix | model queue | cost/request | floor | p99 target | max load measured | model | % of model | central FCFS model | % of central |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -244,6 +268,9 @@ mod tests {
         assert_eq!(max_load_meeting(&points, 130.0), (250.0, false));
         assert_eq!(max_load_meeting(&points, 40.0), (0.0, false));
         assert_eq!(max_load_meeting(&points, 500.0), (300.0, true));
+        // A noisy lowest point does not zero a sweep that meets the target further on.
+        let noisy_start = [(100.0, 300.0), (200.0, 80.0), (300.0, 180.0)];
+        assert_eq!(max_load_meeting(&noisy_start, 130.0), (250.0, false));
     }
 
     #[test]
@@ -276,9 +303,11 @@ mod tests {
         });
         annotate(&mut doc);
         let ramcloud = &doc["runs"][0]["model"];
-        // 2 workers at 100,000 req/s: 20 µs a request, 10 of them spin; target 10× the 20 µs.
+        // 2 workers at 100,000 req/s: 20 µs a request, 10 of them spin; target the floor (40 µs
+        // measured, less the model's 20) + 10× the 20 µs.
         assert!((ramcloud["overhead_us"].as_f64().unwrap() - 10.0).abs() < 1e-9, "{ramcloud}");
-        assert!((ramcloud["p99_target_us"].as_f64().unwrap() - 200.0).abs() < 1e-9);
+        assert!((ramcloud["floor_us"].as_f64().unwrap() - 20.0).abs() < 1e-6, "{ramcloud}");
+        assert!((ramcloud["p99_target_us"].as_f64().unwrap() - 220.0).abs() < 1e-6);
         assert_eq!(ramcloud["queues"], "central FCFS");
         // The floor lifts the model's p50 at the lowest load onto the measured one.
         let model_p50 = ramcloud["points"][0]["p50_us"].as_f64().unwrap();

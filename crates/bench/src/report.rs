@@ -26,13 +26,21 @@ pub fn load(path: &Path) -> Result<Value, String> {
 
 /// summary.md and the charts, from a results document.
 pub fn render(doc: &Value, out: &Path) -> Result<(), String> {
+    let doc = &crate::model_curves::with_models(doc); // results recorded before the model had none
     let path = out.join("summary.md");
     fs::write(&path, summary(doc)).map_err(|e| format!("write {}: {e}", path.display()))?;
     crate::charts::write_all(doc, out)
 }
 
+/// `--render DIR`; results recorded before the model get it, in results.json too.
 pub fn render_dir(dir: &Path) -> Result<(), String> {
-    render(&load(dir)?, dir)
+    let mut doc = load(dir)?;
+    let recorded = doc.clone();
+    crate::model_curves::annotate(&mut doc);
+    if doc != recorded {
+        save(&doc, dir)?;
+    }
+    render(&doc, dir)
 }
 
 pub fn runs<'a>(doc: &'a Value, workload: &str) -> impl Iterator<Item = &'a Value> + 'a {
