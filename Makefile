@@ -6,13 +6,14 @@ ARCHS := epoll memcached ramcloud nginx reuseport
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench bench-lab top fuzz soak $(addprefix run-,$(ARCHS))
+.PHONY: help build test interop lint bench bench-lab top fuzz soak docs-check $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
 	@echo "make test         the whole test suite (unit, parser tables, conformance, faults)"
 	@echo "make interop      the servers against curl, ab, wrk and h2load (installs them if missing)"
 	@echo "make lint         rustfmt and clippy, warnings as errors"
+	@echo "make docs-check   every name cited as file:line in docs/architectures.md is on that line"
 	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
 	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
@@ -33,6 +34,9 @@ test: build
 
 interop: build
 	scripts/interop.sh
+
+docs-check:
+	$(CARGO) test --release -p acceptlab-tests --test docs
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -311,6 +311,41 @@ fn running_out_of_file_descriptors_pauses_accepting_then_recovers() {
     });
 }
 
+/// The end of an EMFILE pause must be noticed without help: an edge-triggered listener reports the
+/// connections that queued during the pause once, while accepting was paused, and never again. Here
+/// every client of the crowd connects before any sends, so the server runs out of fds with most of
+/// them still queued; each then sends `Connection: close`, so every fd the server frees is freed by
+/// its own responses, and no new connection arrives to wake the listener. Every client must still
+/// be answered.
+#[test]
+fn connections_queued_during_an_emfile_pause_are_served_when_it_ends() {
+    const FD_LIMIT: u32 = 32;
+    const CLIENTS: usize = 60;
+    let request = b"GET / HTTP/1.1\r\nHost: acceptlab\r\nConnection: close\r\n\r\n";
+    for_each_server(|server| {
+        let running = spawn_with_fd_limit(server, &[], FD_LIMIT);
+        let mut crowd: Vec<Client> = (0..CLIENTS).map(|_| running.connect()).collect();
+        for client in &mut crowd {
+            let _ = client.try_send(request);
+        }
+        for (index, client) in crowd.iter_mut().enumerate() {
+            client.set_read_timeout(Duration::from_secs(5));
+            let response = client.try_read_response(false);
+            assert!(
+                response.as_ref().is_ok_and(|response| response.status == 200),
+                "client {index} of {CLIENTS}, queued through an EMFILE pause, not answered: {response:?}; \
+                 stderr: {}",
+                running.stderr_text()
+            );
+        }
+        assert!(
+            running.stderr_text().contains("pausing accepts"),
+            "the fd limit was never hit, so nothing was tested: {}",
+            running.stderr_text()
+        );
+    });
+}
+
 /// A crowd arriving the moment the server says it listens, under a low `ulimit -n`: accepting may
 /// pause (EMFILE), but every thread must have had what it needs to run (its epoll, its eventfd)
 /// before `listening on`, so that none of them fails for want of a file descriptor and takes the

@@ -1,15 +1,19 @@
 //! Taking connections off a listening socket's accept queue, the same way in every architecture.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::response::{Connection, Response};
 use http::Status;
+use sys::epoll::{Poller, READABLE_EDGE};
+use sys::timer::Timer;
 
 use crate::config::program_name;
-use crate::stats::{Listener, WorkerStats};
+use crate::stats::WorkerStats;
+use crate::token::LISTENER;
 
 /// How long accepting pauses when the process is out of file descriptors.
 ///
@@ -18,6 +22,15 @@ use crate::stats::{Listener, WorkerStats};
 /// very connections whose closing would free an fd. Like nginx (`accept_mutex_delay`) and memcached
 /// (`accept_new_conns(false)`), we stop accepting for a moment and let the queue wait in the kernel.
 pub const EMFILE_PAUSE: Duration = Duration::from_millis(100);
+
+/// A listening socket and the address it is bound to (the real port, when port 0 was asked for).
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub fd: Arc<OwnedFd>,
+    /// `--pause-accept`, shared by every acceptor of this socket in this process.
+    pub pause_after_first: Option<Arc<PauseAfterFirst>>,
+}
 
 /// `--pause-accept SECS`: once the first connection is accepted, accepting stops for SECS, for every
 /// acceptor of the listener in this process. An experiment's knob (lab-exp accept-queue): the accept
@@ -39,31 +52,40 @@ impl PauseAfterFirst {
     }
 }
 
-/// One thread's way into a listener: accepts, admits against `--max-conns`, pauses on EMFILE.
+/// One thread's way into a listener: accepts, admits against `--max-conns`, pauses on EMFILE (and
+/// for `--pause-accept`).
 pub struct Acceptor {
     listener: Listener,
     worker: WorkerStats,
-    paused_until: Option<Instant>,
+    /// Fires when a pause ends. It is watched under the listener's token, so the end of a pause
+    /// reaches the loop as a listener event: an edge-triggered listener would not report the
+    /// connections that queued meanwhile, and no loop has to remember to look.
+    resume: Timer,
+    resume_watched: bool,
+    /// The end of the pause the timer is armed for.
+    resume_armed: Option<Instant>,
+    /// The end of the EMFILE pause, if one has begun.
+    out_of_fds_until: Option<Instant>,
     last_warning: Option<Instant>,
     /// The socket no longer listens (`stop_listening`, here or in another thread): accept nothing.
     stopped: bool,
-    /// This acceptor has seen the `--pause-accept` pause end (and resumed accepting).
-    pause_after_first_over: bool,
 }
 
 impl Acceptor {
-    /// An acceptor for `listener`, counting into `worker`; it binds `worker` to the calling thread,
-    /// which an event loop that also owns connections overrides when it builds them.
-    pub fn new(listener: Listener, worker: WorkerStats) -> Self {
-        worker.bind_to_this_thread();
-        Acceptor {
+    /// An acceptor for `listener`, counting into `worker`. Its resume timer is made now: once the
+    /// process is out of fds, it could not be.
+    pub fn new(listener: Listener, worker: WorkerStats) -> io::Result<Self> {
+        let resume = Timer::new()?;
+        Ok(Acceptor {
             listener,
             worker,
-            paused_until: None,
+            resume,
+            resume_watched: false,
+            resume_armed: None,
+            out_of_fds_until: None,
             last_warning: None,
             stopped: false,
-            pause_after_first_over: false,
-        }
+        })
     }
 
     /// Call on every return from epoll_wait of a loop that only accepts: counts the wake-up.
@@ -76,27 +98,30 @@ impl Acceptor {
         &self.listener
     }
 
-    /// Accepts until the queue is empty (or the process is out of fds), handing each admitted
-    /// connection to `hand_off`; returns how many were handed off.
-    pub fn accept_all(&mut self, mut hand_off: impl FnMut(OwnedFd)) -> usize {
-        let mut handed_off = 0;
-        self.take_resumed();
-        while !self.stopped && self.resume_in().is_none() {
+    /// Accepts until the queue is empty, handing each admitted connection to `hand_off`. `poller` is
+    /// the loop's epoll, where the listener is watched: a pause (EMFILE, `--pause-accept`) arms the
+    /// resume timer there and ends as a listener event. While paused, or once stopped, it accepts
+    /// nothing.
+    pub fn accept_all(&mut self, poller: &Poller, mut hand_off: impl FnMut(OwnedFd)) {
+        while !self.stopped {
+            if let Some(until) = self.paused_until() {
+                self.resume_at(poller, until);
+                return;
+            }
             match self.accept_one() {
-                Ok(Some(fd)) => {
-                    hand_off(fd);
-                    handed_off += 1;
-                }
+                Ok(Some(fd)) => hand_off(fd),
                 Ok(None) => {}
-                Err(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) if self.stopped => return,
+                Err(e) => self.out_of_fds(&e),
             }
         }
-        handed_off
     }
 
     /// Accepts one connection. `Ok(None)`: one was taken and turned away (max-conns). `Err`:
-    /// nothing to take now (`WouldBlock`), or out of fds (accepting is then paused).
-    pub fn accept_one(&mut self) -> io::Result<Option<OwnedFd>> {
+    /// nothing to take now (`WouldBlock`), the socket no longer listens (`stopped` is then set), or
+    /// out of fds.
+    fn accept_one(&mut self) -> io::Result<Option<OwnedFd>> {
         loop {
             match sys::socket::accept(self.listener.fd.as_fd()) {
                 Ok(fd) => {
@@ -114,16 +139,12 @@ impl Acceptor {
                 // The client gave up between handshake and accept, or a signal came: try the next.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
                 // EINVAL: the socket was shut down and listens no more (a drain has begun).
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     self.stopped = true;
                     return Err(e);
                 }
-                Err(e) => {
-                    self.pause(&e);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -135,37 +156,34 @@ impl Acceptor {
         sys::socket::stop_listening(self.listener.fd.as_fd())
     }
 
-    /// How long accepting is still paused for (EMFILE, or `--pause-accept`), if it is.
-    pub fn resume_in(&self) -> Option<Duration> {
+    /// When the pause in force ends (out of fds, or `--pause-accept`); `None`: accepting.
+    fn paused_until(&self) -> Option<Instant> {
         let now = Instant::now();
-        let pause_after_first = self.listener.pause_after_first.as_ref().and_then(|pause| pause.until.get());
-        [self.paused_until, pause_after_first.copied()]
-            .into_iter()
-            .flatten()
-            .map(|until| until.saturating_duration_since(now))
-            .filter(|left| !left.is_zero())
-            .max()
+        let after_first = self.listener.pause_after_first.as_ref().and_then(|pause| pause.until.get());
+        [self.out_of_fds_until, after_first.copied()].into_iter().flatten().filter(|&until| until > now).max()
     }
 
-    /// True once when a pause has just ended: the listener is edge-triggered, so the kernel will not
-    /// report the connections that queued up meanwhile, and the loop must accept them unasked.
-    pub fn take_resumed(&mut self) -> bool {
-        if self.resume_in().is_some() {
-            return false;
+    /// Arms the resume timer for `until`, once per pause, and watches it under the listener's token.
+    fn resume_at(&mut self, poller: &Poller, until: Instant) {
+        if self.resume_armed == Some(until) {
+            return;
         }
-        let mut resumed = self.paused_until.take().is_some();
-        let pause_after_first = self.listener.pause_after_first.as_ref();
-        if !self.pause_after_first_over && pause_after_first.is_some_and(|pause| pause.until.get().is_some())
-        {
-            self.pause_after_first_over = true;
-            resumed = true;
+        let mut armed = self.resume.set_after(until.saturating_duration_since(Instant::now()));
+        if armed.is_ok() && !self.resume_watched {
+            armed = poller.add(self.resume.as_fd(), LISTENER, READABLE_EDGE);
+            self.resume_watched = armed.is_ok();
         }
-        resumed
+        match armed {
+            Ok(()) => self.resume_armed = Some(until),
+            // Then the pause ends at the first listener event after `until`.
+            Err(e) => eprintln!("{}: {e}", program_name()),
+        }
     }
 
-    fn pause(&mut self, error: &io::Error) {
+    /// EMFILE (or another failure of accept4 that leaves the connection queued): pause.
+    fn out_of_fds(&mut self, error: &io::Error) {
         let now = Instant::now();
-        self.paused_until = Some(now + EMFILE_PAUSE);
+        self.out_of_fds_until = Some(now + EMFILE_PAUSE);
         if self.last_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5)) {
             self.last_warning = Some(now);
             eprintln!(

@@ -1,10 +1,11 @@
-//! The command line every server shares (SPEC.md, "Common command line").
+//! The command line every server shares (docs/spec.md, "Common command line").
 
 use std::net::SocketAddr;
 use std::process;
 use std::time::Duration;
 
 use clap::{Args, Parser};
+use sys::cpu::{parse_cpu_list, CpuList};
 
 /// The common flags, flattened into each server's own `clap` parser.
 #[derive(Debug, Clone, Args)]
@@ -44,32 +45,6 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok()
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| format!("not a number of seconds: {text:?}"))
-}
-
-/// A parsed `--cpus` list, in the order given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CpuList(pub Vec<usize>);
-
-/// Parses `0-3,8` into `[0, 1, 2, 3, 8]`.
-pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
-    let mut cpus = Vec::new();
-    for part in text.split(',') {
-        let number = |s: &str| s.trim().parse::<usize>().map_err(|_| format!("not a CPU number: {s:?}"));
-        match part.split_once('-') {
-            Some((first, last)) => {
-                let (first, last) = (number(first)?, number(last)?);
-                if first > last {
-                    return Err(format!("empty CPU range {part:?}"));
-                }
-                cpus.extend(first..=last);
-            }
-            None => cpus.push(number(part)?),
-        }
-    }
-    if cpus.len() > 4096 {
-        return Err("more than 4096 CPUs".to_string());
-    }
-    Ok(CpuList(cpus))
 }
 
 /// The resolved configuration every server runs with.
@@ -151,18 +126,4 @@ pub fn program_name() -> String {
         .next()
         .and_then(|arg0| arg0.rsplit('/').next().map(str::to_owned))
         .unwrap_or_else(|| "acceptlab".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-3,8"), Ok(CpuList(vec![0, 1, 2, 3, 8])));
-        assert_eq!(parse_cpu_list("5"), Ok(CpuList(vec![5])));
-        assert!(parse_cpu_list("3-1").is_err());
-        assert!(parse_cpu_list("a").is_err());
-        assert!(parse_cpu_list("").is_err());
-    }
 }

@@ -20,12 +20,13 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::framing::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
 use http::{parse_request_resuming, route, Job, Parsed, Status};
 
 use crate::accept::Acceptor;
+use crate::config::Config;
 use crate::exec;
 use crate::stats::WorkerStats;
 use sys::epoll::{Event, Poller};
@@ -58,18 +59,26 @@ pub enum Executed {
     Elsewhere,
 }
 
-/// What a loop does with each routed request.
+/// A routed request of connection `token`, the `seq`-th of that connection.
+pub struct Request<'a> {
+    pub token: u64,
+    pub seq: u64,
+    pub job: Job<'a>,
+}
+
+impl Request<'_> {
+    /// A copy that owns its bytes, to send to another thread.
+    pub fn into_owned(self) -> Request<'static> {
+        Request { token: self.token, seq: self.seq, job: self.job.into_owned() }
+    }
+}
+
+/// What a loop does with each routed request: [`ExecuteHere`], or a function of the architecture
+/// that sends it elsewhere (`FnMut(Request, &mut Vec<u8>) -> Executed`, ramcloud's `dispatch_request`).
 pub trait Executor {
-    /// Executes `job` now, appending its response to `out`, or sends it elsewhere, remembering
-    /// `token` and `seq` for [`Connections::complete`].
-    fn execute(
-        &mut self,
-        worker: &WorkerStats,
-        token: u64,
-        seq: u64,
-        job: Job<'_>,
-        out: &mut Vec<u8>,
-    ) -> Executed;
+    /// Executes `request` now, appending its response to `out`, or sends it elsewhere; its response
+    /// then comes back through [`Connections::complete`].
+    fn execute(&mut self, worker: &WorkerStats, request: Request<'_>, out: &mut Vec<u8>) -> Executed;
 }
 
 /// Executes every request on the loop's own thread (every architecture but RAMCloud's).
@@ -77,27 +86,34 @@ pub trait Executor {
 pub struct ExecuteHere;
 
 impl Executor for ExecuteHere {
-    fn execute(&mut self, worker: &WorkerStats, _: u64, _: u64, job: Job<'_>, out: &mut Vec<u8>) -> Executed {
-        exec::execute(job, worker, out);
+    fn execute(&mut self, worker: &WorkerStats, request: Request<'_>, out: &mut Vec<u8>) -> Executed {
+        exec::execute(request.job, worker, out);
         Executed::Here
     }
 }
 
-/// Settings every connection of a loop shares.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnSettings {
-    pub idle_timeout: Option<Duration>,
-    pub nodelay: bool,
+impl<F: FnMut(Request<'_>, &mut Vec<u8>) -> Executed> Executor for F {
+    fn execute(&mut self, _: &WorkerStats, request: Request<'_>, out: &mut Vec<u8>) -> Executed {
+        self(request, out)
+    }
 }
 
-/// All connections one event loop owns, by token.
-pub struct Connections {
+/// Settings every connection of a loop shares, from the command line.
+#[derive(Debug, Clone, Copy)]
+struct ConnSettings {
+    idle_timeout: Option<Duration>,
+    nodelay: bool,
+}
+
+/// All connections one event loop owns, by token, and how their requests are executed.
+pub struct Connections<E = ExecuteHere> {
     slots: Vec<Slot>,
     free: Vec<usize>,
     /// Tokens that used up their read budget with input left: served again before the next wait.
     ready_again: Vec<u64>,
     settings: ConnSettings,
     worker: WorkerStats,
+    executor: E,
     draining: bool,
     next_sweep: Instant,
     /// The time of the loop's last wake-up: read once per `epoll_wait`, not once per read.
@@ -117,15 +133,23 @@ fn token_of(index: usize, generation: u32) -> u64 {
 }
 
 impl Connections {
-    /// No connections yet; `worker` is whose counters they bump. Call it on the loop's own thread.
-    pub fn new(settings: ConnSettings, worker: WorkerStats) -> Self {
-        worker.bind_to_this_thread();
+    /// No connections yet, for a loop that executes every request itself; `worker` is whose
+    /// counters they bump.
+    pub fn new(config: &Config, worker: WorkerStats) -> Self {
+        Connections::with_executor(config, worker, ExecuteHere)
+    }
+}
+
+impl<E: Executor> Connections<E> {
+    /// No connections yet, for a loop whose requests `executor` executes (or sends elsewhere).
+    pub fn with_executor(config: &Config, worker: WorkerStats, executor: E) -> Self {
         Connections {
             slots: Vec::new(),
             free: Vec::new(),
             ready_again: Vec::new(),
-            settings,
+            settings: ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay },
             worker,
+            executor,
             draining: false,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
             now: Instant::now(),
@@ -135,9 +159,8 @@ impl Connections {
     /// Call on every return from epoll_wait: counts the wake-up and reads the clock once for all the
     /// events it brought (idle times, and the `Date` of every response).
     pub fn woke_up(&mut self) {
-        self.worker.wakeup();
+        exec::woke_up(&self.worker);
         self.now = Instant::now();
-        http::response::refresh_date(SystemTime::now());
     }
 
     /// Takes over a newly accepted connection: `TCP_NODELAY`, then into `poller`, edge-triggered.
@@ -165,11 +188,15 @@ impl Connections {
         Ok(token)
     }
 
-    /// Accepts every connection waiting in `acceptor`'s queue into this same loop: the recipe of
-    /// every architecture whose acceptor is also the reader (epoll, nginx, reuseport, ramcloud's
-    /// dispatcher). A connection that cannot be added is closed; the loop goes on.
+    /// Accepts every connection waiting in `acceptor`'s queue into this same loop: the listener arm of
+    /// every loop whose acceptor is also the reader (epoll, nginx, reuseport, ramcloud's dispatcher).
+    /// Called for every listener event, which includes the end of an EMFILE pause; accepts nothing
+    /// once the loop is draining. A connection that cannot be added is closed; the loop goes on.
     pub fn accept_from(&mut self, poller: &Poller, acceptor: &mut Acceptor) {
-        acceptor.accept_all(|fd| {
+        if self.draining {
+            return; // what queues now is refused with the server, or is for a replacement process
+        }
+        acceptor.accept_all(poller, |fd| {
             let _ = self.add(poller, fd);
         });
     }
@@ -185,7 +212,7 @@ impl Connections {
     }
 
     /// Handles an epoll event for connection `token`.
-    pub fn ready(&mut self, token: u64, event: &Event, executor: &mut impl Executor) {
+    pub fn ready(&mut self, token: u64, event: &Event) {
         let Some(conn) = self.get_mut(token) else { return };
         if event.is_readable() || event.is_closed() {
             conn.readable = true;
@@ -196,21 +223,21 @@ impl Connections {
         if event.is_writable() {
             conn.write_blocked = false;
         }
-        self.pump(token, executor);
+        self.pump(token);
     }
 
     /// The response to request `seq` of connection `token`, executed on another thread.
-    pub fn complete(&mut self, token: u64, seq: u64, response: Vec<u8>, executor: &mut impl Executor) {
+    pub fn complete(&mut self, token: u64, seq: u64, response: Vec<u8>) {
         let Some(conn) = self.get_mut(token) else { return }; // closed meanwhile: nobody to answer
         conn.in_flight.complete(seq, response, &mut conn.output);
-        self.pump(token, executor);
+        self.pump(token);
     }
 
     /// Runs the connections that still had input when their read budget ran out, then the periodic
     /// sweep: idle connections past `--idle-timeout`, lingering ones past their time.
-    pub fn tick(&mut self, executor: &mut impl Executor) {
+    pub fn tick(&mut self) {
         for token in std::mem::take(&mut self.ready_again) {
-            self.pump(token, executor);
+            self.pump(token);
         }
         let now = self.now;
         if now < self.next_sweep {
@@ -242,13 +269,13 @@ impl Connections {
 
     /// SIGTERM: no new requests; connections close as soon as what they have in flight is answered,
     /// and idle ones at once.
-    pub fn begin_drain(&mut self, executor: &mut impl Executor) {
+    pub fn begin_drain(&mut self) {
         self.draining = true;
         for index in 0..self.slots.len() {
             if let Some(conn) = &mut self.slots[index].conn {
                 conn.closing = true;
                 let token = token_of(index, self.slots[index].generation);
-                self.pump(token, executor);
+                self.pump(token);
             }
         }
     }
@@ -258,9 +285,10 @@ impl Connections {
     }
 
     /// Moves connection `token` as far as it can go without blocking, then closes it if it is done.
-    fn pump(&mut self, token: u64, executor: &mut impl Executor) {
+    fn pump(&mut self, token: u64) {
         let index = (token & u64::from(u32::MAX)) as usize;
         let Some(conn) = conn_mut(&mut self.slots, token) else { return };
+        let executor = &mut self.executor;
         let mut step = Step { worker: &self.worker, executor, token, draining: self.draining, now: self.now };
         match conn.pump(&mut step) {
             Progress::Wait => {}
@@ -432,15 +460,15 @@ impl Conn {
                     let seq = self.in_flight.next_seq();
                     if self.in_flight.is_empty() {
                         // The usual case: nothing ahead of it, so its response goes straight out.
-                        let executed =
-                            step.executor.execute(step.worker, step.token, seq, job, &mut self.output);
+                        let request = Request { token: step.token, seq, job };
+                        let executed = step.executor.execute(step.worker, request, &mut self.output);
                         if executed == Executed::Elsewhere {
                             self.in_flight.push(None);
                         }
                     } else {
                         let mut response = Vec::new();
-                        let executed =
-                            step.executor.execute(step.worker, step.token, seq, job, &mut response);
+                        let request = Request { token: step.token, seq, job };
+                        let executed = step.executor.execute(step.worker, request, &mut response);
                         self.in_flight.push((executed == Executed::Here).then_some(response));
                     }
                     self.input.consume(consumed);

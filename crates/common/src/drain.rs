@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::conn::Connections;
+use crate::conn::{Connections, Executor};
 
 /// How long a draining loop waits for the requests in flight before it exits anyway.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -33,7 +33,7 @@ impl Drain {
     }
 
     /// Draining, and either every connection is closed or the time is up.
-    pub fn is_done(&self, conns: &Connections) -> bool {
+    pub fn is_done<E: Executor>(&self, conns: &Connections<E>) -> bool {
         self.deadline.is_some_and(|at| conns.is_empty() || Instant::now() >= at)
     }
 }

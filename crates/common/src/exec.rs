@@ -2,7 +2,7 @@
 //! chose to execute requests on.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::response::{Connection, Response};
 use http::{Action, Job, Status};
@@ -10,6 +10,26 @@ use http::{Action, Job, Status};
 use crate::stats::WorkerStats;
 
 const HELLO: &[u8] = b"Hello, World!";
+
+/// Call on every return of a thread that executes requests from its wait (epoll_wait, or a queue):
+/// counts the wake-up for /stats, and brings this thread's `Date` up to the second.
+///
+/// NOTE: like nginx's `ngx_time_update()`, the clock is read once per wake-up, not per response: a
+/// pipelined batch of a thousand responses costs one clock read, and the `Date` is never more than
+/// one loop iteration old.
+pub fn woke_up(worker: &WorkerStats) {
+    worker.wakeup();
+    http::response::refresh_date(SystemTime::now());
+}
+
+/// Executes a request taken from a queue by a thread that takes one per wake-up (ramcloud's
+/// workers): counts the wake-up, brings the `Date` up to date, and returns the response.
+pub fn execute_from_queue(job: Job<'_>, worker: &WorkerStats) -> Vec<u8> {
+    woke_up(worker);
+    let mut response = Vec::with_capacity(256);
+    execute(job, worker, &mut response);
+    response
+}
 
 /// Executes `job` on the calling thread, counts it as one of `worker`'s requests, and appends the
 /// response to `out`.

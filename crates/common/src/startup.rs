@@ -8,9 +8,9 @@ use std::os::fd::AsFd;
 use std::process;
 use std::sync::Arc;
 
-use crate::accept::PauseAfterFirst;
+use crate::accept::{Listener, PauseAfterFirst};
 use crate::config::{program_name, Config};
-use crate::stats::Listener;
+use crate::stats::WorkerStats;
 
 /// Opens the listening socket `config` asks for (`SO_REUSEPORT` with `reuse_port`), exiting 1 with
 /// the failing call named if it cannot. With port 0, `addr` may name the port an earlier socket got.
@@ -21,7 +21,7 @@ pub fn listen(config: &Config, addr: SocketAddr, reuse_port: bool) -> Listener {
     Listener { addr, fd: Arc::new(fd), pause_after_first }
 }
 
-/// The warnings of SPEC.md, on stderr: an address open to every interface, and a backlog the kernel
+/// The warnings of docs/spec.md, on stderr: an address open to every interface, and a backlog the kernel
 /// will cap. Also raises the open-files limit, since every connection is a file descriptor, and
 /// refuses (exit 1) a `--cpus` list naming a CPU this process may not run on — before anything
 /// listens, so that no server announces itself and then dies pinning a thread.
@@ -69,11 +69,14 @@ pub fn announce(addr: SocketAddr) {
     let _ = stdout.flush();
 }
 
-/// Pins the calling thread to `cpu`, if there is one; exits 1 if the kernel refuses.
-pub fn pin(cpu: Option<usize>) {
-    if let Some(cpu) = cpu {
+/// The first call of every thread (or process) that runs a worker: pins it to the worker's CPU, if
+/// it has one (exit 1 if the kernel refuses), and records it as the worker's thread, so that /stats
+/// reads its `context_switches` from /proc.
+pub fn start_thread(worker: &WorkerStats) {
+    if let Some(cpu) = worker.cpu() {
         sys::cpu::pin_current_thread(cpu).unwrap_or_else(|e| fatal(e));
     }
+    worker.bind_to_this_thread();
 }
 
 /// Logs a configuration line on stderr.

@@ -7,15 +7,14 @@
 //! on the request path. Readers of `/stats` may see a slot mid-update, which is fine for counters.
 
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
 
-use crate::accept::PauseAfterFirst;
+use crate::accept::Listener;
 
 /// What a worker does in its architecture (SPEC.md, /stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,15 +66,6 @@ enum Field {
 const SLOT: usize = 16;
 /// Slot 0 holds the process-wide counters; index 0 is the number of open connections.
 const OPEN_TOTAL: usize = 0;
-
-/// A listening socket and its address, for the `listeners` section of `/stats`.
-#[derive(Debug, Clone)]
-pub struct Listener {
-    pub addr: SocketAddr,
-    pub fd: Arc<OwnedFd>,
-    /// `--pause-accept`, shared by every acceptor of this socket in this process.
-    pub pause_after_first: Option<Arc<PauseAfterFirst>>,
-}
 
 /// The counters of `/proc/net/netstat` that /stats reports as `kernel`: what the kernel did with
 /// SYNs and handshakes that never reached accept(). Names exactly as the kernel spells them.
@@ -224,6 +214,11 @@ impl WorkerStats {
         counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
+    /// The CPU this worker is pinned to, if any.
+    pub fn cpu(&self) -> Option<usize> {
+        self.counter(Field::Cpu).load(Relaxed).checked_sub(1).map(|cpu| cpu as usize)
+    }
+
     /// The server's counters as a whole (for `/stats` and `admit`).
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
@@ -269,7 +264,7 @@ impl WorkerStats {
     }
 
     /// Records that the calling thread runs this worker, so /stats can report its
-    /// `context_switches` from /proc. Event loops call it as they are built, on their own thread.
+    /// `context_switches` from /proc (see `startup::start_thread`).
     pub fn bind_to_this_thread(&self) {
         self.set(Field::ThreadId, sys::cpu::thread_id());
     }

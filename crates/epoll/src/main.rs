@@ -15,15 +15,16 @@
 //! queue fills meanwhile (`curl /sleep?ms=2000` and watch `/stats` stop answering for two seconds).
 #![forbid(unsafe_code)]
 
+use std::io;
 use std::os::fd::AsFd;
 
 use clap::Parser;
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
-use common::conn::{ConnSettings, Connections, ExecuteHere};
+use common::conn::Connections;
 use common::drain::Drain;
 use common::startup::{self, fatal};
-use common::stats::{Listener, Role, Stats, WorkerStats};
+use common::stats::{Role, Stats, WorkerStats};
 use common::token::{LISTENER, SIGNALS};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::signal::ShutdownSignals;
@@ -43,33 +44,28 @@ fn main() {
     let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listener = startup::listen(&config, config.addr, false);
     let stats = Stats::new("epoll", 1, config.max_conns, vec![listener.clone()]).unwrap_or_else(|e| fatal(e));
-    let cpu = config.cpu_for(0);
-    startup::pin(cpu);
-    let worker = stats.worker(0, Role::Loop, cpu);
+    let worker = stats.worker(0, Role::Loop, config.cpu_for(0));
+    startup::start_thread(&worker);
+    let acceptor = Acceptor::new(listener.clone(), worker.clone()).unwrap_or_else(|e| fatal(e));
     startup::announce(listener.addr);
-    worker_main(&config, listener, &signals, worker).unwrap_or_else(|e| fatal(e));
+    worker_main(&config, acceptor, &signals, worker).unwrap_or_else(|e| fatal(e));
 }
 
 /// The event loop: the listener, the signalfd and every connection in one epoll.
 fn worker_main(
     config: &Config,
-    listener: Listener,
+    mut acceptor: Acceptor,
     signals: &ShutdownSignals,
     worker: WorkerStats,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let poller = Poller::new()?;
-    poller.add(listener.fd.as_fd(), LISTENER, READABLE_EDGE)?;
+    poller.add(acceptor.listener().fd.as_fd(), LISTENER, READABLE_EDGE)?;
     poller.add(signals.as_fd(), SIGNALS, READABLE_EDGE)?;
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
-    let mut acceptor = Acceptor::new(listener, worker.clone());
-    let mut conns = Connections::new(settings, worker);
+    let mut conns = Connections::new(config, worker);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
-        poller.wait(
-            &mut events,
-            common::earliest([conns.timeout(), acceptor.resume_in(), drain.time_left()]),
-        )?;
+        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
         conns.woke_up();
         for event in events.iter() {
             match event.token {
@@ -77,16 +73,13 @@ fn worker_main(
                 SIGNALS if signals.read()?.is_some() && drain.begin() => {
                     startup::log("draining: no new connections; finishing the requests in flight");
                     acceptor.stop_listening()?;
-                    conns.begin_drain(&mut ExecuteHere);
+                    conns.begin_drain();
                 }
                 SIGNALS => {}
-                token => conns.ready(token, &event, &mut ExecuteHere),
+                token => conns.ready(token, &event),
             }
         }
-        if !drain.is_draining() && acceptor.take_resumed() {
-            conns.accept_from(&poller, &mut acceptor);
-        }
-        conns.tick(&mut ExecuteHere);
+        conns.tick();
         if drain.is_done(&conns) {
             return Ok(());
         }

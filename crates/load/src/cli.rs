@@ -241,7 +241,7 @@ fn is_header_line(line: &str) -> bool {
 }
 
 fn parse_cpus(text: &str) -> Result<CpuList, String> {
-    let cpus = common::config::parse_cpu_list(text)?.0;
+    let cpus = sys::cpu::parse_cpu_list(text)?.0;
     if cpus.is_empty() {
         return Err("an empty CPU list".into());
     }

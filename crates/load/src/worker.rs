@@ -15,8 +15,8 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sys::client::Timer;
 use sys::epoll::{Event, Events, Poller, CONNECTION, READABLE_EDGE};
+use sys::timer::Timer;
 
 use crate::conn::{Connection, Failure, InFlight, Phase};
 use crate::request::Requests;

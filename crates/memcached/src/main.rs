@@ -29,7 +29,7 @@ use std::thread;
 use clap::Parser;
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
-use common::conn::{ConnSettings, Connections, ExecuteHere};
+use common::conn::Connections;
 use common::dispatch::{Dispatcher, Policy, RecentBusy};
 use common::drain::Drain;
 use common::startup::{self, fatal};
@@ -85,14 +85,15 @@ fn main() {
         let (config, thread_waker, thread_busy) = (config.clone(), Arc::clone(&waker), Arc::clone(&busy));
         let poller = Poller::new().unwrap_or_else(|e| fatal(e));
         threads.push(thread::spawn(move || {
-            startup::pin(config.cpu_for(id));
+            startup::start_thread(&worker);
             worker_main(&config, poller, inbox, &thread_waker, &thread_busy, worker)
                 .unwrap_or_else(|e| fatal(e));
         }));
         workers.push(WorkerHandle { queue, waker, busy });
     }
-    startup::pin(config.cpu_for(0));
-    let acceptor = Acceptor::new(listener.clone(), stats.worker(0, Role::Acceptor, config.cpu_for(0)));
+    let acceptor_stats = stats.worker(0, Role::Acceptor, config.cpu_for(0));
+    startup::start_thread(&acceptor_stats);
+    let acceptor = Acceptor::new(listener.clone(), acceptor_stats).unwrap_or_else(|e| fatal(e));
     startup::announce(listener.addr);
     accept_loop(acceptor, &signals, &workers, Dispatcher::new(cli.dispatch)).unwrap_or_else(|e| fatal(e));
     for thread in threads {
@@ -112,20 +113,25 @@ fn accept_loop(
     poller.add(signals.as_fd(), SIGNALS, READABLE_EDGE)?;
     let mut events = Events::with_capacity(8);
     loop {
-        poller.wait(&mut events, acceptor.resume_in())?;
+        poller.wait(&mut events, None)?;
         acceptor.woke_up();
         for event in events.iter() {
-            if event.token == SIGNALS && signals.read()?.is_some() {
-                startup::log("draining: no new connections; workers finish the requests in flight");
-                acceptor.stop_listening()?;
-                for worker in workers {
-                    let _ = worker.queue.send(Message::Drain);
-                    notify_worker(worker);
+            match event.token {
+                LISTENER => {
+                    acceptor.accept_all(&poller, |fd| dispatch_new_conn(workers, &mut dispatcher, fd))
                 }
-                return Ok(());
+                SIGNALS if signals.read()?.is_some() => {
+                    startup::log("draining: no new connections; workers finish the requests in flight");
+                    acceptor.stop_listening()?;
+                    for worker in workers {
+                        let _ = worker.queue.send(Message::Drain);
+                        notify_worker(worker);
+                    }
+                    return Ok(());
+                }
+                _ => {}
             }
         }
-        acceptor.accept_all(|fd| dispatch_new_conn(workers, &mut dispatcher, fd));
     }
 }
 
@@ -160,8 +166,7 @@ fn worker_main(
     worker: WorkerStats,
 ) -> io::Result<()> {
     poller.add(waker.as_fd(), WAKER, READABLE_EDGE)?;
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
-    let mut conns = Connections::new(settings, worker);
+    let mut conns = Connections::new(config, worker);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
@@ -177,15 +182,15 @@ fn worker_main(
                             Ok(Message::Conn(fd)) => {
                                 let _ = conns.add(&poller, fd); // a failure closes that connection only
                             }
-                            Ok(Message::Drain) if drain.begin() => conns.begin_drain(&mut ExecuteHere),
+                            Ok(Message::Drain) if drain.begin() => conns.begin_drain(),
                             Ok(Message::Drain) | Err(_) => {}
                         }
                     }
                 }
-                token => conns.ready(token, &event, &mut ExecuteHere),
+                token => conns.ready(token, &event),
             }
         }
-        conns.tick(&mut ExecuteHere);
+        conns.tick();
         if drain.is_done(&conns) {
             return Ok(());
         }

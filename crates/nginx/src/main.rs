@@ -7,7 +7,7 @@
 //!          (kernel)      (kernel, shared) ├─► worker_main 1: accept_from, read/execute/write
 //!                                         └─► worker_main 2: ...
 //!                 who may accept: --accept mutex     the holder of a mutex alone has the listener in
-//!                                                    its epoll (the default, as in the seeds)
+//!                                                    its epoll (the default, as in the notes)
 //!                                 --accept exclusive the listener in every epoll, EPOLLEXCLUSIVE:
 //!                                                    the kernel wakes one waiter per connection
 //!                                 --accept herd      the listener in every epoll: all wake, one wins
@@ -20,8 +20,9 @@
 //! kernel's choice of waiter, or by a race — each with its own imbalance, visible in `/stats`.
 #![forbid(unsafe_code)]
 
+use std::fmt;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -29,7 +30,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
-use common::conn::{ConnSettings, Connections, ExecuteHere};
+use common::conn::Connections;
 use common::drain::Drain;
 use common::startup::{self, fatal};
 use common::stats::{Role, Stats, WorkerStats};
@@ -50,6 +51,14 @@ enum AcceptMode {
     Herd,
 }
 
+impl fmt::Display for AcceptMode {
+    /// The name `--accept` takes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.to_possible_value().ok_or(fmt::Error)?;
+        f.write_str(value.get_name())
+    }
+}
+
 /// lab-nginx: N threads with their own epoll take turns accepting on one socket.
 #[derive(Parser)]
 #[command(name = "lab-nginx", version)]
@@ -65,36 +74,41 @@ struct Cli {
 /// own connections wakes it sooner. nginx's `accept_mutex_delay` defaults to 500 ms.
 const ACCEPT_MUTEX_DELAY: Duration = Duration::from_millis(500);
 
+/// What every worker thread shares.
+struct Shared {
+    mode: AcceptMode,
+    accept_mutex: Mutex<()>,
+    /// The signalfd: in every epoll; whoever reads the signal tells the others through their wakers.
+    signals: ShutdownSignals,
+    /// Every worker's eventfd, by worker id.
+    wakers: Vec<Waker>,
+}
+
 fn main() {
     let cli: Cli = config::parse_or_exit();
     let config = cli.common.resolve(None).unwrap_or_else(|e| config::usage_error(&e));
     startup::check_environment(&config);
-    let signals = Arc::new(ShutdownSignals::new().unwrap_or_else(|e| fatal(e)));
+    let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listener = startup::listen(&config, config.addr, false);
     let stats = Stats::new("nginx", config.workers, config.max_conns, vec![listener.clone()])
         .unwrap_or_else(|e| fatal(e));
-    startup::log(
-        format_args!("{} workers, --accept {:?}", config.workers, cli.accept).to_string().to_lowercase(),
-    );
-    let accept_mutex = Arc::new(Mutex::new(()));
-    let wakers: Vec<Arc<Waker>> =
-        (0..config.workers).map(|_| Arc::new(Waker::new().unwrap_or_else(|e| fatal(e)))).collect();
+    startup::log(format_args!("{} workers, --accept {}", config.workers, cli.accept));
+    let shared = Arc::new(Shared {
+        mode: cli.accept,
+        accept_mutex: Mutex::new(()),
+        signals,
+        wakers: (0..config.workers).map(|_| Waker::new().unwrap_or_else(|e| fatal(e))).collect(),
+    });
     let threads: Vec<_> = (0..config.workers)
         .map(|id| {
             let worker = stats.worker(id, Role::Worker, config.cpu_for(id));
-            let acceptor = Acceptor::new(listener.clone(), worker.clone());
-            let shared = Shared {
-                mode: cli.accept,
-                accept_mutex: Arc::clone(&accept_mutex),
-                signals: Arc::clone(&signals),
-                wakers: wakers.clone(),
-                me: id,
-            };
-            let config = config.clone();
+            // Made here, before anything is accepted: a worker must not find the fds used up.
+            let acceptor = Acceptor::new(listener.clone(), worker.clone()).unwrap_or_else(|e| fatal(e));
             let poller = Poller::new().unwrap_or_else(|e| fatal(e));
+            let (config, shared) = (config.clone(), Arc::clone(&shared));
             thread::spawn(move || {
-                startup::pin(config.cpu_for(id));
-                worker_main(&config, poller, acceptor, &shared, worker).unwrap_or_else(|e| fatal(e));
+                startup::start_thread(&worker);
+                worker_main(&config, poller, acceptor, &shared, id, worker).unwrap_or_else(|e| fatal(e));
             })
         })
         .collect();
@@ -104,26 +118,18 @@ fn main() {
     }
 }
 
-/// What the worker threads share.
-struct Shared {
-    mode: AcceptMode,
-    accept_mutex: Arc<Mutex<()>>,
-    /// The signalfd: in every epoll; whoever reads the signal tells the others through their wakers.
-    signals: Arc<ShutdownSignals>,
-    wakers: Vec<Arc<Waker>>,
-    me: usize,
-}
-
 /// A worker thread: accepts (when its turn comes), then serves its own connections.
 fn worker_main(
     config: &Config,
     poller: Poller,
     mut acceptor: Acceptor,
     shared: &Shared,
+    id: usize,
     worker: WorkerStats,
 ) -> io::Result<()> {
+    let waker = &shared.wakers[id];
     poller.add(shared.signals.as_fd(), SIGNALS, READABLE_EDGE)?;
-    poller.add(shared.wakers[shared.me].as_fd(), WAKER, READABLE_EDGE)?;
+    poller.add(waker.as_fd(), WAKER, READABLE_EDGE)?;
     let listener_fd = Arc::clone(&acceptor.listener().fd);
     match shared.mode {
         AcceptMode::Mutex => {} // added and removed as the mutex comes and goes
@@ -132,14 +138,13 @@ fn worker_main(
         }
         AcceptMode::Herd => poller.add(listener_fd.as_fd(), LISTENER, READABLE_EDGE)?,
     }
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
     let share = (config.max_conns as usize / config.workers).max(1);
-    let mut conns = Connections::new(settings, worker);
+    let mut conns = Connections::new(config, worker);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     let mut turn = AcceptTurn { held: None, listening: false, disabled: 0 };
     loop {
-        let mut timeout = common::earliest([conns.timeout(), acceptor.resume_in(), drain.time_left()]);
+        let mut timeout = common::earliest([conns.timeout(), drain.time_left()]);
         if shared.mode == AcceptMode::Mutex && !drain.is_draining() {
             turn.try_take(&shared.accept_mutex, &poller, &listener_fd, conns.len(), share)?;
             if !turn.listening {
@@ -150,33 +155,36 @@ fn worker_main(
         conns.woke_up();
         // Accept first, then let go of the mutex before serving: the next holder need not wait for
         // this worker's requests to execute (nginx posts its read events for the same reason).
-        if events.iter().any(|event| event.token == LISTENER) || acceptor.take_resumed() {
+        if events.iter().any(|event| event.token == LISTENER) {
             conns.accept_from(&poller, &mut acceptor);
         }
         turn.held = None;
         for event in events.iter() {
             match event.token {
-                LISTENER => {}
-                SIGNALS | WAKER => {
-                    let signalled = event.token == SIGNALS && shared.signals.read()?.is_some();
-                    let told = event.token == WAKER && shared.wakers[shared.me].drain()? > 0;
-                    if (signalled || told) && drain.begin() {
-                        if signalled {
-                            startup::log("draining: no new connections; finishing the requests in flight");
-                            acceptor.stop_listening()?;
-                            shared.wakers.iter().for_each(|waker| drop(waker.wake()));
-                        }
-                        conns.begin_drain(&mut ExecuteHere);
-                    }
+                LISTENER => {} // accepted above, before the mutex was let go
+                SIGNALS if shared.signals.read()?.is_some() && drain.begin() => {
+                    startup::log("draining: no new connections; finishing the requests in flight");
+                    acceptor.stop_listening()?;
+                    conns.begin_drain();
+                    shared.wakers.iter().for_each(notify_worker);
                 }
-                token => conns.ready(token, &event, &mut ExecuteHere),
+                SIGNALS => {}
+                // Another worker read the signal: drain too (its listener has already stopped).
+                WAKER if waker.drain()? > 0 && drain.begin() => conns.begin_drain(),
+                WAKER => {}
+                token => conns.ready(token, &event),
             }
         }
-        conns.tick(&mut ExecuteHere);
+        conns.tick();
         if drain.is_done(&conns) {
             return Ok(());
         }
     }
+}
+
+/// Wakes a worker through its eventfd.
+fn notify_worker(waker: &Waker) {
+    let _ = waker.wake();
 }
 
 /// One worker's state in the accept-mutex protocol.
@@ -203,13 +211,11 @@ impl<'a> AcceptTurn<'a> {
         &mut self,
         mutex: &'a Mutex<()>,
         poller: &Poller,
-        listener: &std::os::fd::OwnedFd,
+        listener: &OwnedFd,
         open: usize,
         share: usize,
     ) -> io::Result<()> {
-        // ngx_accept_disabled = connections / 8 - free connections: positive once 7/8 are in use.
-        self.disabled =
-            self.disabled.saturating_sub(1).max((share / 8).saturating_sub(share.saturating_sub(open)));
+        self.disabled = self.disabled.saturating_sub(1).max(ngx_accept_disabled(share, open));
         self.held = if self.disabled == 0 { mutex.try_lock() } else { None };
         match (self.held.is_some(), self.listening) {
             (true, false) => poller.add(listener.as_fd(), LISTENER, READABLE_EDGE)?,
@@ -219,4 +225,17 @@ impl<'a> AcceptTurn<'a> {
         self.listening = self.held.is_some();
         Ok(())
     }
+}
+
+/// How many turns at the accept mutex a worker with `open` of its `share` of connections sits out.
+/// nginx computes it in `ngx_event_accept` as
+///
+/// ```text
+/// ngx_accept_disabled = ngx_cycle->connection_n / 8 - ngx_cycle->free_connection_n;
+/// ```
+///
+/// positive (sit out) once more than 7/8 of the worker's connections are in use.
+fn ngx_accept_disabled(share: usize, open: usize) -> usize {
+    let free = share.saturating_sub(open);
+    (share / 8).saturating_sub(free)
 }

@@ -24,19 +24,17 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
-use std::time::SystemTime;
 
 use clap::Parser;
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
-use common::conn::{ConnSettings, Connections, Executed, Executor};
+use common::conn::{Connections, Executed, Request};
 use common::drain::Drain;
 use common::exec;
 use common::startup::{self, fatal};
-use common::stats::{Listener, Role, Stats, WorkerStats};
+use common::stats::{Role, Stats, WorkerStats};
 use common::token::{LISTENER, SIGNALS, WAKER};
 use crossbeam_channel::{Receiver, Sender};
-use http::Job;
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::eventfd::Waker;
 use sys::signal::ShutdownSignals;
@@ -49,15 +47,8 @@ struct Cli {
     common: CommonArgs,
 }
 
-/// A request on its way to a worker: which connection, which of its requests, what to do.
-struct Request {
-    token: u64,
-    seq: u64,
-    job: Job<'static>,
-}
-
-/// A response on its way back to the dispatcher.
-struct Response {
+/// A response on its way back to the dispatcher: for which connection, for which of its requests.
+struct Reply {
     token: u64,
     seq: u64,
     bytes: Vec<u8>,
@@ -65,7 +56,7 @@ struct Response {
 
 /// The workers' way back to the dispatcher: a queue, and an eventfd to wake its epoll.
 struct Replies {
-    queue: Sender<Response>,
+    queue: Sender<Reply>,
     waker: Waker,
     /// Set when the dispatcher has been woken and has not yet drained the queue.
     woken: AtomicBool,
@@ -79,84 +70,52 @@ fn main() {
     let listener = startup::listen(&config, config.addr, false);
     let stats = Stats::new("ramcloud", config.workers + 1, config.max_conns, vec![listener.clone()])
         .unwrap_or_else(|e| fatal(e));
-    let (requests, inbox) = crossbeam_channel::unbounded::<Request>();
-    let (reply_queue, replies_in) = crossbeam_channel::unbounded::<Response>();
+    let (requests, inbox) = crossbeam_channel::unbounded::<Request<'static>>();
+    let (reply_queue, replies_in) = crossbeam_channel::unbounded::<Reply>();
     let waker = Waker::new().unwrap_or_else(|e| fatal(e));
     let replies = Arc::new(Replies { queue: reply_queue, waker, woken: AtomicBool::new(false) });
     let threads: Vec<_> = (1..=config.workers)
         .map(|id| {
             let worker = stats.worker(id, Role::Worker, config.cpu_for(id));
-            let (inbox, replies, cpu) = (inbox.clone(), Arc::clone(&replies), config.cpu_for(id));
+            let (inbox, replies) = (inbox.clone(), Arc::clone(&replies));
             thread::spawn(move || {
-                startup::pin(cpu);
+                startup::start_thread(&worker);
                 worker_main(&inbox, &replies, &worker);
             })
         })
         .collect();
-    startup::pin(config.cpu_for(0));
     let dispatcher = stats.worker(0, Role::Dispatcher, config.cpu_for(0));
+    startup::start_thread(&dispatcher);
+    let acceptor = Acceptor::new(listener.clone(), dispatcher.clone()).unwrap_or_else(|e| fatal(e));
     startup::announce(listener.addr);
-    let mut dispatch = Dispatch { requests };
-    dispatcher_main(&config, listener, &signals, &replies, &replies_in, &mut dispatch, dispatcher)
+    // When it returns it drops `requests`, closing the queue: the workers' recv fails and they return.
+    dispatcher_main(&config, acceptor, &signals, &replies, &replies_in, requests, dispatcher)
         .unwrap_or_else(|e| fatal(e));
-    drop(dispatch); // closes the request queue: the workers' recv fails and they return
     for thread in threads {
         let _ = thread.join();
     }
 }
 
-/// The dispatcher's executor: sends every request to the workers' queue.
-struct Dispatch {
-    requests: Sender<Request>,
-}
-
-impl Executor for Dispatch {
-    /// NOTE: one central queue that every idle worker takes from (not one queue per worker): a
-    /// request waits only if every worker is busy, never behind a slow request while another worker
-    /// idles. The cost is one shared queue every request passes through; RAMCloud pays it too, and
-    /// its dispatcher even polls instead of sleeping, trading a whole core for latency.
-    fn execute(
-        &mut self,
-        _: &WorkerStats,
-        token: u64,
-        seq: u64,
-        job: Job<'_>,
-        out: &mut Vec<u8>,
-    ) -> Executed {
-        let request = Request { token, seq, job: job.into_owned() };
-        if self.requests.send(request).is_err() {
-            // No worker left (only while exiting): answer rather than leave the client waiting.
-            exec::write_error(http::Status::ServiceUnavailable, "shutting down", out);
-            return Executed::Here;
-        }
-        Executed::Elsewhere
-    }
-}
-
-/// The dispatcher thread: every socket, one epoll.
+/// The dispatcher thread: every socket, one epoll; every request it reads goes to `dispatch_request`.
 fn dispatcher_main(
     config: &Config,
-    listener: Listener,
+    mut acceptor: Acceptor,
     signals: &ShutdownSignals,
     replies: &Replies,
-    replies_in: &Receiver<Response>,
-    dispatch: &mut Dispatch,
+    replies_in: &Receiver<Reply>,
+    requests: Sender<Request<'static>>,
     dispatcher: WorkerStats,
 ) -> io::Result<()> {
     let poller = Poller::new()?;
-    poller.add(listener.fd.as_fd(), LISTENER, READABLE_EDGE)?;
+    poller.add(acceptor.listener().fd.as_fd(), LISTENER, READABLE_EDGE)?;
     poller.add(signals.as_fd(), SIGNALS, READABLE_EDGE)?;
     poller.add(replies.waker.as_fd(), WAKER, READABLE_EDGE)?;
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
-    let mut acceptor = Acceptor::new(listener, dispatcher.clone());
-    let mut conns = Connections::new(settings, dispatcher);
+    let dispatch = |request: Request<'_>, out: &mut Vec<u8>| dispatch_request(&requests, request, out);
+    let mut conns = Connections::with_executor(config, dispatcher, dispatch);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
-        poller.wait(
-            &mut events,
-            common::earliest([conns.timeout(), acceptor.resume_in(), drain.time_left()]),
-        )?;
+        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
         conns.woke_up();
         for event in events.iter() {
             match event.token {
@@ -164,39 +123,52 @@ fn dispatcher_main(
                 SIGNALS if signals.read()?.is_some() && drain.begin() => {
                     startup::log("draining: no new connections; finishing the requests in flight");
                     acceptor.stop_listening()?;
-                    conns.begin_drain(dispatch);
+                    conns.begin_drain();
                 }
                 SIGNALS => {}
                 WAKER => {
                     replies.waker.drain()?;
                     replies.woken.store(false, SeqCst);
-                    while let Ok(response) = replies_in.try_recv() {
-                        conns.complete(response.token, response.seq, response.bytes, dispatch);
+                    while let Ok(reply) = replies_in.try_recv() {
+                        conns.complete(reply.token, reply.seq, reply.bytes);
                     }
                 }
-                token => conns.ready(token, &event, dispatch),
+                token => conns.ready(token, &event),
             }
         }
-        if !drain.is_draining() && acceptor.take_resumed() {
-            conns.accept_from(&poller, &mut acceptor);
-        }
-        conns.tick(dispatch);
+        conns.tick();
         if drain.is_done(&conns) {
             return Ok(());
         }
     }
 }
 
+/// Sends a request the dispatcher has read and routed to the workers' one queue; its response
+/// comes back through the replies queue to `Connections::complete`.
+///
+/// NOTE: one central queue that every idle worker takes from (not one queue per worker): a
+/// request waits only if every worker is busy, never behind a slow request while another worker
+/// idles. The cost is one shared queue every request passes through; RAMCloud pays it too, and
+/// its dispatcher even polls instead of sleeping, trading a whole core for latency.
+fn dispatch_request(
+    requests: &Sender<Request<'static>>,
+    request: Request<'_>,
+    out: &mut Vec<u8>,
+) -> Executed {
+    if requests.send(request.into_owned()).is_err() {
+        // No worker left (only while exiting): answer rather than leave the client waiting.
+        exec::write_error(http::Status::ServiceUnavailable, "shutting down", out);
+        return Executed::Here;
+    }
+    Executed::Elsewhere
+}
+
 /// A worker thread: takes the next request from the shared queue, executes it, sends the response
 /// back. It owns no socket.
-fn worker_main(inbox: &Receiver<Request>, replies: &Replies, worker: &WorkerStats) {
-    worker.bind_to_this_thread();
+fn worker_main(inbox: &Receiver<Request<'static>>, replies: &Replies, worker: &WorkerStats) {
     while let Ok(request) = inbox.recv() {
-        worker.wakeup();
-        http::response::refresh_date(SystemTime::now());
-        let mut bytes = Vec::with_capacity(256);
-        exec::execute(request.job, worker, &mut bytes);
-        if replies.queue.send(Response { token: request.token, seq: request.seq, bytes }).is_ok() {
+        let bytes = exec::execute_from_queue(request.job, worker);
+        if replies.queue.send(Reply { token: request.token, seq: request.seq, bytes }).is_ok() {
             notify_dispatcher(replies);
         }
     }

@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use common::accept::Acceptor;
+use common::accept::{Acceptor, Listener};
 use common::config::{self, CommonArgs, Config};
-use common::conn::{ConnSettings, Connections, ExecuteHere};
+use common::conn::Connections;
 use common::drain::{Drain, DRAIN_LIMIT};
 use common::startup::{self, fatal};
-use common::stats::{Listener, Role, Stats, WorkerStats};
+use common::stats::{Role, Stats, WorkerStats};
 use common::token::{LISTENER, SIGNALS};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::process::{Ended, ForkResult, Pid};
@@ -193,41 +193,31 @@ fn start_worker(server: &Server, index: usize) -> io::Result<Pid> {
 /// One worker process: lab-epoll's event loop on socket `index`, pinned to its CPU.
 fn worker_main(server: &Server, index: usize) -> io::Result<()> {
     sys::process::die_with_parent(server.supervisor)?;
-    let config = &server.config;
-    startup::pin(config.cpu_for(index));
     let worker = server.worker_stats[index].clone();
+    startup::start_thread(&worker);
     worker.release_orphaned_conns();
+    let mut acceptor = Acceptor::new(server.listeners[index].clone(), worker.clone())?;
     let poller = Poller::new()?;
-    poller.add(server.listeners[index].fd.as_fd(), LISTENER, READABLE_EDGE)?;
+    poller.add(acceptor.listener().fd.as_fd(), LISTENER, READABLE_EDGE)?;
     poller.add(server.signals.as_fd(), SIGNALS, READABLE_EDGE)?;
-    let settings = ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay };
-    let mut acceptor = Acceptor::new(server.listeners[index].clone(), worker.clone());
-    let mut conns = Connections::new(settings, worker);
+    let mut conns = Connections::new(&server.config, worker);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
-        poller.wait(
-            &mut events,
-            common::earliest([conns.timeout(), acceptor.resume_in(), drain.time_left()]),
-        )?;
+        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
         conns.woke_up();
         for event in events.iter() {
             match event.token {
-                LISTENER if !drain.is_draining() => conns.accept_from(&poller, &mut acceptor),
-                // Draining: what queues now is for a replacement, or is refused with the server.
-                LISTENER => {}
+                LISTENER => conns.accept_from(&poller, &mut acceptor),
                 SIGNALS if server.signals.read()?.is_some() && drain.begin() => {
                     stop_accepting(&mut acceptor, server.stopping)?;
-                    conns.begin_drain(&mut ExecuteHere);
+                    conns.begin_drain();
                 }
                 SIGNALS => {}
-                token => conns.ready(token, &event, &mut ExecuteHere),
+                token => conns.ready(token, &event),
             }
         }
-        if !drain.is_draining() && acceptor.take_resumed() {
-            conns.accept_from(&poller, &mut acceptor);
-        }
-        conns.tick(&mut ExecuteHere);
+        conns.tick();
         if drain.is_done(&conns) {
             return Ok(());
         }

@@ -1,12 +1,9 @@
 //! The client side of TCP, for the load generator: nonblocking connects (optionally from a chosen
-//! source address), the error a connect left behind, abortive close, and a timer fd that paces an
-//! open-loop schedule finer than epoll_wait's milliseconds.
+//! source address), the error a connect left behind, and abortive close.
 
 use std::io;
-use std::mem;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -14,7 +11,7 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 
-use crate::{last_os_error, os_error};
+use crate::os_error;
 
 /// `socket(2)` + `connect(2)`, nonblocking and close-on-exec, from `source` when given.
 ///
@@ -58,7 +55,7 @@ pub fn connect_tcp_prepared(
 /// `setsockopt(IP_BIND_ADDRESS_NO_PORT)` + `bind(2)` to `source:0`: fixes the source address now but
 /// leaves the port to `connect(2)`, which then only needs the whole 4-tuple to be unique. A plain
 /// `bind` to port 0 would reserve a port for this address alone, and run out after ~28k sockets.
-pub fn bind_source(fd: BorrowedFd<'_>, source: IpAddr) -> io::Result<()> {
+fn bind_source(fd: BorrowedFd<'_>, source: IpAddr) -> io::Result<()> {
     let local = SocketAddr::new(source, 0);
     if source.is_ipv4() {
         setsockopt(&fd, sockopt::IpBindAddressNoPort, &true)
@@ -69,7 +66,7 @@ pub fn bind_source(fd: BorrowedFd<'_>, source: IpAddr) -> io::Result<()> {
 
 /// `connect(2)` on a nonblocking socket: `Ok(true)` if connected at once, `Ok(false)` while the
 /// handshake is under way (`EINPROGRESS`).
-pub fn connect_nonblocking(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<bool> {
+fn connect_nonblocking(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<bool> {
     match connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
         Ok(()) => Ok(true),
         Err(Errno::EINPROGRESS) => Ok(false),
@@ -97,64 +94,4 @@ pub fn set_linger_zero(fd: BorrowedFd<'_>) -> io::Result<()> {
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     setsockopt(&fd, sockopt::Linger, &linger)
         .map_err(|e| os_error("setsockopt SO_LINGER fd", fd.as_raw_fd(), e))
-}
-
-/// A one-shot timer as a file descriptor (`timerfd_create(2)`), to put in an epoll set: it becomes
-/// readable when it expires, with nanosecond resolution where epoll_wait's own timeout has
-/// milliseconds. nix has it only behind its `time` feature, which the workspace does not enable,
-/// hence libc.
-#[derive(Debug)]
-pub struct Timer {
-    fd: OwnedFd,
-}
-
-impl Timer {
-    /// `timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)`, disarmed.
-    pub fn new() -> io::Result<Self> {
-        let flags = libc::TFD_NONBLOCK | libc::TFD_CLOEXEC;
-        // SAFETY: timerfd_create takes no pointers.
-        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, flags) };
-        if fd < 0 {
-            return Err(last_os_error("timerfd_create", "CLOCK_MONOTONIC"));
-        }
-        // SAFETY: timerfd_create succeeded, so `fd` is a new descriptor that nothing else owns.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
-    }
-
-    /// `timerfd_settime(2)`, relative: expire once, `after` from now. Arming again replaces the
-    /// previous expiry and clears the count of expiries not yet read.
-    pub fn set_after(&self, after: Duration) -> io::Result<()> {
-        // A zero it_value would disarm the timer instead of firing it at once.
-        let after = after.max(Duration::from_nanos(1));
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-            it_value: libc::timespec {
-                tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
-                tv_nsec: after.subsec_nanos() as libc::c_long,
-            },
-        };
-        // SAFETY: `spec` is a valid itimerspec for the duration of the call; the old value is not
-        // wanted, which timerfd_settime allows with a null pointer.
-        let rc = unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(last_os_error("timerfd_settime fd", self.fd.as_raw_fd()));
-        }
-        Ok(())
-    }
-
-    /// `read(2)` of the 8-byte expiry count, so the fd stops being readable; nothing to read is fine.
-    pub fn clear(&self) -> io::Result<()> {
-        let mut count = [0u8; mem::size_of::<u64>()];
-        match crate::socket::read(self.fd.as_fd(), &mut count) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(io::Error::new(e.kind(), format!("read timerfd {}: {e}", self.fd.as_raw_fd()))),
-        }
-    }
-}
-
-impl AsFd for Timer {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
 }

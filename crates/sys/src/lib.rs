@@ -8,10 +8,12 @@
 //! - [`epoll`]: the readiness API every event loop here waits in, with a `u64` token per registration.
 //! - [`eventfd`]: a counter another thread can bump to wake a loop (memcached's connection hand-off).
 //! - [`signal`]: SIGINT / SIGTERM delivered as a readable fd, so shutdown is just another event.
-//! - [`cpu`], [`rlimit`], [`shared`]: pinning threads to CPUs, raising the fd limit, and counters in
-//!   memory that forked worker processes share.
+//! - [`timer`]: a `timerfd`, so that a deadline arrives as an epoll event (the end of an EMFILE pause,
+//!   the load generator's open-loop schedule).
+//! - [`cpu`], [`rlimit`], [`shared`]: the `--cpus` list and pinning threads to CPUs, raising the fd
+//!   limit, and counters in memory that forked worker processes share.
 //! - [`client`]: the other end, for the load generator: nonblocking `connect(2)` from a chosen source
-//!   address, `SO_ERROR`, `SO_LINGER` 0, and a `timerfd` that paces an open-loop schedule.
+//!   address, `SO_ERROR`, `SO_LINGER` 0.
 //! - [`netns`]: a network namespace of one's own, with its loopback up, for lab-exp's experiments.
 //! - [`netstat`]: the namespace's TCP counters from `/proc/net/netstat` and `/proc/net/snmp`.
 //! - [`process`]: `fork(2)` for a single-threaded supervisor, and what it needs to keep its worker
@@ -37,6 +39,7 @@ pub mod rlimit;
 pub mod shared;
 pub mod signal;
 pub mod socket;
+pub mod timer;
 
 use std::fmt::Display;
 use std::io;
