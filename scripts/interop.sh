@@ -85,7 +85,7 @@ default_servers() {
     # tools, and a new tool must not turn up here as a server that fails to listen.
     local name
     for name in lab-epoll lab-memcached lab-ramcloud lab-nginx lab-reuseport; do
-        [[ -x $RELEASE_DIR/$name ]] && echo "$RELEASE_DIR/$name"
+        if [[ -x $RELEASE_DIR/$name ]]; then echo "$RELEASE_DIR/$name"; fi
     done
 }
 
