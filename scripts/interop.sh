@@ -4,7 +4,7 @@
 # Usage: scripts/interop.sh [SERVER...]
 #   SERVER is a binary path or a bare name looked up in target/release (lab-epoll), optionally followed
 #   by extra server arguments in the same word:  scripts/interop.sh "lab-nginx --accept herd"
-#   Default: every target/release/lab-* server except the tools lab-load and lab-bench.
+#   Default: the five servers in target/release (lab-epoll ... lab-reuseport).
 #   lab-nginx given without arguments runs once per accept mode in NGINX_ACCEPT_MODES.
 #
 # Environment:
@@ -81,14 +81,11 @@ expand_server() { # SPEC
 }
 
 default_servers() {
-    local bin name
-    for bin in "$RELEASE_DIR"/lab-*; do
-        name=${bin##*/}
-        [[ -f $bin && -x $bin ]] || continue
-        case $name in
-            lab-load | lab-bench | *.*) continue ;;
-        esac
-        echo "$bin"
+    # The five servers by name: the other lab-* binaries (lab-load, lab-bench, lab-exp, lab-top) are
+    # tools, and a new tool must not turn up here as a server that fails to listen.
+    local name
+    for name in lab-epoll lab-memcached lab-ramcloud lab-nginx lab-reuseport; do
+        if [[ -x $RELEASE_DIR/$name ]]; then echo "$RELEASE_DIR/$name"; fi
     done
 }
 
