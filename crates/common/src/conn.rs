@@ -661,3 +661,6 @@ impl InFlight {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
