@@ -49,7 +49,8 @@ fn elsewhere() -> (Connections<impl Executor>, Sent) {
         record.borrow_mut().push((request.token, request.seq, path));
         Executed::Elsewhere
     };
-    let conns = Connections::with_executor(&config(), stats.worker(0, crate::stats::Role::Loop, None), executor);
+    let conns =
+        Connections::with_executor(&config(), stats.worker(0, crate::stats::Role::Loop, None), executor);
     (conns, sent)
 }
 
@@ -113,10 +114,14 @@ fn responses_completed_out_of_order_are_written_in_request_order() {
     let token = conns.add(&poller, fd).unwrap();
     client.write_all(b"GET /sleep?ms=1 HTTP/1.1\r\nHost: t\r\n\r\nGET /sleep?ms=2 HTTP/1.1\r\nHost: t\r\n\r\nGET /sleep?ms=3 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     turn_until(&poller, &mut conns, || sent.borrow().len() == 3);
-    let seqs: Vec<u64> = sent.borrow().iter().map(|&(t, seq, _)| {
-        assert_eq!(t, token);
-        seq
-    }).collect();
+    let seqs: Vec<u64> = sent
+        .borrow()
+        .iter()
+        .map(|&(t, seq, _)| {
+            assert_eq!(t, token);
+            seq
+        })
+        .collect();
     assert_eq!(seqs, [0, 1, 2]);
 
     // The third finishes first, then the first, then the second.
@@ -200,7 +205,8 @@ fn a_request_larger_than_the_first_buffer_is_read_whole() {
     let (mut client, fd) = pair(&listener);
     conns.add(&poller, fd).unwrap();
     let body = vec![b'x'; 5 * INITIAL_INPUT + 7];
-    let mut request = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let mut request =
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     request.extend_from_slice(&body);
     client.write_all(&request).unwrap();
     let mut echoed = Vec::new();
