@@ -8,8 +8,8 @@ use std::os::fd::AsFd;
 use std::process;
 use std::sync::Arc;
 
-use crate::accept::{Listener, PauseAfterFirst};
 use crate::config::{program_name, CommonArgs, Config};
+use crate::listener::{Listener, PauseAfterFirst};
 use crate::stats::{Stats, WorkerStats};
 
 /// Opens the listening socket `config` asks for (`SO_REUSEPORT` with `reuse_port`), exiting 1 with

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::accept::Listener;
+use crate::listener::Listener;
 
 /// What a worker does in its architecture (docs/spec.md, /stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,10 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use common::accept::{Acceptor, Listener};
+use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
 use common::conn::Connections;
 use common::drain::{Drain, DRAIN_LIMIT};
+use common::listener::Listener;
 use common::startup::{self, fatal};
 use common::stats::{Role, WorkerStats};
 use common::token::{LISTENER, SIGNALS};
