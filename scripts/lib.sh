@@ -24,6 +24,6 @@ wait_listening() { # OUT_FILE PID
         sleep 0.1
     done
     FIRST_LINE=$(head -n 1 "$out")
-    [[ $FIRST_LINE =~ ^listening\ on\ ([0-9a-f.:\[\]]+:[0-9]+)$ ]] || return 1
+    [[ $FIRST_LINE =~ ^listening\ on\ ([^ ]+:[0-9]+)$ ]] || return 1
     LISTEN_ADDR=${BASH_REMATCH[1]}
 }

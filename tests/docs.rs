@@ -93,10 +93,16 @@ fn check(citation: &Citation) -> Option<String> {
     };
     let word = citation.name.rsplit(['.', ':']).next().unwrap_or(&citation.name);
     (!has_word(text, word)).then(|| {
-        let found = source.lines().enumerate().filter(|(_, line)| has_word(line, &format!("fn {word}")));
-        let hint: Vec<String> = found.map(|(at, _)| format!(":{}", at + 1)).collect();
+        let lines_with = |pattern: &str| -> Vec<String> {
+            let found = source.lines().enumerate().filter(|(_, line)| has_word(line, pattern));
+            found.map(|(at, _)| format!(":{}", at + 1)).collect()
+        };
+        let mut hint = lines_with(&format!("fn {word}"));
+        if hint.is_empty() {
+            hint = lines_with(word);
+        }
         format!(
-            "docs/architectures.md line {}: `{}` cited at {}:{}, which reads {:?} (fn {word} is at {})",
+            "docs/architectures.md line {}: `{}` cited at {}:{}, which reads {:?} ({word} is at {})",
             citation.doc_line,
             citation.name,
             citation.file,
