@@ -81,9 +81,11 @@ expand_server() { # SERVER
 }
 
 default_servers() {
+    # The five servers (SERVERS in lib.sh): the other lab-* binaries (lab-load, lab-bench, lab-exp, lab-top) are
+    # tools, and a new tool must not turn up here as a server that fails to listen.
     local name
     for name in "${SERVERS[@]}"; do
-        echo "$RELEASE_DIR/$name"
+        if [[ -x $RELEASE_DIR/$name ]]; then echo "$RELEASE_DIR/$name"; fi
     done
 }
 

@@ -52,10 +52,23 @@ fn accept_queue_holds_backlog_plus_one_then_drops_syns() {
     assert_eq!(count(&report, "ss_send_q"), backlog);
     assert_eq!(count(&report, "syn_sent_clients"), clients - backlog - 1);
     assert!(count(&report, "listen_overflows") >= clients - backlog - 1);
-    assert_eq!(count(&report, "stats_kernel_listen_overflows"), count(&report, "netstat_listen_overflows"));
+    if report["ran_in"].as_str().unwrap_or_default().contains("namespace of its own") {
+        assert_eq!(
+            count(&report, "stats_kernel_listen_overflows"),
+            count(&report, "netstat_listen_overflows")
+        );
+    } else {
+        println!("accept-queue ran on the host's loopback: /stats kernel counters are the host's, shared");
+    }
+    assert!(count(&report, "stats_kernel_listen_overflows") >= count(&report, "listen_overflows"));
     let stalled = report["figures"]["stalled_connect_ms"].as_array().expect("stalled_connect_ms");
     assert_eq!(stalled.len() as i64, clients - backlog - 1);
-    assert!(stalled.iter().all(|t| t.as_f64().unwrap_or(0.0) >= 900.0), "{stalled:?}");
+    // Let in by a SYN retransmit (a whole second after connect), after the pause, not at its end.
+    let pause = report["figures"]["pause_ms"].as_f64().expect("pause_ms");
+    assert!(
+        stalled.iter().filter_map(|t| t.as_f64()).all(|t| t >= pause && t % 1000.0 < 300.0),
+        "{stalled:?} against a pause of {pause} ms"
+    );
     assert_eq!(count(&report, "served_after_resume"), clients);
 }
 

@@ -173,6 +173,9 @@ fn child_main() -> ! {
         }
         Err(e) => report.ran_in = format!("on the host's loopback (no namespace: {e})"),
     }
+    if report.skipped.is_none() && !kernel::have("ss") {
+        report.skip("needs ss (iproute2) to read the kernel's queues: scripts/install-tools.sh ss");
+    }
     if report.skipped.is_none() {
         (experiment.run)(&mut report);
     }

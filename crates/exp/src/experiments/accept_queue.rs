@@ -24,7 +24,9 @@ pub const EXPERIMENT: Experiment = Experiment {
 
 const BACKLOG: usize = 4;
 const CLIENTS: usize = 12;
-const PAUSE_SECS: f64 = 2.0;
+/// Not a whole number of seconds, so that a client let in by a SYN retransmit (on a whole second
+/// after its connect) is told apart from one let in the moment the queue drained.
+const PAUSE_SECS: f64 = 2.5;
 
 fn run(report: &mut Report) {
     let backlog = BACKLOG.to_string();
@@ -97,6 +99,7 @@ fn run(report: &mut Report) {
     report.observe(format!("after the pause, {served} of {CLIENTS} connections got 200 to GET /"));
 
     report.figure("backlog", BACKLOG);
+    report.figure("pause_ms", PAUSE_SECS * 1000.0);
     report.figure("clients", CLIENTS);
     report.figure("completed_at_once", completed_at_once);
     report.figure("ss_recv_q", ss_recv_q);
@@ -130,8 +133,9 @@ fn run(report: &mut Report) {
         format!("ListenOverflows +{overflows}, ListenDrops +{drops}, SYN-SENT {waiting_in_syn_sent}"),
     );
     report.check(
-        "/stats kernel.ListenOverflows is the namespace's own counter",
-        stats_overflows == netstat_overflows && stats_overflows >= overflows,
+        "/stats kernel.ListenOverflows is the namespace's own counter (in lab-exp's namespace, the same \
+         figure as /proc/net/netstat; on a shared host's, at least this experiment's overflows)",
+        stats_overflows >= overflows && (stats_overflows == netstat_overflows || !crate::in_own_namespace()),
         format!("/stats {stats_overflows}, /proc/net/netstat {netstat_overflows}"),
     );
     let waited_past_resume = paused_at.elapsed() >= Duration::from_secs_f64(PAUSE_SECS);
@@ -142,7 +146,7 @@ fn run(report: &mut Report) {
     // (Polled every 5 ms: a busy machine may see a completion up to a few hundred ms late.)
     let on_a_retransmit = |t: f64| t >= 900.0 && (t % 1000.0 < 300.0 || t % 1000.0 > 950.0);
     report.check(
-        "the dropped clients stall on SYN retransmits: each connect() ends ≥ 1 s later, on a whole second (a retransmit), after accepting resumed",
+        "the dropped clients stall on SYN retransmits: each connect() ends after accepting resumed, on a whole second (a retransmit), not when the queue drained",
         stalled.len() == dropped as usize
             && stalled.iter().all(|&t| on_a_retransmit(t) && t >= PAUSE_SECS * 1000.0 - 300.0)
             && waited_past_resume,
