@@ -12,7 +12,7 @@ help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
 	@echo "make test         the whole test suite (unit, parser tables, conformance, faults)"
 	@echo "make interop      the servers against curl, ab, wrk and h2load (installs them if missing)"
-	@echo "make lint         rustfmt and clippy, warnings as errors"
+	@echo "make lint         rustfmt and clippy (warnings as errors), shellcheck on scripts/*.sh"
 	@echo "make docs-check   every name cited as file:line in docs/architectures.md is on that line"
 	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
@@ -38,8 +38,11 @@ interop: build
 docs-check:
 	$(CARGO) test --release -p acceptlab-tests --test docs
 
+# shellcheck comes from apt-get where it is missing (as root on CI's fresh clone; sudo otherwise).
 lint:
 	$(CARGO) fmt --all -- --check
+	scripts/install-tools.sh shellcheck
+	shellcheck -x scripts/*.sh
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
 # make bench: this 2-core machine's side-by-side (<= 6 min): servers on CPU 0, lab-load on CPU 1; the

@@ -4,7 +4,7 @@
 # Usage: scripts/interop.sh [SERVER...]
 #   SERVER is a binary path or a bare name looked up in target/release (lab-epoll), optionally followed
 #   by extra server arguments in the same word:  scripts/interop.sh "lab-nginx --accept herd"
-#   Default: the five servers in target/release (lab-epoll ... lab-reuseport).
+#   Default: the five servers in target/release (SERVERS in scripts/lib.sh).
 #   lab-nginx given without arguments runs once per accept mode in NGINX_ACCEPT_MODES.
 #
 # Environment:
@@ -16,8 +16,8 @@
 # Prints one PASS/FAIL line per check and exits 1 if any check failed.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RELEASE_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PIPELINE_LUA=$ROOT/scripts/pipeline.lua
 NGINX_ACCEPT_MODES=${NGINX_ACCEPT_MODES-mutex exclusive herd}
 INTEROP_WORKERS=${INTEROP_WORKERS:-2}
@@ -63,7 +63,7 @@ report_field() { # FILE KEY
 # Which servers to run
 
 # Prints one line per server run: the binary's path, then its extra arguments.
-expand_server() { # SPEC
+expand_server() { # SERVER
     local parts bin
     read -r -a parts <<<"$1"
     bin=${parts[0]}
@@ -81,10 +81,10 @@ expand_server() { # SPEC
 }
 
 default_servers() {
-    # The five servers by name: the other lab-* binaries (lab-load, lab-bench, lab-exp, lab-top) are
+    # The five servers (SERVERS in lib.sh): the other lab-* binaries (lab-load, lab-bench, lab-exp, lab-top) are
     # tools, and a new tool must not turn up here as a server that fails to listen.
     local name
-    for name in lab-epoll lab-memcached lab-ramcloud lab-nginx lab-reuseport; do
+    for name in "${SERVERS[@]}"; do
         if [[ -x $RELEASE_DIR/$name ]]; then echo "$RELEASE_DIR/$name"; fi
     done
 }
@@ -107,28 +107,19 @@ start_server() { # BIN [ARGS...]
     "$bin" "${args[@]}" >"$WORK/server.out" 2>"$WORK/server.err" &
     SERVER_PID=$!
 
-    local first_line tries
-    for ((tries = 0; tries < 100; tries++)); do
-        if [[ $(wc -l <"$WORK/server.out") -ge 1 ]] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-    done
-    first_line=$(head -n 1 "$WORK/server.out")
-
-    if [[ $first_line =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ && ${BASH_REMATCH[1]} != 0 ]]; then
+    if wait_listening "$WORK/server.out" "$SERVER_PID" && [[ $LISTEN_ADDR =~ ^127\.0\.0\.1:([1-9][0-9]*)$ ]]; then
         SERVER_PORT=${BASH_REMATCH[1]}
         pass start "${bin##*/} ${args[*]} -> port $SERVER_PORT"
         return 0
     fi
-    fail start "first stdout line was '${first_line}', expected 'listening on 127.0.0.1:PORT'" "$WORK/server.err"
+    fail start "first stdout line was '${FIRST_LINE}', expected 'listening on 127.0.0.1:PORT'" "$WORK/server.err"
     kill -KILL "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=
     return 1
 }
 
-# SIGTERM must drain and exit 0 (SPEC: at most 5 s); stdout must hold nothing but the first line.
+# SIGTERM must drain and exit 0 (docs/spec.md: at most 5 s); stdout must hold nothing but the first line.
 stop_server() {
     local status=0 tries
     kill -TERM "$SERVER_PID" 2>/dev/null || true

@@ -16,14 +16,15 @@
 #   SERVER_CPU [0]   CLIENT_CPU [1]   LAB_EPOLL [target/release/lab-epoll]
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 REQUESTS=${REQUESTS:-100000}
 CONNECTIONS=${CONNECTIONS:-64}
 DURATION=${DURATION:-5}
 DEPTH=${DEPTH:-16}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-LAB_EPOLL=${LAB_EPOLL:-${CARGO_TARGET_DIR:-$ROOT/target}/release/lab-epoll}
+LAB_EPOLL=${LAB_EPOLL:-$RELEASE_DIR/lab-epoll}
 PIPELINE_LUA=$ROOT/scripts/pipeline.lua
 
 # The calls counted together in each column of the report.
@@ -74,18 +75,11 @@ start_traced_server() { # WORKLOAD_FILE_STEM
     taskset -c "$SERVER_CPU" strace -c -f -U name,calls,errors -S calls -o "$WORK/$1.strace" \
         "$LAB_EPOLL" --addr 127.0.0.1:0 --cpus "$SERVER_CPU" >"$WORK/server.out" 2>"$WORK/server.err" &
     STRACE_PID=$!
-    local tries first_line
-    for ((tries = 0; tries < 200; tries++)); do
-        [[ $(wc -l <"$WORK/server.out") -ge 1 ]] && break
-        kill -0 "$STRACE_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    first_line=$(head -n 1 "$WORK/server.out")
-    [[ $first_line =~ ^listening\ on\ (127\.0\.0\.1:[0-9]+)$ ]] || {
+    wait_listening "$WORK/server.out" "$STRACE_PID" || {
         cat "$WORK/server.err" >&2
-        die "lab-epoll's first line was '$first_line'"
+        die "lab-epoll's first line was '$FIRST_LINE'"
     }
-    SERVER_URL=http://${BASH_REMATCH[1]}
+    SERVER_URL=http://$LISTEN_ADDR
     SERVER_PID=$(strace_child)
     [[ $SERVER_PID =~ ^[0-9]+$ ]] || die "strace $STRACE_PID has children '$SERVER_PID', expected one"
 }

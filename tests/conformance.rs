@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! The conformance suite: the command line and the HTTP/1.1 service that SPEC.md promises, checked
+//! The conformance suite: the command line and the HTTP/1.1 service that docs/spec.md promises, checked
 //! from outside against every server of the table.
 
 use std::collections::BTreeSet;
@@ -123,7 +123,7 @@ fn bad_command_lines_exit_2_with_a_one_line_reason() {
 #[test]
 fn workers_flag_fits_the_architecture() {
     for_each_server(|server| {
-        if server.single_threaded() {
+        if server.single_threaded {
             let finished = run_to_exit(server, &["--workers", "2"], EXIT_TIMEOUT);
             assert_eq!(finished.status.code(), Some(2), "--workers 2: {finished:?}");
             assert!(finished.stderr.to_lowercase().contains("worker"), "--workers 2: {finished:?}");
@@ -677,7 +677,7 @@ fn stats_has_the_documented_shape() {
             assert!(roles.contains(role), "unknown role {role:?}: {stats}");
             assert!(worker["cpu"].is_null() || worker["cpu"].is_u64(), "cpu: {stats}");
         }
-        if server.single_threaded() {
+        if server.single_threaded {
             assert_eq!(workers.len(), 1, "{stats}");
             assert_eq!(workers[0]["role"], "loop", "{stats}");
         }

@@ -362,7 +362,7 @@ fn a_crowd_at_start_up_under_a_low_fd_limit_does_not_kill_the_server() {
     const CLIENTS: usize = 60;
     const TRIES: usize = 6;
     for_each_server(|server| {
-        let workers: &[&str] = if server.single_threaded() { &[] } else { &["--workers", "8"] };
+        let workers: &[&str] = if server.single_threaded { &[] } else { &["--workers", "8"] };
         for try_ in 0..TRIES {
             let mut running = spawn_with_fd_limit(server, workers, FD_LIMIT);
             let crowd: Vec<Client> =

@@ -1,5 +1,5 @@
 //! The arrival-order workload: lab-memcached's `--dispatch rr|p2c|least` against the imbalance the
-//! seeds warn about. On N workers, 2N keep-alive connections arrive 0.3 s apart, each looping on its
+//! notes warn about (docs/background.md). On N workers, 2N keep-alive connections arrive 0.3 s apart, each looping on its
 //! request from the moment it opens (a lab-load of one connection), alternately heavy
 //! (`/spin?us=2000`) and light (`/`). Round-robin puts every heavy connection on the same half of
 //! the workers; a load-aware policy sees those workers busy and spreads them. The reference is

@@ -1,9 +1,7 @@
 //! Taking connections off a listening socket's accept queue, the same way in every architecture.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::response::{Connection, Response};
@@ -12,6 +10,7 @@ use sys::epoll::{Poller, READABLE_EDGE};
 use sys::timer::Timer;
 
 use crate::config::program_name;
+use crate::listener::Listener;
 use crate::stats::WorkerStats;
 use crate::token::LISTENER;
 
@@ -22,35 +21,6 @@ use crate::token::LISTENER;
 /// very connections whose closing would free an fd. Like nginx (`accept_mutex_delay`) and memcached
 /// (`accept_new_conns(false)`), we stop accepting for a moment and let the queue wait in the kernel.
 pub const EMFILE_PAUSE: Duration = Duration::from_millis(100);
-
-/// A listening socket and the address it is bound to (the real port, when port 0 was asked for).
-#[derive(Debug, Clone)]
-pub struct Listener {
-    pub addr: SocketAddr,
-    pub fd: Arc<OwnedFd>,
-    /// `--pause-accept`, shared by every acceptor of this socket in this process.
-    pub pause_after_first: Option<Arc<PauseAfterFirst>>,
-}
-
-/// `--pause-accept SECS`: once the first connection is accepted, accepting stops for SECS, for every
-/// acceptor of the listener in this process. An experiment's knob (lab-exp accept-queue): the accept
-/// queue fills up in the kernel while the first connection stays served and can ask for /stats.
-#[derive(Debug)]
-pub struct PauseAfterFirst {
-    length: Duration,
-    until: OnceLock<Instant>,
-}
-
-impl PauseAfterFirst {
-    pub fn new(length: Duration) -> Self {
-        PauseAfterFirst { length, until: OnceLock::new() }
-    }
-
-    /// Called on every accepted connection; the first starts the pause.
-    fn accepted(&self) {
-        self.until.get_or_init(|| Instant::now() + self.length);
-    }
-}
 
 /// One thread's way into a listener: accepts, admits against `--max-conns`, pauses on EMFILE (and
 /// for `--pause-accept`).
@@ -163,7 +133,7 @@ impl Acceptor {
     /// When the pause in force ends (out of fds, or `--pause-accept`); `None`: accepting.
     fn paused_until(&self) -> Option<Instant> {
         let now = Instant::now();
-        let after_first = self.listener.pause_after_first.as_ref().and_then(|pause| pause.until.get());
+        let after_first = self.listener.pause_after_first.as_ref().and_then(|pause| pause.until());
         [self.out_of_fds_until, after_first.copied()].into_iter().flatten().filter(|&until| until > now).max()
     }
 

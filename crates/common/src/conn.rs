@@ -774,3 +774,6 @@ impl InFlight {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

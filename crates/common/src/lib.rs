@@ -2,10 +2,10 @@
 //!
 //! A request's way through these modules:
 //!
-//! 1. [`config`] reads the common command line; [`startup`] opens the listening socket, prints
-//!    `listening on IP:PORT` and the warnings, and pins threads.
+//! 1. [`config`] reads the common command line; [`startup`] opens the [`listener`] socket, prints
+//!    `listening on IP:PORT` and the warnings, and pins each thread where it starts.
 //! 2. [`accept`] takes connections off a listener's accept queue: max-conns answered with 503, EMFILE
-//!    answered by pausing instead of spinning.
+//!    answered by pausing instead of spinning, the end of the pause arriving as a listener event.
 //! 3. [`conn`] owns the connections of one event loop: reads, frames and routes requests (with the
 //!    `http` crate), hands each to an [`conn::Executor`], writes the responses in order, and closes on
 //!    error, idle timeout or drain.
@@ -23,6 +23,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod drain;
 pub mod exec;
+pub mod listener;
 pub mod startup;
 pub mod stats;
 

@@ -8,9 +8,9 @@ use std::os::fd::AsFd;
 use std::process;
 use std::sync::Arc;
 
-use crate::accept::{Listener, PauseAfterFirst};
-use crate::config::{program_name, Config};
-use crate::stats::WorkerStats;
+use crate::config::{program_name, CommonArgs, Config};
+use crate::listener::{Listener, PauseAfterFirst};
+use crate::stats::{Stats, WorkerStats};
 
 /// Opens the listening socket `config` asks for (`SO_REUSEPORT` with `reuse_port`), exiting 1 with
 /// the failing call named if it cannot. With port 0, `addr` may name the port an earlier socket got.
@@ -19,6 +19,19 @@ pub fn listen(config: &Config, addr: SocketAddr, reuse_port: bool) -> Listener {
     let addr = sys::socket::local_addr(fd.as_fd()).unwrap_or_else(|e| fatal(e));
     let pause_after_first = config.pause_accept.map(|length| Arc::new(PauseAfterFirst::new(length)));
     Listener { addr, fd: Arc::new(fd), pause_after_first }
+}
+
+/// Resolves the common command line (a bad one exits 2 with the reason) and checks the environment
+/// it will run in (see [`check_environment`]): the first step of every server.
+pub fn configure(args: &CommonArgs, max_workers: Option<usize>) -> Config {
+    let config = args.resolve(max_workers).unwrap_or_else(|e| crate::config::usage_error(&e));
+    check_environment(&config);
+    config
+}
+
+/// The counters behind `/stats` for `slots` workers (see [`Stats::new`]), or exit 1.
+pub fn stats(arch: &'static str, slots: usize, config: &Config, listeners: Vec<Listener>) -> Arc<Stats> {
+    Stats::new(arch, slots, config.max_conns, listeners).unwrap_or_else(|e| fatal(e))
 }
 
 /// The warnings of docs/spec.md, on stderr: an address open to every interface, and a backlog the kernel

@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::accept::Listener;
+use crate::listener::Listener;
 
-/// What a worker does in its architecture (SPEC.md, /stats).
+/// What a worker does in its architecture (docs/spec.md, /stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Does everything in one event loop (lab-epoll).
@@ -125,7 +125,7 @@ impl Stats {
         true
     }
 
-    /// `/stats` as JSON (SPEC.md). The listeners' queues are read from the kernel now.
+    /// `/stats` as JSON (docs/spec.md). The listeners' queues are read from the kernel now.
     pub fn render(&self) -> Vec<u8> {
         let listeners: Vec<_> = self
             .listeners

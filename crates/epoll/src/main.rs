@@ -24,7 +24,7 @@ use common::config::{self, CommonArgs, Config};
 use common::conn::Connections;
 use common::drain::Drain;
 use common::startup::{self, fatal};
-use common::stats::{Role, Stats, WorkerStats};
+use common::stats::{Role, WorkerStats};
 use common::token::{LISTENER, SIGNALS};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::signal::ShutdownSignals;
@@ -39,11 +39,10 @@ struct Cli {
 
 fn main() {
     let cli: Cli = config::parse_or_exit();
-    let config = cli.common.resolve(Some(1)).unwrap_or_else(|e| config::usage_error(&e));
-    startup::check_environment(&config);
+    let config = startup::configure(&cli.common, Some(1));
     let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listener = startup::listen(&config, config.addr, false);
-    let stats = Stats::new("epoll", 1, config.max_conns, vec![listener.clone()]).unwrap_or_else(|e| fatal(e));
+    let stats = startup::stats("epoll", 1, &config, vec![listener.clone()]);
     let worker = stats.worker(0, Role::Loop, config.cpu_for(0));
     startup::start_thread(&worker);
     let acceptor = Acceptor::new(listener.clone(), worker.clone()).unwrap_or_else(|e| fatal(e));

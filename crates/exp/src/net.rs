@@ -10,7 +10,7 @@ use labkit::{Running, Server};
 
 /// Starts the project server `bin` (`lab-epoll`) with `args` and waits for its `listening on` line.
 pub fn start(bin: &'static str, args: &[&str]) -> Running {
-    labkit::spawn(&Server { name: bin, bin, args: &[] }, args)
+    labkit::spawn(&Server::other(bin, bin, &[]), args)
 }
 
 /// A connect whose handshake the kernel completes (or not) without us: `connect(2)` nonblocking.

@@ -1,4 +1,4 @@
-//! The routes of SPEC.md: which action a framed request asks for, with its method and query checked.
+//! The routes of docs/spec.md: which action a framed request asks for, with its method and query checked.
 
 use std::borrow::Cow;
 

@@ -22,35 +22,37 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-/// One server under test: the row's name, its binary, and the arguments that pick its variant.
+/// One server under test: the row's name, its binary, the arguments that pick its variant, and
+/// whether the architecture is one thread by design (`--workers` above 1 is then an error).
 #[derive(Debug)]
 pub struct Server {
     pub name: &'static str,
     pub bin: &'static str,
     pub args: &'static [&'static str],
+    pub single_threaded: bool,
 }
 
 /// Every server the suites run against, one row per line.
 #[rustfmt::skip]
 pub const SERVERS: &[Server] = &[
-    Server { name: "epoll", bin: "lab-epoll", args: &[] },
-    Server { name: "memcached", bin: "lab-memcached", args: &["--workers", "2"] },
-    Server { name: "ramcloud", bin: "lab-ramcloud", args: &["--workers", "2"] },
-    Server { name: "nginx-mutex", bin: "lab-nginx", args: &["--workers", "2", "--accept", "mutex"] },
-    Server { name: "nginx-exclusive", bin: "lab-nginx", args: &["--workers", "2", "--accept", "exclusive"] },
-    Server { name: "nginx-herd", bin: "lab-nginx", args: &["--workers", "2", "--accept", "herd"] },
-    Server { name: "reuseport", bin: "lab-reuseport", args: &["--workers", "2"] },
+    Server { name: "epoll", bin: "lab-epoll", args: &[], single_threaded: true },
+    Server { name: "memcached", bin: "lab-memcached", args: &["--workers", "2"], single_threaded: false },
+    Server { name: "ramcloud", bin: "lab-ramcloud", args: &["--workers", "2"], single_threaded: false },
+    Server { name: "nginx-mutex", bin: "lab-nginx", args: &["--workers", "2", "--accept", "mutex"], single_threaded: false },
+    Server { name: "nginx-exclusive", bin: "lab-nginx", args: &["--workers", "2", "--accept", "exclusive"], single_threaded: false },
+    Server { name: "nginx-herd", bin: "lab-nginx", args: &["--workers", "2", "--accept", "herd"], single_threaded: false },
+    Server { name: "reuseport", bin: "lab-reuseport", args: &["--workers", "2"], single_threaded: false },
 ];
 
 impl Server {
+    /// A server that is not a row of [`SERVERS`]: the binary `bin` with `args`.
+    pub const fn other(name: &'static str, bin: &'static str, args: &'static [&'static str]) -> Server {
+        Server { name, bin, args, single_threaded: false }
+    }
+
     /// The `arch` the binary reports in /stats: its name without the `lab-` prefix.
     pub fn arch(&self) -> &'static str {
         self.bin.strip_prefix("lab-").unwrap_or(self.bin)
-    }
-
-    /// Whether the architecture is a single thread by design, so `--workers` above 1 is an error.
-    pub fn single_threaded(&self) -> bool {
-        self.arch() == "epoll"
     }
 }
 

@@ -1,4 +1,4 @@
-//! The command line (SPEC.md, "lab-load"), checked and resolved into a [`Run`].
+//! The command line (docs/spec.md, "lab-load"), checked and resolved into a [`Run`].
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -19,8 +19,7 @@ const LIGHT: &str = "/";
 const GAP: Duration = Duration::from_millis(300);
 const WINDOW: Duration = Duration::from_secs(3);
 
-const MEMCACHED: Server =
-    Server { name: "memcached", bin: "lab-memcached", args: &["--workers", "2", "--cpus", "0-1"] };
+const MEMCACHED: Server = Server::other("memcached", "lab-memcached", &["--workers", "2", "--cpus", "0-1"]);
 
 /// One run: heavy requests completed in the window, and each worker's requests from /stats.
 fn run(policy: &str, order: [&'static str; 4]) -> (u64, Vec<u64>) {

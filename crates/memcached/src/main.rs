@@ -33,7 +33,7 @@ use common::conn::Connections;
 use common::dispatch::{Dispatcher, Policy, RecentBusy};
 use common::drain::Drain;
 use common::startup::{self, fatal};
-use common::stats::{Role, Stats, WorkerStats};
+use common::stats::{Role, WorkerStats};
 use common::token::{LISTENER, SIGNALS, WAKER};
 use crossbeam_channel::{Receiver, Sender};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
@@ -69,12 +69,10 @@ struct WorkerHandle {
 
 fn main() {
     let cli: Cli = config::parse_or_exit();
-    let config = cli.common.resolve(None).unwrap_or_else(|e| config::usage_error(&e));
-    startup::check_environment(&config);
+    let config = startup::configure(&cli.common, None);
     let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listener = startup::listen(&config, config.addr, false);
-    let stats = Stats::new("memcached", config.workers + 1, config.max_conns, vec![listener.clone()])
-        .unwrap_or_else(|e| fatal(e));
+    let stats = startup::stats("memcached", config.workers + 1, &config, vec![listener.clone()]);
     let mut workers = Vec::with_capacity(config.workers);
     let mut threads = Vec::with_capacity(config.workers);
     for id in 1..=config.workers {

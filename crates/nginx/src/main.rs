@@ -33,7 +33,7 @@ use common::config::{self, CommonArgs, Config};
 use common::conn::Connections;
 use common::drain::Drain;
 use common::startup::{self, fatal};
-use common::stats::{Role, Stats, WorkerStats};
+use common::stats::{Role, WorkerStats};
 use common::token::{LISTENER, SIGNALS, WAKER};
 use parking_lot::{Mutex, MutexGuard};
 use sys::epoll::{Events, Interest, Poller, READABLE_EDGE};
@@ -86,12 +86,10 @@ struct Shared {
 
 fn main() {
     let cli: Cli = config::parse_or_exit();
-    let config = cli.common.resolve(None).unwrap_or_else(|e| config::usage_error(&e));
-    startup::check_environment(&config);
+    let config = startup::configure(&cli.common, None);
     let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listener = startup::listen(&config, config.addr, false);
-    let stats = Stats::new("nginx", config.workers, config.max_conns, vec![listener.clone()])
-        .unwrap_or_else(|e| fatal(e));
+    let stats = startup::stats("nginx", config.workers, &config, vec![listener.clone()]);
     startup::log(format_args!("{} workers, --accept {}", config.workers, cli.accept));
     let shared = Arc::new(Shared {
         mode: cli.accept,

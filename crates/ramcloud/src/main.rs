@@ -32,7 +32,7 @@ use common::conn::{Connections, Executed, OpenConnections, Request};
 use common::drain::Drain;
 use common::exec;
 use common::startup::{self, fatal};
-use common::stats::{Role, Stats, WorkerStats};
+use common::stats::{Role, WorkerStats};
 use common::token::{LISTENER, SIGNALS, WAKER};
 use crossbeam_channel::{Receiver, Sender};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
@@ -66,12 +66,10 @@ struct Replies {
 
 fn main() {
     let cli: Cli = config::parse_or_exit();
-    let config = cli.common.resolve(None).unwrap_or_else(|e| config::usage_error(&e));
-    startup::check_environment(&config);
+    let config = startup::configure(&cli.common, None);
     let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listener = startup::listen(&config, config.addr, false);
-    let stats = Stats::new("ramcloud", config.workers + 1, config.max_conns, vec![listener.clone()])
-        .unwrap_or_else(|e| fatal(e));
+    let stats = startup::stats("ramcloud", config.workers + 1, &config, vec![listener.clone()]);
     let (requests, inbox) = crossbeam_channel::unbounded::<Request<'static>>();
     let (reply_queue, replies_in) = crossbeam_channel::unbounded::<Reply>();
     let waker = Waker::new().unwrap_or_else(|e| fatal(e));

@@ -27,12 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use common::accept::{Acceptor, Listener};
+use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
 use common::conn::Connections;
 use common::drain::{Drain, DRAIN_LIMIT};
+use common::listener::Listener;
 use common::startup::{self, fatal};
-use common::stats::{Role, Stats, WorkerStats};
+use common::stats::{Role, WorkerStats};
 use common::token::{LISTENER, SIGNALS};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::process::{Ended, ForkResult, Pid};
@@ -76,12 +77,10 @@ struct Server {
 
 fn main() {
     let cli: Cli = config::parse_or_exit();
-    let config = cli.common.resolve(None).unwrap_or_else(|e| config::usage_error(&e));
-    startup::check_environment(&config);
+    let config = startup::configure(&cli.common, None);
     let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listeners = open_listeners(&config, cli.steer);
-    let stats = Stats::new("reuseport", config.workers, config.max_conns, listeners.clone())
-        .unwrap_or_else(|e| fatal(e));
+    let stats = startup::stats("reuseport", config.workers, &config, listeners.clone());
     // Registered before any worker runs, so that the first /stats already lists every process.
     let worker_stats =
         (0..config.workers).map(|i| stats.worker(i, Role::Process, config.cpu_for(i))).collect();

@@ -40,12 +40,6 @@ impl Poller {
             .map_err(|e| os_error("epoll_ctl ADD fd", fd.as_raw_fd(), e))
     }
 
-    /// `epoll_ctl(EPOLL_CTL_MOD)`: change what `fd` is watched for.
-    pub fn modify(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
-        let mut event = EpollEvent::new(interest, token);
-        self.epoll.modify(fd, &mut event).map_err(|e| os_error("epoll_ctl MOD fd", fd.as_raw_fd(), e))
-    }
-
     /// `epoll_ctl(EPOLL_CTL_DEL)`: stop watching `fd`. Closing an fd removes it too, as long as no
     /// other descriptor (a dup, or a copy in a forked child) still refers to the same socket.
     pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -6,7 +6,8 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{
-    bind, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+    bind, getsockname, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
+    SockaddrStorage,
 };
 
 use crate::{last_os_error, os_error};
@@ -44,13 +45,8 @@ pub fn listen_tcp(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Resul
 /// Fails with `WouldBlock` when the queue is empty. The peer address is not asked for: no server here
 /// needs it, and copying it out costs time on the hottest path of `--close` benchmarks.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: null address pointers are allowed by accept4(2) when the peer address is not wanted.
-    let fd =
-        unsafe { libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = nix::sys::socket::accept4(listener.as_raw_fd(), flags).map_err(io::Error::from)?;
     // SAFETY: accept4 succeeded, so `fd` is a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -224,23 +220,13 @@ pub fn conn_info(fd: BorrowedFd<'_>) -> io::Result<ConnInfo> {
 
 /// `read(2)` into `buf`; `Ok(0)` means the peer closed its side.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    nix::unistd::read(fd.as_raw_fd(), buf).map_err(io::Error::from)
 }
 
 /// `send(2)` with `MSG_NOSIGNAL`: like write(2), but a peer that has gone away yields `EPIPE` rather
 /// than a SIGPIPE for the whole process.
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-    let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    nix::sys::socket::send(fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
 }
 
 /// `shutdown(SHUT_WR)`: sends FIN after what is queued; reading stays possible.

@@ -87,7 +87,7 @@ impl Rates {
     }
 }
 
-/// Whether a worker of this /stats `role` executes requests (SPEC.md: `loop`, `worker`, `process`
+/// Whether a worker of this /stats `role` executes requests (docs/spec.md: `loop`, `worker`, `process`
 /// do; an `acceptor` or a `dispatcher` only hands work on).
 pub fn executes_requests(role: &str) -> bool {
     !matches!(role, "acceptor" | "dispatcher")

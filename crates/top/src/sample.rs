@@ -1,4 +1,4 @@
-//! One reading of a server's `/stats` (the format is SPEC.md's "/stats"), and the keep-alive
+//! One reading of a server's `/stats` (the format is docs/spec.md's "/stats"), and the keep-alive
 //! connection that takes the readings.
 
 use std::io::{self, ErrorKind};
