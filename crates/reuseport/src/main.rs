@@ -192,6 +192,7 @@ fn start_worker(server: &Server, index: usize) -> io::Result<Pid> {
 /// One worker process: lab-epoll's event loop on socket `index`, pinned to its CPU.
 fn worker_main(server: &Server, index: usize) -> io::Result<()> {
     sys::process::die_with_parent(server.supervisor)?;
+    let config = &server.config;
     let worker = server.worker_stats[index].clone();
     startup::start_thread(&worker);
     worker.release_orphaned_conns();
@@ -199,7 +200,7 @@ fn worker_main(server: &Server, index: usize) -> io::Result<()> {
     let poller = Poller::new()?;
     poller.add(acceptor.listener().fd.as_fd(), LISTENER, READABLE_EDGE)?;
     poller.add(server.signals.as_fd(), SIGNALS, READABLE_EDGE)?;
-    let mut conns = Connections::new(&server.config, worker);
+    let mut conns = Connections::new(config, worker);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
