@@ -39,6 +39,7 @@ pub fn stats(arch: &'static str, slots: usize, config: &Config, listeners: Vec<L
 /// refuses (exit 1) a `--cpus` list naming a CPU this process may not run on — before anything
 /// listens, so that no server announces itself and then dies pinning a thread.
 pub fn check_environment(config: &Config) {
+    exit_on_panic();
     let name = program_name();
     if let (Some(cpus), Ok(allowed)) = (&config.cpus, sys::cpu::allowed_cpus()) {
         if let Some(cpu) = cpus.iter().find(|cpu| !allowed.contains(cpu)) {
@@ -101,4 +102,51 @@ pub fn log(message: impl Display) {
 pub fn fatal(error: impl Display) -> ! {
     eprintln!("{}: {error}", program_name());
     process::exit(1);
+}
+
+/// The exit status of a server one of whose threads panicked.
+pub const PANIC_EXIT: i32 = 70;
+
+/// The thread-panic policy of every server: a panic in any thread ends the whole process, after the
+/// panic's own message and one line saying why, with status [`PANIC_EXIT`]. A server must not go on
+/// silently with a worker fewer (its connections stalled, its queue unserved); a supervisor, or
+/// lab-reuseport's for its worker processes, starts a whole one again.
+pub fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        log("a thread panicked: exiting rather than serving on with a worker fewer");
+        std::process::exit(PANIC_EXIT);
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// Run as a child of `a_panic_in_any_thread_ends_the_process`: a worker thread panics while the
+    /// main thread would go on for ever.
+    #[test]
+    fn panicking_worker_child() {
+        if std::env::var_os("ACCEPTLAB_PANIC_CHILD").is_none() {
+            return; // only meaningful as the child process below
+        }
+        super::exit_on_panic();
+        let _worker = std::thread::spawn(|| panic!("injected fault"));
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        unreachable!("the panic did not end the process");
+    }
+
+    #[test]
+    fn a_panic_in_any_thread_ends_the_process() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let output = Command::new(exe)
+            .args(["--exact", "startup::tests::panicking_worker_child", "--nocapture", "--test-threads", "1"])
+            .env("ACCEPTLAB_PANIC_CHILD", "1")
+            .output()
+            .expect("run the child");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(super::PANIC_EXIT), "{stderr}");
+        assert!(stderr.contains("injected fault") && stderr.contains("a thread panicked"), "{stderr}");
+    }
 }

@@ -266,7 +266,7 @@ fn misbehave(addr: SocketAddr, kind: usize) {
 /// p99 of a closed-loop lab-load run at full rate, in microseconds.
 fn p99(addr: SocketAddr) -> Result<(u64, f64), String> {
     let report = start_load("rate", addr, 5, &["-c", "32"]).finish()?;
-    let p99 = report["latency_us"]["p99"].as_u64().ok_or("no p99 in lab-load's report")?;
+    let p99 = report["latency_us"]["p99"].as_f64().ok_or("no p99 in lab-load's report")? as u64;
     Ok((p99, report["rps"].as_f64().unwrap_or(0.0)))
 }
 
