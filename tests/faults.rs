@@ -663,3 +663,43 @@ fn a_reuseport_worker_told_to_stop_leaves_its_queue_to_its_replacement() {
         }
     }
 }
+
+/// Large request bodies draw on a per-process memory budget (`--memory-budget MIB`): past it a new
+/// large body gets 503 and the close, and the budget comes back when the body that held it is done.
+#[test]
+fn large_bodies_past_the_memory_budget_get_503() {
+    const LARGE: usize = 900 * 1024;
+    for_each_server(|server| {
+        // One lab-reuseport process: its budget is shared out among its processes, and the kernel
+        // may hand the two clients to different ones.
+        let one_process: &[&str] = if server.arch() == "reuseport" { &["--workers", "1"] } else { &[] };
+        let running = spawn(server, &[&["--memory-budget", "1"], one_process].concat());
+        let body = binary_body(LARGE);
+        let request = echo(&body);
+        let head_len = request.len() - LARGE;
+        // The first client's body is half in: its read buffer has grown to the whole request.
+        let mut first = running.connect();
+        first.send(&request[..head_len + LARGE / 2]);
+        thread::sleep(Duration::from_millis(1000));
+        let mut second = running.connect();
+        let _ = second.try_send(&request[..head_len + LARGE / 2]);
+        let refused = second.read_response();
+        assert_eq!(refused.status, 503, "a second large body past a 1 MiB budget: {refused:?}");
+        second.expect_closed();
+        let response = first.request(&request[head_len + LARGE / 2..]);
+        assert!(
+            response.status == 200 && response.body == body,
+            "the first large body: {} {}",
+            response.status,
+            String::from_utf8_lossy(&response.body[..response.body.len().min(80)])
+        );
+        // Its buffer given back, the next large body fits again.
+        let mut third = running.connect();
+        let response = third.request(&request);
+        assert!(
+            response.status == 200 && response.body == body,
+            "after the budget came back: {}",
+            response.status
+        );
+    });
+}

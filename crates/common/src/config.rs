@@ -33,6 +33,10 @@ pub struct CommonArgs {
     /// close (slowloris); 0: never.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub header_timeout: u64,
+    /// MiB of read buffer that large requests may take beyond the first 64 KiB of each connection,
+    /// shared by all of them (per process); past it a new large request gets 503 and is closed.
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_budget: u64,
     /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
     #[arg(long)]
     pub no_nodelay: bool,
@@ -61,6 +65,8 @@ pub struct Config {
     pub max_conns: u64,
     pub idle_timeout: Option<Duration>,
     pub header_timeout: Option<Duration>,
+    /// `--memory-budget`, in bytes.
+    pub memory_budget: usize,
     pub nodelay: bool,
     /// `--pause-accept`: how long accepting stops after the first connection.
     pub pause_accept: Option<Duration>,
@@ -98,6 +104,7 @@ impl CommonArgs {
             max_conns: self.max_conns,
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
             header_timeout: (self.header_timeout > 0).then(|| Duration::from_secs(self.header_timeout)),
+            memory_budget: usize::try_from(self.memory_budget.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
             nodelay: !self.no_nodelay,
             pause_accept: self.pause_accept,
         })

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,23 @@ use sys::epoll::{Event, Poller};
 const INITIAL_INPUT: usize = 4 * 1024;
 /// The largest read buffer: one maximal header section and body, plus the chunk framing around it.
 const MAX_INPUT: usize = 2 * MAX_BODY_BYTES + MAX_HEADER_BYTES;
+/// Read buffer a connection may hold without drawing on the memory budget.
+const SMALL_INPUT: usize = 64 * 1024;
+/// Read-buffer bytes beyond `SMALL_INPUT` that this process's connections may hold in all
+/// (`--memory-budget`): the worst case is `--max-conns` × (`SMALL_INPUT` + output limits) plus this,
+/// instead of `--max-conns` × `MAX_INPUT` (docs/reliability.md).
+static MEMORY_BUDGET: AtomicUsize = AtomicUsize::new(0);
+static MEMORY_BUDGET_SET: std::sync::Once = std::sync::Once::new();
+
+/// Takes `bytes` from the memory budget; false if that many are not left.
+fn reserve(bytes: usize) -> bool {
+    MEMORY_BUDGET.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes)).is_ok()
+}
+
+fn release(bytes: usize) {
+    MEMORY_BUDGET.fetch_add(bytes, Ordering::AcqRel);
+}
+
 /// Stop executing requests while this much output waits: a pipelining client that does not read
 /// can make us hold no more than this (plus one response).
 const MAX_PENDING_OUTPUT: usize = 256 * 1024;
@@ -148,6 +165,7 @@ impl Connections {
 impl<E: Executor> Connections<E> {
     /// No connections yet, for a loop whose requests `executor` executes (or sends elsewhere).
     pub fn with_executor(config: &Config, worker: WorkerStats, executor: E) -> Self {
+        MEMORY_BUDGET_SET.call_once(|| MEMORY_BUDGET.store(config.memory_budget, Ordering::Release));
         Connections {
             slots: Vec::new(),
             free: Vec::new(),
@@ -518,6 +536,9 @@ impl Conn {
                 Ok(n) => budget = budget.saturating_sub(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    self.fail(Status::ServiceUnavailable, "server memory budget exhausted; try again later")
+                }
                 Err(_) => return Progress::Done,
             }
         }
@@ -680,11 +701,19 @@ struct Input {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes of `buf` beyond `SMALL_INPUT`, taken from the memory budget.
+    reserved: usize,
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        release(self.reserved);
+    }
 }
 
 impl Input {
     fn new() -> Self {
-        Input { buf: vec![0; INITIAL_INPUT], start: 0, end: 0 }
+        Input { buf: vec![0; INITIAL_INPUT], start: 0, end: 0, reserved: 0 }
     }
 
     fn data(&self) -> &[u8] {
@@ -704,8 +733,9 @@ impl Input {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.buf.len() > 64 * 1024 {
+            if self.buf.len() > SMALL_INPUT {
                 self.buf = vec![0; INITIAL_INPUT]; // give back what one large request took
+                release(std::mem::take(&mut self.reserved));
             }
         }
     }
@@ -720,9 +750,14 @@ impl Input {
         }
         if self.end == self.buf.len() || need > self.buf.len() {
             if self.buf.len() >= MAX_INPUT {
-                return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer at its limit"));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer at its limit"));
             }
             let grown = (self.buf.len() * 2).max(need).min(MAX_INPUT);
+            let more = grown.saturating_sub(SMALL_INPUT) - self.reserved;
+            if more > 0 && !reserve(more) {
+                return Err(io::Error::new(io::ErrorKind::OutOfMemory, "memory budget exhausted"));
+            }
+            self.reserved += more;
             self.buf.resize(grown, 0);
         }
         Ok(&mut self.buf[self.end..])

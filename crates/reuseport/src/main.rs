@@ -192,7 +192,11 @@ fn start_worker(server: &Server, index: usize) -> io::Result<Pid> {
 /// One worker process: lab-epoll's event loop on socket `index`, pinned to its CPU.
 fn worker_main(server: &Server, index: usize) -> io::Result<()> {
     sys::process::die_with_parent(server.supervisor)?;
-    let config = &server.config;
+    // The memory budget is the whole server's: each process has its share.
+    let config = &Config {
+        memory_budget: server.config.memory_budget / server.config.workers,
+        ..server.config.clone()
+    };
     let worker = server.worker_stats[index].clone();
     startup::start_thread(&worker);
     worker.release_orphaned_conns();

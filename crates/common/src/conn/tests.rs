@@ -20,6 +20,7 @@ fn config() -> Config {
         max_conns: 100,
         idle_timeout: None,
         header_timeout: None,
+        memory_budget: 1 << 30,
         nodelay: true,
         pause_accept: None,
     }
