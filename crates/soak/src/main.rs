@@ -294,7 +294,7 @@ fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
     if (open as usize) < idle {
         return Err(format!("{line}: only {open} of {idle} connections open"));
     }
-    match crowded <= alone * 2 {
+    match crowded_rps > 0.0 && crowded <= alone * 2 {
         true => Ok(line),
         false => Err(line),
     }
