@@ -74,8 +74,16 @@ fn help_and_version_exit_zero() {
     for_each_server(|server| {
         let help = run_to_exit(server, &["--help"], EXIT_TIMEOUT);
         assert!(help.status.success(), "--help: {help:?}");
-        let flags =
-            ["--addr", "--backlog", "--workers", "--cpus", "--max-conns", "--idle-timeout", "--no-nodelay"];
+        let flags = [
+            "--addr",
+            "--backlog",
+            "--workers",
+            "--cpus",
+            "--max-conns",
+            "--idle-timeout",
+            "--header-timeout",
+            "--no-nodelay",
+        ];
         for flag in flags {
             assert!(
                 help.stdout.contains(flag) || help.stderr.contains(flag),

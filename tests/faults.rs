@@ -2,13 +2,19 @@
 //! The fault suite: clients that crowd in, reset, stall, never read or sit idle, the connection and
 //! file-descriptor limits, and shutdown by signal. Through all of it, everyone else stays served.
 
+use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
 use acceptlab_tests::{
-    binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, rss_kib, spawn,
-    spawn_with_fd_limit, Client, Running,
+    binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, process_tree, rss_kib, spawn,
+    spawn_with_fd_limit, Client, Running, SERVERS,
 };
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{setsockopt, sockopt::Linger};
+use nix::unistd::Pid;
 
 /// How long a well-behaved client may wait for `GET /` while others misbehave.
 const PROMPT: Duration = Duration::from_secs(1);
@@ -460,4 +466,200 @@ fn lingering_after_an_error_is_bounded_in_total() {
         // The reset that ends the sending comes one send after the close.
         assert!(closed <= BOUND + Duration::from_millis(400), "lingered {closed:?}");
     });
+}
+
+/// Slowloris: a head trickled a byte at a time keeps the connection active, so the idle timeout
+/// never fires; `--header-timeout` counts from the head's first byte and answers 408.
+#[test]
+fn a_head_trickled_slowly_gets_408_at_the_header_timeout() {
+    for_each_server(|server| {
+        let running = spawn(server, &["--header-timeout", "2"]);
+        let mut reader = running.connect();
+        let mut writer = reader.stream().try_clone().expect("dup the client socket");
+        let started = Instant::now();
+        thread::scope(|scope| {
+            scope.spawn(move || {
+                for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter().chain(&[b'a'; 100]) {
+                    if writer.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(6) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(200));
+                }
+            });
+            reader.set_read_timeout(Duration::from_secs(5));
+            let response = reader.read_response();
+            let took = started.elapsed();
+            assert_eq!(response.status, 408, "{response:?}");
+            assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(3), "408 after {took:?}");
+        });
+    });
+}
+
+/// A body that stops arriving is cut off at the idle timeout the same way: 408, then close.
+#[test]
+fn a_stalled_body_gets_408_at_the_idle_timeout() {
+    for_each_server(|server| {
+        let running = spawn(server, &["--idle-timeout", "1"]);
+        let mut client = running.connect();
+        client.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+        let started = Instant::now();
+        let response = client.read_response();
+        assert_eq!(response.status, 408, "{response:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "408 after {:?}", started.elapsed());
+        client.expect_closed();
+    });
+}
+
+/// Closes `client` with a reset (SO_LINGER 0), as a client that crashes or gives up does.
+fn reset(client: Client) {
+    let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+    setsockopt(&client.stream().as_fd(), Linger, &linger).expect("setsockopt SO_LINGER");
+}
+
+/// Defect 1 of issue 9: stopping is idempotent. With one worker busy and another idle, the idle
+/// one reads the first SIGTERM; the busy one finds the next signal first in its wake-up and used to
+/// stop the already stopped listener again, failing (`shutdown SHUT_RD: Transport endpoint is not
+/// connected`) and exiting 1 with requests in flight.
+#[test]
+fn further_sigterms_and_sigints_during_the_drain_change_nothing() {
+    for_each_server(|server| {
+        let mut running = spawn(server, &[]);
+        let mut busy = running.connect();
+        busy.send(&get("/sleep?ms=1500"));
+        thread::sleep(Duration::from_millis(300));
+        let signalled = Instant::now();
+        running.sigterm();
+        thread::sleep(Duration::from_millis(200));
+        running.sigterm();
+        thread::sleep(Duration::from_millis(200));
+        running.sigint();
+        let response = busy.read_response();
+        assert_eq!(response.status, 200, "the request in flight: {response:?}");
+        let status = running.wait_exit(Duration::from_secs(6).saturating_sub(signalled.elapsed()));
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "exit after three signals: {status:?}; stderr {}",
+            running.stderr_text()
+        );
+    });
+}
+
+/// Defect 5 of issue 9: after SIGTERM every server exits 0 within the drain limit (5 s, plus
+/// slack), however much is still queued or executing.
+#[test]
+fn the_drain_limit_is_enforced_whatever_is_queued() {
+    for_each_server(|server| {
+        let mut running = spawn(server, &[]);
+        let mut client = running.connect();
+        client.send(&get("/sleep?ms=1000").repeat(12));
+        thread::sleep(Duration::from_millis(300));
+        running.sigterm();
+        let signalled = Instant::now();
+        let status = running.wait_exit(Duration::from_secs(8));
+        let took = signalled.elapsed();
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "exit after SIGTERM: {status:?}");
+        assert!(took < Duration::from_millis(6000), "exited {took:?} after SIGTERM");
+    });
+}
+
+/// Defect 6 of issue 9: once a client has reset, the requests it left queued are dropped, not
+/// executed for no one while the next client waits behind them.
+#[test]
+fn requests_queued_by_a_client_that_reset_are_dropped() {
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let mut gone = running.connect();
+        gone.send(&get("/sleep?ms=1000").repeat(10));
+        thread::sleep(Duration::from_millis(200));
+        reset(gone);
+        let started = Instant::now();
+        let mut next = running.connect();
+        next.set_read_timeout(Duration::from_secs(8));
+        assert_eq!(next.get("/").status, 200);
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_millis(2500), "the next client waited {waited:?}");
+    });
+}
+
+/// Defect 7 of issue 9: a pipelined response leaves when it is ready, not when the whole batch has
+/// executed: the answer to the first of three half-second sleeps arrives after about half a second.
+#[test]
+fn pipelined_responses_leave_as_each_is_ready() {
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let mut client = running.connect();
+        let mut pipeline = get("/sleep?ms=500").repeat(3);
+        pipeline.extend(get("/"));
+        let started = Instant::now();
+        client.send(&pipeline);
+        let arrivals: Vec<Duration> = (0..4)
+            .map(|i| {
+                assert_eq!(client.read_response().status, 200, "response {i}");
+                started.elapsed()
+            })
+            .collect();
+        assert!(arrivals[0] < Duration::from_millis(1000), "the first answer came at {:?}", arrivals[0]);
+        assert!(arrivals[3] >= Duration::from_millis(1000), "the sleeps did not sleep: {arrivals:?}");
+    });
+}
+
+/// Defect 2 of issue 9: every connection under --max-conns is served eventually. lab-nginx's
+/// accept mutex recomputed `ngx_accept_disabled` from the open count at every turn instead of
+/// counting it down, so once every worker held 7/8 of its share none accepted again.
+#[test]
+fn every_connection_under_max_conns_is_served() {
+    const MAX_CONNS: usize = 40;
+    for_each_server(|server| {
+        let running = spawn(server, &["--max-conns", &MAX_CONNS.to_string()]);
+        // One after another, each served before the next arrives, as keep-alive clients come.
+        let mut held = Vec::new();
+        for i in 0..MAX_CONNS - 1 {
+            let mut client = running.connect();
+            client.set_read_timeout(Duration::from_secs(5));
+            let _ = client.try_send(&get("/"));
+            let response = client.try_read_response(false);
+            assert!(
+                response.as_ref().is_ok_and(|r| r.status == 200),
+                "connection {i} of {} under --max-conns {MAX_CONNS}: {response:?}",
+                MAX_CONNS - 1
+            );
+            held.push(client);
+        }
+    });
+}
+
+/// Defect 3 of issue 9: a lab-reuseport worker told to stop (SIGTERM to it, not to the supervisor)
+/// leaves the connections queued on its socket to its replacement. The busy worker used to accept
+/// them in the same wake-up as the signal, then close them unread.
+#[test]
+fn a_reuseport_worker_told_to_stop_leaves_its_queue_to_its_replacement() {
+    const CLIENTS: usize = 16;
+    for server in SERVERS.iter().filter(|server| server.arch() == "reuseport") {
+        let running = spawn(server, &[]);
+        let mut busy = running.connect();
+        busy.send(&get("/sleep?ms=1500"));
+        thread::sleep(Duration::from_millis(200));
+        let mut clients: Vec<Client> = (0..CLIENTS).map(|_| running.connect()).collect();
+        for client in &mut clients {
+            client.send(&get("/"));
+        }
+        thread::sleep(Duration::from_millis(100));
+        // Every worker, so that the busy one is among them whichever it is.
+        let workers: Vec<u32> =
+            process_tree(running.pid()).into_iter().filter(|&pid| pid != running.pid()).collect();
+        assert!(!workers.is_empty(), "no worker processes");
+        for pid in workers {
+            kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("kill -TERM a worker");
+        }
+        assert_eq!(busy.read_response().status, 200, "the request in flight");
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.set_read_timeout(Duration::from_secs(5));
+            let response = client.try_read_response(false);
+            assert!(
+                response.as_ref().is_ok_and(|r| r.status == 200),
+                "client {i} of {CLIENTS}: {response:?}"
+            );
+        }
+    }
 }

@@ -123,7 +123,11 @@ impl Acceptor {
     /// New connections are refused from now on; those still in the accept queue are reset.
     pub fn stop_listening(&mut self) -> io::Result<()> {
         self.stopped = true;
-        sys::socket::stop_listening(self.listener.fd.as_fd())
+        match sys::socket::stop_listening(self.listener.fd.as_fd()) {
+            // Another thread stopped it already (a second SIGTERM read there): stopping is idempotent.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            result => result,
+        }
     }
 
     /// When the pause in force ends (out of fds, or `--pause-accept`); `None`: accepting.

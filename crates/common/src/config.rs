@@ -29,6 +29,10 @@ pub struct CommonArgs {
     /// Close a connection idle this long; 0: never.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub idle_timeout: u64,
+    /// A request head must arrive whole within this many seconds of its first byte, else 408 and
+    /// close (slowloris); 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub header_timeout: u64,
     /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
     #[arg(long)]
     pub no_nodelay: bool,
@@ -56,6 +60,7 @@ pub struct Config {
     pub cpus: Option<Vec<usize>>,
     pub max_conns: u64,
     pub idle_timeout: Option<Duration>,
+    pub header_timeout: Option<Duration>,
     pub nodelay: bool,
     /// `--pause-accept`: how long accepting stops after the first connection.
     pub pause_accept: Option<Duration>,
@@ -92,6 +97,7 @@ impl CommonArgs {
             cpus: self.cpus.as_ref().map(|list| list.0.clone()),
             max_conns: self.max_conns,
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            header_timeout: (self.header_timeout > 0).then(|| Duration::from_secs(self.header_timeout)),
             nodelay: !self.no_nodelay,
             pause_accept: self.pause_accept,
         })

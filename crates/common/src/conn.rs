@@ -20,6 +20,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::framing::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
@@ -102,6 +104,7 @@ impl<F: FnMut(Request<'_>, &mut Vec<u8>) -> Executed> Executor for F {
 #[derive(Debug, Clone, Copy)]
 struct ConnSettings {
     idle_timeout: Option<Duration>,
+    header_timeout: Option<Duration>,
     nodelay: bool,
 }
 
@@ -118,6 +121,8 @@ pub struct Connections<E = ExecuteHere> {
     next_sweep: Instant,
     /// The time of the loop's last wake-up: read once per `epoll_wait`, not once per read.
     now: Instant,
+    /// Published for the threads that execute this loop's requests elsewhere.
+    open: Option<Arc<OpenConnections>>,
 }
 
 struct Slot {
@@ -147,12 +152,17 @@ impl<E: Executor> Connections<E> {
             slots: Vec::new(),
             free: Vec::new(),
             ready_again: Vec::new(),
-            settings: ConnSettings { idle_timeout: config.idle_timeout, nodelay: config.nodelay },
+            settings: ConnSettings {
+                idle_timeout: config.idle_timeout,
+                header_timeout: config.header_timeout,
+                nodelay: config.nodelay,
+            },
             worker,
             executor,
             draining: false,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
             now: Instant::now(),
+            open: None,
         }
     }
 
@@ -244,16 +254,16 @@ impl<E: Executor> Connections<E> {
             return;
         }
         self.next_sweep = now + SWEEP_INTERVAL;
-        let idle_timeout = self.settings.idle_timeout;
         for index in 0..self.slots.len() {
-            let Some(conn) = &self.slots[index].conn else { continue };
-            let idle = now.saturating_duration_since(conn.last_active);
-            let expired = match conn.lingering_since {
-                Some(since) => now.saturating_duration_since(since) >= LINGER,
-                None => conn.in_flight.is_empty() && idle_timeout.is_some_and(|limit| idle >= limit),
-            };
-            if expired {
-                self.close(index);
+            let Some(conn) = &mut self.slots[index].conn else { continue };
+            match conn.timed_out(now, &self.settings) {
+                Some(Timeout::Close) => self.close(index),
+                Some(Timeout::RequestTimeout(reason)) => {
+                    conn.fail(Status::RequestTimeout, reason);
+                    let token = token_of(index, self.slots[index].generation);
+                    self.pump(token);
+                }
+                None => {}
             }
         }
     }
@@ -297,12 +307,52 @@ impl<E: Executor> Connections<E> {
         }
     }
 
+    /// Keeps `open` up to date with which of these connections are open, for the threads that
+    /// take their requests from a queue (see [`OpenConnections`]).
+    pub fn publish_open(&mut self, open: Arc<OpenConnections>) {
+        self.open = Some(open);
+    }
+
     fn close(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         if slot.conn.take().is_some() {
             slot.generation = (slot.generation + 1) & 0x7fff_ffff;
+            if let Some(open) = &self.open {
+                open.closed(index, slot.generation);
+            }
             self.free.push(index);
             self.worker.conn_closed();
+        }
+    }
+}
+
+/// Which connections of one loop are still open, for the threads that execute its requests from a
+/// queue: a worker asks before it starts a request, so the queued requests of a client that has
+/// reset or been closed are dropped, not executed for no one while others wait behind them. One
+/// atomic generation per slot, as in the tokens; a slot beyond the capacity counts as open.
+pub struct OpenConnections {
+    generations: Box<[AtomicU32]>,
+}
+
+impl OpenConnections {
+    /// Room for `capacity` connections (`--max-conns`, at most 2^20).
+    pub fn new(capacity: u64) -> Arc<Self> {
+        let capacity = capacity.min(1 << 20) as usize;
+        Arc::new(OpenConnections { generations: (0..capacity).map(|_| AtomicU32::new(0)).collect() })
+    }
+
+    /// Whether connection `token` is still open.
+    pub fn is_open(&self, token: u64) -> bool {
+        let index = (token & u64::from(u32::MAX)) as usize;
+        match self.generations.get(index) {
+            Some(generation) => u64::from(generation.load(Ordering::Acquire)) == token >> 32,
+            None => true,
+        }
+    }
+
+    fn closed(&self, index: usize, next_generation: u32) {
+        if let Some(generation) = self.generations.get(index) {
+            generation.store(next_generation, Ordering::Release);
         }
     }
 }
@@ -323,6 +373,14 @@ struct Step<'a, E> {
     token: u64,
     draining: bool,
     now: Instant,
+}
+
+/// What a connection's time is up for.
+enum Timeout {
+    /// Idle past `--idle-timeout`, or lingering past `LINGER`: close it.
+    Close,
+    /// A request that stopped arriving: answer 408 with this reason, then close.
+    RequestTimeout(&'static str),
 }
 
 /// Where a pump left a connection.
@@ -357,6 +415,10 @@ struct Conn {
     /// epoll reported EPOLLRDHUP / EPOLLHUP / EPOLLERR: the end of the stream is in the socket, so
     /// reads go on until they return it (no further event would come to announce it).
     hung_up: bool,
+    /// When the first byte of a request head not yet whole arrived (`--header-timeout`).
+    head_since: Option<Instant>,
+    /// A slow request was just executed on the loop's thread: give the loop back its turn.
+    yield_now: bool,
     /// Our side is shut since then; discarding what the peer still sends until it closes or
     /// `LINGER` has passed.
     lingering_since: Option<Instant>,
@@ -379,8 +441,38 @@ impl Conn {
             closing: false,
             peer_closed: false,
             hung_up: false,
+            head_since: None,
+            yield_now: false,
             lingering_since: None,
             last_active: now,
+        }
+    }
+
+    /// Whether this connection's time is up at `now`. A head gets `--header-timeout` from its first
+    /// byte, however it trickles (bytes keep a connection active, so the idle timer alone would let
+    /// a slowloris client hold it forever); a body that stalls gets `--idle-timeout`. Neither runs
+    /// while the server itself is not reading (output blocked, or a request executing).
+    fn timed_out(&self, now: Instant, settings: &ConnSettings) -> Option<Timeout> {
+        let idle = now.saturating_duration_since(self.last_active);
+        let past = |since: Instant, limit: Duration| now.saturating_duration_since(since) >= limit;
+        if let Some(since) = self.lingering_since {
+            return past(since, LINGER).then_some(Timeout::Close);
+        }
+        let reading = !self.closing && !self.write_blocked && self.in_flight.is_empty();
+        if let (Some(since), Some(limit), true) = (self.head_since, settings.header_timeout, reading) {
+            return past(since, limit)
+                .then_some(Timeout::RequestTimeout("request head not received in time"));
+        }
+        let idle_past = settings.idle_timeout.is_some_and(|limit| idle >= limit);
+        match (idle_past, self.in_flight.is_empty()) {
+            (true, true) if reading && self.input.len() > 0 => {
+                Some(Timeout::RequestTimeout(match self.framing.head_complete() {
+                    true => "request body not received in time",
+                    false => "request head not received in time",
+                }))
+            }
+            (true, true) => Some(Timeout::Close),
+            _ => None,
         }
     }
 
@@ -399,6 +491,9 @@ impl Conn {
             }
             if self.write_blocked {
                 return Progress::Wait; // read nothing until the client takes what it was sent
+            }
+            if std::mem::take(&mut self.yield_now) {
+                return Progress::ReadyAgain;
             }
             if self.closing {
                 return match self.in_flight.is_empty() {
@@ -456,14 +551,24 @@ impl Conn {
             match parse_request_resuming(self.input.data(), &mut self.framing) {
                 Ok(Parsed::Complete { request, consumed }) => {
                     let job = route(request);
+                    let slow = job.is_slow();
+                    if slow && self.output.len() > output_before {
+                        // Write what is ready before a request that may hold the thread: the
+                        // responses before it go out now, not when it is done. (It is framed again
+                        // next time, from where framing got to.)
+                        break;
+                    }
                     self.closing = job.closes();
                     let seq = self.in_flight.next_seq();
                     if self.in_flight.is_empty() {
                         // The usual case: nothing ahead of it, so its response goes straight out.
                         let request = Request { token: step.token, seq, job };
                         let executed = step.executor.execute(step.worker, request, &mut self.output);
-                        if executed == Executed::Elsewhere {
-                            self.in_flight.push(None);
+                        match executed {
+                            Executed::Elsewhere => self.in_flight.push(None),
+                            // It held the thread: let the loop see to its signals and other
+                            // connections (and this one's hang-up) before the next request.
+                            Executed::Here => self.yield_now = slow,
                         }
                     } else {
                         let mut response = Vec::new();
@@ -473,11 +578,19 @@ impl Conn {
                     }
                     self.input.consume(consumed);
                     self.framing = http::Progress::default();
+                    self.head_since = None;
                     self.need = 0;
                     self.continue_sent = false;
+                    if self.yield_now {
+                        break;
+                    }
                 }
                 Ok(Parsed::Partial { need, expects_continue }) => {
                     self.need = need;
+                    self.head_since = match self.framing.head_complete() {
+                        true => None,
+                        false => self.head_since.or(Some(step.now)),
+                    };
                     if expects_continue && !self.continue_sent {
                         // Interim responses too leave in request order: after those still in flight.
                         match self.in_flight.is_empty() {

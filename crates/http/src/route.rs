@@ -50,6 +50,17 @@ impl Job<'_> {
         Job { action, head_only: self.head_only, connection: self.connection }
     }
 
+    /// Whether executing it may hold its thread a while (a sleep, a spin of a millisecond or more):
+    /// a loop that executes it itself writes the responses before it first, and turns to its other
+    /// connections and signals after it.
+    pub fn is_slow(&self) -> bool {
+        match self.action {
+            Action::Sleep { ms } => ms > 0,
+            Action::Spin { us } => us >= 1000,
+            _ => false,
+        }
+    }
+
     /// Whether the connection closes after this job's response.
     pub fn closes(&self) -> bool {
         self.connection == Connection::Close

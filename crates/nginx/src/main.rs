@@ -144,7 +144,7 @@ fn worker_main(
     loop {
         let mut timeout = common::earliest([conns.timeout(), drain.time_left()]);
         if shared.mode == AcceptMode::Mutex && !drain.is_draining() {
-            turn.try_take(&shared.accept_mutex, &poller, &listener_fd, conns.len(), share)?;
+            turn.try_take(&shared.accept_mutex, &poller, &listener_fd)?;
             if !turn.listening {
                 timeout = common::earliest([timeout, Some(ACCEPT_MUTEX_DELAY)]);
             }
@@ -155,6 +155,7 @@ fn worker_main(
         // this worker's requests to execute (nginx posts its read events for the same reason).
         if events.iter().any(|event| event.token == LISTENER) {
             conns.accept_from(&poller, &mut acceptor);
+            turn.disabled = ngx_accept_disabled(share, conns.len());
         }
         turn.held = None;
         for event in events.iter() {
@@ -205,15 +206,12 @@ impl<'a> AcceptTurn<'a> {
     /// starts sitting out turns. That imbalance, and the epoll_ctl calls each change of holder costs,
     /// are why nginx turned accept_mutex off by default in 1.11.3 once EPOLLEXCLUSIVE and reuseport
     /// existed.
-    fn try_take(
-        &mut self,
-        mutex: &'a Mutex<()>,
-        poller: &Poller,
-        listener: &OwnedFd,
-        open: usize,
-        share: usize,
-    ) -> io::Result<()> {
-        self.disabled = self.disabled.saturating_sub(1).max(ngx_accept_disabled(share, open));
+    fn try_take(&mut self, mutex: &'a Mutex<()>, poller: &Poller, listener: &OwnedFd) -> io::Result<()> {
+        // Set after each accept, counted down once per turn (as nginx does): a worker that holds
+        // more than its share sits out a while, but never for good — were it recomputed from `open`
+        // at every turn, every worker above 7/8 would sit out forever and the accept queue would
+        // stall below --max-conns.
+        self.disabled = self.disabled.saturating_sub(1);
         self.held = if self.disabled == 0 { mutex.try_lock() } else { None };
         match (self.held.is_some(), self.listening) {
             (true, false) => poller.add(listener.as_fd(), LISTENER, READABLE_EDGE)?,

@@ -28,7 +28,7 @@ use std::thread;
 use clap::Parser;
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
-use common::conn::{Connections, Executed, Request};
+use common::conn::{Connections, Executed, OpenConnections, Request};
 use common::drain::Drain;
 use common::exec;
 use common::startup::{self, fatal};
@@ -60,6 +60,8 @@ struct Replies {
     waker: Waker,
     /// Set when the dispatcher has been woken and has not yet drained the queue.
     woken: AtomicBool,
+    /// Which of the dispatcher's connections are open: a worker skips the requests of a closed one.
+    open: Arc<OpenConnections>,
 }
 
 fn main() {
@@ -71,7 +73,8 @@ fn main() {
     let (requests, inbox) = crossbeam_channel::unbounded::<Request<'static>>();
     let (reply_queue, replies_in) = crossbeam_channel::unbounded::<Reply>();
     let waker = Waker::new().unwrap_or_else(|e| fatal(e));
-    let replies = Arc::new(Replies { queue: reply_queue, waker, woken: AtomicBool::new(false) });
+    let open = OpenConnections::new(config.max_conns);
+    let replies = Arc::new(Replies { queue: reply_queue, waker, woken: AtomicBool::new(false), open });
     let threads: Vec<_> = (1..=config.workers)
         .map(|id| {
             let worker = stats.worker(id, Role::Worker, config.cpu_for(id));
@@ -110,6 +113,7 @@ fn dispatcher_main(
     poller.add(replies.waker.as_fd(), WAKER, READABLE_EDGE)?;
     let dispatch = |request: Request<'_>, out: &mut Vec<u8>| dispatch_request(&requests, request, out);
     let mut conns = Connections::with_executor(config, dispatcher, dispatch);
+    conns.publish_open(Arc::clone(&replies.open));
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
@@ -162,9 +166,12 @@ fn dispatch_request(
 }
 
 /// A worker thread: takes the next request from the shared queue, executes it, sends the response
-/// back. It owns no socket.
+/// back. It owns no socket. A request whose connection has closed since it was queued is dropped.
 fn worker_main(inbox: &Receiver<Request<'static>>, replies: &Replies, worker: &WorkerStats) {
     while let Ok(request) = inbox.recv() {
+        if !replies.open.is_open(request.token) {
+            continue;
+        }
         let bytes = exec::execute_from_queue(request.job, worker);
         if replies.queue.send(Reply { token: request.token, seq: request.seq, bytes }).is_ok() {
             notify_dispatcher(replies);

@@ -206,13 +206,18 @@ fn worker_main(server: &Server, index: usize) -> io::Result<()> {
     loop {
         poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
         conns.woke_up();
+        // A stop is seen before anything else the wake-up brought: connections queued meanwhile
+        // stay in the queue for the replacement, instead of being accepted only to be closed unread.
+        if events.iter().any(|event| event.token == SIGNALS)
+            && server.signals.read()?.is_some()
+            && drain.begin()
+        {
+            stop_accepting(&mut acceptor, server.stopping)?;
+            conns.begin_drain();
+        }
         for event in events.iter() {
             match event.token {
                 LISTENER => conns.accept_from(&poller, &mut acceptor),
-                SIGNALS if server.signals.read()?.is_some() && drain.begin() => {
-                    stop_accepting(&mut acceptor, server.stopping)?;
-                    conns.begin_drain();
-                }
                 SIGNALS => {}
                 token => conns.ready(token, &event),
             }

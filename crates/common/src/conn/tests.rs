@@ -19,6 +19,7 @@ fn config() -> Config {
         cpus: None,
         max_conns: 100,
         idle_timeout: None,
+        header_timeout: None,
         nodelay: true,
         pause_accept: None,
     }
