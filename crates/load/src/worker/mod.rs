@@ -33,8 +33,6 @@ use crate::request::Requests;
 use crate::schedule::{Arrivals, Rng, Schedule};
 use crate::stats::{ErrorClass, Recorder};
 
-use self::open::Due;
-
 /// What every load thread runs with.
 #[derive(Debug)]
 pub struct Settings {
@@ -98,6 +96,14 @@ pub fn worker_main(settings: &Settings, plan: Plan, progress: &Progress) -> io::
     let mut worker = Worker::new(settings, plan, progress)?;
     worker.run()?;
     Ok(worker.recorder)
+}
+
+/// A request whose time has come: its scheduled time in open loop, else when it was queued.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    at: Instant,
+    path: u32,
+    measured: bool,
 }
 
 /// Which file decides when, and on which connection, a request goes out.

@@ -11,18 +11,10 @@
 
 use std::time::Instant;
 
-use super::{Mode, Worker};
+use super::{Due, Mode, Worker};
 use crate::conn::{InFlight, Phase};
 use crate::schedule::Schedule;
 use crate::stats::LATE;
-
-/// A request whose time has come (in closed loop: one queued now).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Due {
-    pub at: Instant,
-    pub path: u32,
-    pub measured: bool,
-}
 
 impl Worker<'_> {
     /// Sends (or, with no room anywhere, queues) every request due by `now`.
