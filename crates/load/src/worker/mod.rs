@@ -1,16 +1,26 @@
 //! One load thread: its own epoll, its share of the connections and of the rate, its own recorder.
 //! It shares nothing with the other threads while it runs but two progress counters.
 //!
-//! Closed loop: every connection keeps `--pipeline` requests in flight, sending one as soon as one is
-//! answered. Open loop: requests go out when the schedule says, on a connection with room; when none
-//! has room the request waits in the backlog and its latency still counts from its scheduled time.
-//! In `--close` mode each request gets a connection of its own, so a "connection with room" is a
-//! slot with no connection yet.
+//! This file is what every mode shares: the loop, the connection slots, connecting, reading and
+//! checking responses, timeouts and the tick. When a request goes out, and on which connection, is
+//! the mode's business, one file each:
+//!
+//! - [`closed`]: every connection keeps `--pipeline` requests in flight, sending one as soon as one
+//!   is answered.
+//! - [`open`] (`--rate`): requests go out when the schedule says, on a connection with room; when
+//!   none has room the request waits in the backlog and its latency still counts from its
+//!   scheduled time.
+//! - [`churn`] (`--close`): each request gets a connection of its own, at once in closed loop, or
+//!   when the schedule says with `--rate` (a "connection with room" is then a slot with none yet).
+
+mod churn;
+mod closed;
+mod open;
 
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,7 +31,7 @@ use sys::timer::Timer;
 use crate::conn::{Connection, Failure, InFlight, Phase};
 use crate::request::Requests;
 use crate::schedule::{Arrivals, Rng, Schedule};
-use crate::stats::{ErrorClass, Recorder, LATE};
+use crate::stats::{ErrorClass, Recorder};
 
 /// What every load thread runs with.
 #[derive(Debug)]
@@ -33,7 +43,8 @@ pub struct Settings {
     pub close: bool,
     pub arrivals: Arrivals,
     pub timeout: Duration,
-    /// Bind each new connection to its own source address in 127.0.0.0/8 (see [`source_address`]).
+    /// Bind each new connection to its own source address in 127.0.0.0/8 (see
+    /// [`churn::source_address`]).
     pub spread_sources: bool,
     pub start: Instant,
     /// The end of the warm-up: requests due from then on are measured.
@@ -87,7 +98,7 @@ pub fn worker_main(settings: &Settings, plan: Plan, progress: &Progress) -> io::
     Ok(worker.recorder)
 }
 
-/// An open-loop request whose time has come.
+/// A request whose time has come: its scheduled time in open loop, else when it was queued.
 #[derive(Debug, Clone, Copy)]
 struct Due {
     at: Instant,
@@ -95,21 +106,25 @@ struct Due {
     measured: bool,
 }
 
+/// Which file decides when, and on which connection, a request goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// [`closed`]: keep `--pipeline` in flight on every connection.
+    Closed,
+    /// [`open`]: send on the schedule, on any connection with room.
+    Open,
+    /// [`churn`]: a new connection per request, paced by the schedule with `--rate`.
+    Churn,
+}
+
 struct Worker<'a> {
     settings: &'a Settings,
     plan: Plan,
     progress: &'a Progress,
+    mode: Mode,
     poller: Poller,
-    /// Open loop: wakes the thread when the next request is due.
-    timer: Option<Timer>,
-    timer_armed_for: Option<Instant>,
-    schedule: Option<Schedule>,
     rng: Rng,
     conns: Vec<Connection>,
-    /// Open loop: slots that can take another request now (some entries may have gone stale).
-    free: VecDeque<usize>,
-    /// Open loop: requests that were due when no connection had room, oldest first.
-    backlog: VecDeque<Due>,
     /// Slots to open again at the next turn of the loop.
     reopen: Vec<usize>,
     recorder: Recorder,
@@ -120,6 +135,15 @@ struct Worker<'a> {
     answered: u64,
     connects: u64,
     read_buf: Vec<u8>,
+    // With a schedule (`--rate`), see [`open`]:
+    schedule: Option<Schedule>,
+    /// Wakes the thread when the next request is due.
+    timer: Option<Timer>,
+    timer_armed_for: Option<Instant>,
+    /// Slots that can take another request now (some entries may have gone stale).
+    free: VecDeque<usize>,
+    /// Requests that were due when no connection had room, oldest first.
+    backlog: VecDeque<Due>,
 }
 
 impl<'a> Worker<'a> {
@@ -134,16 +158,17 @@ impl<'a> Worker<'a> {
             }
             None => (None, None),
         };
+        let mode = match (settings.close, plan.rate) {
+            (true, _) => Mode::Churn,
+            (false, Some(_)) => Mode::Open,
+            (false, None) => Mode::Closed,
+        };
         Ok(Self {
             settings,
+            mode,
             poller,
-            timer,
-            timer_armed_for: None,
-            schedule,
             rng: Rng::new(plan.seed ^ 0x5eed),
             conns: (0..plan.connections).map(|_| Connection::default()).collect(),
-            free: VecDeque::new(),
-            backlog: VecDeque::new(),
             reopen: Vec::new(),
             recorder: Recorder::new(settings.requests.paths().len(), plan.rate.is_some() || settings.close),
             stop_at: settings.stop_at,
@@ -151,13 +176,14 @@ impl<'a> Worker<'a> {
             answered: 0,
             connects: 0,
             read_buf: vec![0; READ_BUFFER],
+            schedule,
+            timer,
+            timer_armed_for: None,
+            free: VecDeque::new(),
+            backlog: VecDeque::new(),
             progress,
             plan,
         })
-    }
-
-    fn open_loop(&self) -> bool {
-        self.schedule.is_some()
     }
 
     fn run(&mut self) -> io::Result<()> {
@@ -231,68 +257,14 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Open loop: sends (or, with no room anywhere, queues) every request due by `now`.
-    fn issue_due(&mut self, now: Instant) {
-        loop {
-            let Some(at) = self.schedule.as_ref().map(Schedule::next_due) else { return };
-            if at > now || !self.may_issue(at) {
-                return;
-            }
-            self.schedule.as_mut().expect("checked above").advance();
-            let due = self.new_due(at);
-            match self.take_free_slot() {
-                Some(slot) => self.send_due(slot, due, now),
-                None => self.backlog.push_back(due),
-            }
-        }
-    }
-
+    /// A new request due at `at`, on a path drawn from the mix.
     fn new_due(&mut self, at: Instant) -> Due {
         let measured = at >= self.settings.measure_from;
         self.issued += u64::from(measured);
         Due { at, path: self.settings.requests.pick(&mut self.rng) as u32, measured }
     }
 
-    fn take_free_slot(&mut self) -> Option<usize> {
-        while let Some(slot) = self.free.pop_front() {
-            let conn = &mut self.conns[slot];
-            conn.listed_free = false;
-            let usable = if self.settings.close {
-                conn.phase == Phase::Closed && conn.retry_at.is_none()
-            } else {
-                conn.has_room(self.settings.pipeline)
-            };
-            if usable {
-                return Some(slot);
-            }
-        }
-        None
-    }
-
-    fn list_free(&mut self, slot: usize) {
-        let conn = &mut self.conns[slot];
-        if !conn.listed_free {
-            conn.listed_free = true;
-            self.free.push_back(slot);
-        }
-    }
-
-    /// Open loop: sends `due` on `slot` (in `--close` mode, on a new connection there).
-    fn send_due(&mut self, slot: usize, due: Due, now: Instant) {
-        if due.measured && now.saturating_duration_since(due.at) > LATE {
-            self.recorder.late += 1;
-        }
-        if self.settings.close {
-            self.open(slot, Some(due), now);
-            return;
-        }
-        self.enqueue(slot, due, now);
-        if self.conns[slot].has_room(self.settings.pipeline) {
-            self.list_free(slot);
-        }
-        self.flush(slot, now);
-    }
-
+    /// Queues `due` on the open connection in `slot`, to go out with its next flush.
     fn enqueue(&mut self, slot: usize, due: Due, now: Instant) {
         let bytes = &self.settings.requests.get(due.path as usize).bytes;
         let request = InFlight { due: due.at, sent: now, path: due.path, measured: due.measured };
@@ -300,20 +272,23 @@ impl<'a> Worker<'a> {
         self.recorder.sent += u64::from(due.measured);
     }
 
-    /// Sends again, on the new connection in `slot`, the requests its previous connection carried
-    /// past a response that announced the close (RFC 9112 §9.3.2: a client that pipelines retries
-    /// them). They keep their due time, so the detour counts in their latency.
-    fn resend_carried(&mut self, slot: usize, now: Instant) {
-        let conn = &mut self.conns[slot];
-        for request in mem::take(&mut conn.carried) {
-            let bytes = &self.settings.requests.get(request.path as usize).bytes;
-            conn.enqueue(bytes, InFlight { sent: now, ..request });
+    /// Puts a closed slot back to work, as its mode says.
+    fn revive(&mut self, slot: usize, now: Instant) {
+        if self.conns[slot].phase != Phase::Closed {
+            return;
+        }
+        self.conns[slot].retry_at = None;
+        match self.mode {
+            Mode::Closed => self.reconnect_closed(slot, now),
+            Mode::Open => self.reconnect_open(slot, now),
+            Mode::Churn => self.next_connection(slot, now),
         }
     }
 
-    /// Opens a connection in `slot`, carrying `due` in `--close` mode.
-    fn open(&mut self, slot: usize, due: Option<Due>, now: Instant) {
-        let source = self.settings.spread_sources.then(|| source_address(self.plan.index, self.connects));
+    /// Opens a connection in `slot`; in `--close` mode it carries `due`.
+    fn connect(&mut self, slot: usize, due: Option<Due>, now: Instant) {
+        let source =
+            self.settings.spread_sources.then(|| churn::source_address(self.plan.index, self.connects));
         self.connects += 1;
         let addr = self.settings.addr;
         let since = Instant::now();
@@ -358,28 +333,14 @@ impl<'a> Worker<'a> {
         self.pump(slot, now);
     }
 
-    /// Gives an open connection more requests if it has room, then writes.
+    /// Gives an open connection as many more requests as its mode says it has room for, then
+    /// writes.
     fn pump(&mut self, slot: usize, now: Instant) {
-        if !self.settings.close {
-            let pipeline = self.settings.pipeline;
-            if self.open_loop() {
-                while self.conns[slot].has_room(pipeline) {
-                    let Some(due) = self.backlog.pop_front() else { break };
-                    if due.measured && now.saturating_duration_since(due.at) > LATE {
-                        self.recorder.late += 1;
-                    }
-                    self.enqueue(slot, due, now);
-                }
-                if self.conns[slot].has_room(pipeline) {
-                    self.list_free(slot);
-                }
-            } else {
-                self.resend_carried(slot, now);
-                while self.conns[slot].has_room(pipeline) && self.may_issue(now) {
-                    let due = self.new_due(now);
-                    self.enqueue(slot, due, now);
-                }
-            }
+        match self.mode {
+            Mode::Closed => self.fill_closed(slot, now),
+            Mode::Open => self.fill_open(slot, now),
+            // Its one request went out with the connection.
+            Mode::Churn => {}
         }
         self.flush(slot, now);
     }
@@ -432,12 +393,7 @@ impl<'a> Worker<'a> {
             conns[slot].read_responses(read_buf, peer_closed, &settings.requests, recorder, answered);
         match result {
             Err(failure) => self.fail(slot, failure, now),
-            // `--close`: a server that keeps the connection open after answering is not waited for.
-            Ok(false)
-                if settings.close && conns[slot].in_flight.is_empty() && conns[slot].phase == Phase::Open =>
-            {
-                self.close_answered(slot)
-            }
+            Ok(false) if self.mode == Mode::Churn => self.after_response(slot, now),
             Ok(false) => self.pump(slot, now),
             Ok(true) => self.on_eof(slot, now),
         }
@@ -462,19 +418,12 @@ impl<'a> Worker<'a> {
             return self.fail(slot, failure, now);
         }
         // Requests pipelined after a response that announced the close go out again on the next
-        // connection: in open loop through the backlog, in closed loop with this slot.
+        // connection (RFC 9112 §9.3.2: a client that pipelines retries them): with a schedule
+        // through the backlog, in closed loop with this slot.
         let carried: Vec<InFlight> = conn.in_flight.drain(..).collect();
         conn.close(false);
-        if self.open_loop() {
-            for request in carried.into_iter().rev() {
-                self.backlog.push_front(Due {
-                    at: request.due,
-                    path: request.path,
-                    measured: request.measured,
-                });
-                // Counted as sent again when the backlog sends it; `sent` counts requests, not sends.
-                self.recorder.sent -= u64::from(request.measured);
-            }
+        if self.schedule.is_some() {
+            self.back_to_backlog(carried);
         } else {
             self.conns[slot].carried = carried;
         }
@@ -486,36 +435,13 @@ impl<'a> Worker<'a> {
         self.recorder.error(class, || detail);
         let abort = matches!(class, ErrorClass::Timeout | ErrorClass::Framing);
         self.recorder.lost += self.conns[slot].close(abort);
-        if class == ErrorClass::Connect && !(self.settings.close && self.open_loop()) {
+        // A failed connect waits before the next try, but for churn on a schedule, whose slot
+        // simply takes the next due request (the schedule, not the slot, sets the pace).
+        let paced = self.mode == Mode::Churn && self.schedule.is_some();
+        if class == ErrorClass::Connect && !paced {
             self.conns[slot].retry_at = Some(now + RETRY_AFTER);
         } else {
             self.reopen.push(slot);
-        }
-    }
-
-    /// Puts a closed slot back to work.
-    fn revive(&mut self, slot: usize, now: Instant) {
-        if self.conns[slot].phase != Phase::Closed {
-            return;
-        }
-        self.conns[slot].retry_at = None;
-        match (self.settings.close, self.open_loop()) {
-            (true, true) => match self.backlog.pop_front() {
-                Some(due) => self.send_due(slot, due, now),
-                None => self.list_free(slot),
-            },
-            (true, false) if self.may_issue(now) => {
-                let due = self.new_due(now);
-                self.open(slot, Some(due), now);
-            }
-            (false, _)
-                if self.may_issue(now)
-                    || !self.backlog.is_empty()
-                    || !self.conns[slot].carried.is_empty() =>
-            {
-                self.open(slot, None, now)
-            }
-            _ => {}
         }
     }
 
@@ -550,27 +476,4 @@ impl<'a> Worker<'a> {
         self.progress.answered.store(self.answered, Ordering::Relaxed);
         self.progress.errors.store(self.recorder.errors_total(), Ordering::Relaxed);
     }
-
-    /// Open loop: wakes the thread when the next request is due, to the microsecond (an epoll_wait
-    /// timeout has milliseconds).
-    fn arm_timer(&mut self, now: Instant) -> io::Result<()> {
-        let (Some(timer), Some(schedule)) = (&self.timer, &self.schedule) else { return Ok(()) };
-        let due = schedule.next_due();
-        if !self.may_issue(due) || self.timer_armed_for == Some(due) {
-            return Ok(());
-        }
-        timer.set_after(due.saturating_duration_since(now))?;
-        self.timer_armed_for = Some(due);
-        Ok(())
-    }
-}
-
-/// The source address of a thread's `n`-th connection in `--close` mode: 127.T.H.L, 65,024 of them
-/// per thread. Every source address has its own ~28k ephemeral ports toward the server, so a run
-/// that opens hundreds of thousands of connections does not run out while closed ones wait in
-/// TIME_WAIT. Any address in 127.0.0.0/8 reaches a server on 127.0.0.1 over the loopback.
-pub fn source_address(thread: usize, n: u64) -> IpAddr {
-    let low = 1 + (n % 254) as u8;
-    let high = ((n / 254) % 256) as u8;
-    IpAddr::V4(Ipv4Addr::new(127, 1 + (thread % 250) as u8, high, low))
 }
