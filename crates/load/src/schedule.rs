@@ -13,28 +13,9 @@ pub enum Arrivals {
     Uniform,
 }
 
-/// SplitMix64 (Steele, Lea and Flood, 2014): small, fast, and good enough to draw gaps and paths.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1), with 53 random bits.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The generator of gaps and paths: the queueing model's SplitMix64, so a seed means the same thing
+/// in lab-load and in the model lab-bench draws beside it.
+pub use model::SplitMix64 as Rng;
 
 /// One thread's arrival times.
 #[derive(Debug)]
@@ -78,7 +59,7 @@ impl Schedule {
     fn gap(&mut self) -> f64 {
         match self.arrivals {
             // Inverse transform sampling; 1 - u is in (0, 1], so the logarithm is finite.
-            Arrivals::Poisson => -(1.0 - self.rng.next_f64()).ln() * self.mean_gap_ns,
+            Arrivals::Poisson => self.rng.next_exp() * self.mean_gap_ns,
             Arrivals::Uniform => self.mean_gap_ns,
         }
     }

@@ -1,5 +1,5 @@
 //! SplitMix64 (Steele, Lea and Flood, 2014): small, fast, and good enough to draw arrivals and
-//! service times. The same generator as lab-load's schedule, so a seed means the same thing in both.
+//! service times. lab-load draws its schedule from this one too, so a seed means the same thing in both.
 
 /// A seeded stream of pseudo-random numbers: the same seed, the same stream, on every machine.
 #[derive(Debug, Clone)]

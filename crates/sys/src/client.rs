@@ -18,17 +18,7 @@ use crate::os_error;
 /// Returns the socket and whether it is connected already; if not, it becomes writable when the
 /// handshake ends and [`take_error`] then says how it ended.
 pub fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<(OwnedFd, bool)> {
-    let family = match addr {
-        SocketAddr::V4(_) => AddressFamily::Inet,
-        SocketAddr::V6(_) => AddressFamily::Inet6,
-    };
-    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-    let fd = socket(family, SockType::Stream, flags, None).map_err(|e| os_error("socket", addr, e))?;
-    if let Some(source) = source {
-        bind_source(fd.as_fd(), source)?;
-    }
-    let connected = connect_nonblocking(fd.as_fd(), addr)?;
-    Ok((fd, connected))
+    connect_tcp_prepared(addr, source, |_| Ok(()))
 }
 
 /// Like [`connect_tcp`], with `prepare` applied to the socket before `connect(2)` (a socket option
