@@ -318,13 +318,7 @@ pub fn chart(doc: &Value, path: &Path) -> Result<(), Box<dyn std::error::Error>>
         .draw_series(LineSeries::new(ideal_line, BLACK.stroke_width(2)))?
         .label("ideal: one heavy connection per worker")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperMiddle)
-        .label_font(("sans-serif", 13))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    crate::charts::legend(&mut chart, SeriesLabelPosition::UpperMiddle)?;
     root.present()?;
     Ok(())
 }

@@ -40,7 +40,25 @@ pub fn write_all(doc: &Value, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
-type Drawn = Result<(), Box<dyn std::error::Error>>;
+pub type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// The series' legend as every chart here draws it: a framed box at `position`.
+pub fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Drawn
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
 
 /// Three panels, one per closed-loop workload: a horizontal bar per server, nginx's in orange and a
 /// red one where the run was invalid, and a line at the best nginx.
@@ -114,12 +132,7 @@ fn throughput(doc: &Value, path: &Path) -> Drawn {
                 ))?
                 .label(format!("best nginx: {id}"))
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], NGINX.stroke_width(2)));
-            chart
-                .configure_series_labels()
-                .label_font(("sans-serif", 13))
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()?;
+            legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         }
     }
     root.present()?;
@@ -189,13 +202,7 @@ fn latency(doc: &Value, mix: &str, path: &Path) -> Drawn {
         // The model of the queue this server approximates, dashed in the same colour.
         chart.draw_series(DashedLineSeries::new(model.iter().copied(), 6, 4, color.stroke_width(1)))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 13))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
 }
