@@ -46,11 +46,13 @@ fn a_correct_server_gives_no_error_and_loses_nothing() {
 #[test]
 fn a_refused_connect_is_a_connect_error() {
     // The local port of a connected client socket: reserved while it lives (no other test's
-    // server can take it), and nothing listens on it.
+    // server can take it), and nothing listens on it. The target is 127.0.0.2, which lab-load
+    // reaches from 127.0.0.1: to 127.0.0.1:PORT itself, a connect given PORT as its own ephemeral
+    // port would meet itself (a TCP self-connect), and read its own request back as a response.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let port = client.local_addr().unwrap().port();
-    let json = load(&format!("http://127.0.0.1:{port}/"));
+    let json = load(&format!("http://127.0.0.2:{port}/"));
     let [connect, reset, timeout, status, framing] = counts(&json);
     assert!(connect >= 2.0, "{}", errors(&json));
     assert_eq!([reset, timeout, status, framing], [0.0; 4], "{}", errors(&json));
