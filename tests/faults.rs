@@ -609,7 +609,7 @@ fn pipelined_responses_leave_as_each_is_ready() {
 /// counting it down, so once every worker held 7/8 of its share none accepted again.
 #[test]
 fn every_connection_under_max_conns_is_served() {
-    const MAX_CONNS: usize = 40;
+    const MAX_CONNS: usize = 400;
     for_each_server(|server| {
         let running = spawn(server, &["--max-conns", &MAX_CONNS.to_string()]);
         // One after another, each served before the next arrives, as keep-alive clients come.

@@ -23,6 +23,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -78,6 +79,8 @@ const ACCEPT_MUTEX_DELAY: Duration = Duration::from_millis(500);
 struct Shared {
     mode: AcceptMode,
     accept_mutex: Mutex<()>,
+    /// Workers not sitting out turns at the accept mutex: never let fall below 1 (see `try_take`).
+    taking_turns: AtomicUsize,
     /// The signalfd: in every epoll; whoever reads the signal tells the others through their wakers.
     signals: ShutdownSignals,
     /// Every worker's eventfd, by worker id.
@@ -94,6 +97,7 @@ fn main() {
     let shared = Arc::new(Shared {
         mode: cli.accept,
         accept_mutex: Mutex::new(()),
+        taking_turns: AtomicUsize::new(config.workers),
         signals,
         wakers: (0..config.workers).map(|_| Waker::new().unwrap_or_else(|e| fatal(e))).collect(),
     });
@@ -140,11 +144,11 @@ fn worker_main(
     let mut conns = Connections::new(config, worker);
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
-    let mut turn = AcceptTurn { held: None, listening: false, disabled: 0 };
+    let mut turn = AcceptTurn { held: None, listening: false, disabled: 0, sitting_out: false };
     loop {
         let mut timeout = common::earliest([conns.timeout(), drain.time_left()]);
         if shared.mode == AcceptMode::Mutex && !drain.is_draining() {
-            turn.try_take(&shared.accept_mutex, &poller, &listener_fd)?;
+            turn.try_take(shared, &poller, &listener_fd)?;
             if !turn.listening {
                 timeout = common::earliest([timeout, Some(ACCEPT_MUTEX_DELAY)]);
             }
@@ -194,6 +198,8 @@ struct AcceptTurn<'a> {
     listening: bool,
     /// Turns left to sit out because this worker holds more than its share (`ngx_accept_disabled`).
     disabled: usize,
+    /// Whether this worker is counted out of `Shared::taking_turns`.
+    sitting_out: bool,
 }
 
 impl<'a> AcceptTurn<'a> {
@@ -206,13 +212,14 @@ impl<'a> AcceptTurn<'a> {
     /// starts sitting out turns. That imbalance, and the epoll_ctl calls each change of holder costs,
     /// are why nginx turned accept_mutex off by default in 1.11.3 once EPOLLEXCLUSIVE and reuseport
     /// existed.
-    fn try_take(&mut self, mutex: &'a Mutex<()>, poller: &Poller, listener: &OwnedFd) -> io::Result<()> {
+    fn try_take(&mut self, shared: &'a Shared, poller: &Poller, listener: &OwnedFd) -> io::Result<()> {
         // Set after each accept, counted down once per turn (as nginx does): a worker that holds
         // more than its share sits out a while, but never for good — were it recomputed from `open`
         // at every turn, every worker above 7/8 would sit out forever and the accept queue would
         // stall below --max-conns.
         self.disabled = self.disabled.saturating_sub(1);
-        self.held = if self.disabled == 0 { mutex.try_lock() } else { None };
+        self.sit_out_if_another_takes_turns(&shared.taking_turns);
+        self.held = if self.disabled == 0 { shared.accept_mutex.try_lock() } else { None };
         match (self.held.is_some(), self.listening) {
             (true, false) => poller.add(listener.as_fd(), LISTENER, READABLE_EDGE)?,
             (false, true) => poller.delete(listener.as_fd())?,
@@ -220,6 +227,31 @@ impl<'a> AcceptTurn<'a> {
         }
         self.listening = self.held.is_some();
         Ok(())
+    }
+
+    /// Sits out the turns in `disabled` only while some other worker still takes turns; the last
+    /// one never does. Counting down is not enough on its own: once every worker holds more than
+    /// 7/8 of its share (over 7/8 of --max-conns in all) and its connections are idle, each turn
+    /// is an `ACCEPT_MUTEX_DELAY` sleep, and hundreds of turns left on every worker at once left
+    /// nobody listening for minutes while the accept queue filled under --max-conns. nginx has the
+    /// same stall in principle; there `worker_connections` is per worker and small.
+    fn sit_out_if_another_takes_turns(&mut self, taking_turns: &AtomicUsize) {
+        match (self.disabled > 0, self.sitting_out) {
+            (true, false) => {
+                let others_take_turns = taking_turns
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 1).then(|| n - 1))
+                    .is_ok();
+                match others_take_turns {
+                    true => self.sitting_out = true,
+                    false => self.disabled = 0,
+                }
+            }
+            (false, true) => {
+                taking_turns.fetch_add(1, Ordering::AcqRel);
+                self.sitting_out = false;
+            }
+            _ => {}
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 //! clients have gone. One line per server; exit 1 if any fails.
 //!
 //! `--idle N` instead measures lab-load's p99 at full rate with N idle connections held open beside
-//! it, against the same run without them.
+//! it, against the same runs without them (medians of three each; the server pinned to the first half
+//! of the CPUs, lab-load to the rest).
 
 use std::fs;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use labkit::{bin_path, get, process_tree, rss_kib, spawn, Client, Running, Server, SERVERS};
+use labkit::{bin_path, get, launch, process_tree, rss_kib, spawn, Client, Running, Server, SERVERS};
 use nix::sys::socket::{setsockopt, sockopt::Linger};
 use serde_json::Value;
 
@@ -263,19 +264,73 @@ fn misbehave(addr: SocketAddr, kind: usize) {
     }
 }
 
-/// p99 of a closed-loop lab-load run at full rate, in microseconds.
-fn p99(addr: SocketAddr) -> Result<(u64, f64), String> {
-    let report = start_load("rate", addr, 5, &["-c", "32"]).finish()?;
-    let p99 = report["latency_us"]["p99"].as_f64().ok_or("no p99 in lab-load's report")? as u64;
-    Ok((p99, report["rps"].as_f64().unwrap_or(0.0)))
+/// Runs of each kind in the idle check; their medians are compared.
+const IDLE_ROUNDS: usize = 3;
+
+/// Where the idle check runs the server and lab-load: the first half of the CPUs this process may
+/// use for the server, one worker on each, the rest for lab-load. Otherwise how lab-load's
+/// connections happen to fall among the workers decides whether two busy workers share a CPU (and
+/// a 4 ms p99 of scheduler time slices) or the client does, and the ratio measures that luck rather
+/// than the idle connections. With one CPU, everything shares it.
+struct Placement {
+    server: String,
+    server_cpus: usize,
+    client: String,
+    client_threads: usize,
 }
 
-/// lab-load's p99 with `idle` idle connections open beside it, against the same run without them.
+impl Placement {
+    fn new() -> Placement {
+        let cpus = sys::cpu::allowed_cpus().unwrap_or_default();
+        let list = |cpus: &[usize]| cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        match cpus.len() {
+            0 | 1 => {
+                Placement { server: list(&cpus), server_cpus: 1, client: list(&cpus), client_threads: 1 }
+            }
+            n => Placement {
+                server: list(&cpus[..n / 2]),
+                server_cpus: n / 2,
+                client: list(&cpus[n / 2..]),
+                client_threads: n - n / 2,
+            },
+        }
+    }
+}
+
+/// The median p99 (microseconds) and req/s of [`IDLE_ROUNDS`] closed-loop lab-load runs at full rate.
+fn p99(addr: SocketAddr, placement: &Placement) -> Result<(u64, f64), String> {
+    let threads = placement.client_threads.to_string();
+    let mut args = vec!["-c", "32", "-t", &threads];
+    if !placement.client.is_empty() {
+        args.extend(["--cpus", &placement.client]);
+    }
+    let mut p99s = Vec::new();
+    let mut rates = Vec::new();
+    for _ in 0..IDLE_ROUNDS {
+        let report = start_load("rate", addr, 3, &args).finish()?;
+        p99s.push(report["latency_us"]["p99"].as_f64().ok_or("no p99 in lab-load's report")? as u64);
+        rates.push(report["rps"].as_f64().unwrap_or(0.0));
+    }
+    p99s.sort_unstable();
+    rates.sort_by(f64::total_cmp);
+    Ok((p99s[IDLE_ROUNDS / 2], rates[IDLE_ROUNDS / 2]))
+}
+
+/// lab-load's p99 with `idle` idle connections open beside it, against the same runs without them.
 fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
-    let limit = format!("{}", idle + 1000);
-    let running = spawn(server, &["--max-conns", &limit]);
+    let placement = Placement::new();
+    // The row's own arguments, with one worker per server CPU.
+    let mut args: Vec<String> = server.args.iter().map(|arg| arg.to_string()).collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--workers") {
+        args[at + 1] = placement.server_cpus.to_string();
+    }
+    args.extend(["--addr", "127.0.0.1:0", "--max-conns", &(idle + 1000).to_string()].map(String::from));
+    if !placement.server.is_empty() {
+        args.extend(["--cpus".to_string(), placement.server.clone()]);
+    }
+    let running = launch(server.bin, &args)?;
     let addr = running.addr();
-    let (alone, alone_rps) = p99(addr)?;
+    let (alone, alone_rps) = p99(addr, &placement)?;
     let mut held = Vec::with_capacity(idle);
     for i in 0..idle {
         match Client::try_connect(addr) {
@@ -286,10 +341,12 @@ fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
     // Every one accepted and registered before measuring.
     let stats = running.connect().stats();
     let open = stats["totals"]["open"].as_u64().unwrap_or(0);
-    let (crowded, crowded_rps) = p99(addr)?;
+    let (crowded, crowded_rps) = p99(addr, &placement)?;
     let line = format!(
-        "p99 {alone} us at {alone_rps:.0} req/s alone, {crowded} us at {crowded_rps:.0} req/s beside {open} open idle connections ({:.2}x)",
-        crowded as f64 / alone.max(1) as f64
+        "p99 {alone} us at {alone_rps:.0} req/s alone, {crowded} us at {crowded_rps:.0} req/s beside {open} open idle connections ({:.2}x; medians of {IDLE_ROUNDS}; server on CPUs {}, lab-load on {})",
+        crowded as f64 / alone.max(1) as f64,
+        placement.server,
+        placement.client,
     );
     if (open as usize) < idle {
         return Err(format!("{line}: only {open} of {idle} connections open"));
