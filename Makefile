@@ -26,9 +26,12 @@ build:
 $(addprefix run-,$(ARCHS)): run-%: build
 	./target/release/lab-$* --addr $(ADDR) $(ARGS)
 
-# The conformance and fault suites drive the release binaries, so they are built first; lab-top's
+# The conformance and fault suites drive the release binaries, so they are built first, and the debug
+# builds of the five servers too: only they have the fault route the panic test needs. lab-top's
 # screen is tested in tmux, installed here if missing.
+SERVER_BINS := $(foreach arch,$(ARCHS),--bin lab-$(arch))
 test: build
+	$(CARGO) build $(SERVER_BINS)
 	scripts/install-tools.sh tmux
 	$(CARGO) test --release --workspace
 

@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 
 use acceptlab_tests::{
     binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, process_tree, rss_kib, spawn,
-    spawn_with_fd_limit, Client, Running, SERVERS,
+    spawn_debug_build, spawn_with_fd_limit, Client, Running, SERVERS,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{setsockopt, sockopt::Linger};
@@ -700,6 +700,42 @@ fn large_bodies_past_the_memory_budget_get_503() {
             response.status == 200 && response.body == body,
             "after the budget came back: {}",
             response.status
+        );
+    });
+}
+
+/// The thread-panic policy of issue 9, on the servers themselves: whichever thread executes a
+/// request, a panic there ends the whole server with exit 70 and a line saying why, rather than
+/// leaving it serving on with a worker fewer. lab-reuseport's workers are processes: its supervisor
+/// replaces the one that exited 70, and the server goes on serving. The fault route that panics
+/// exists in debug builds only; the release servers answer it 404.
+#[test]
+fn a_panic_in_a_worker_ends_the_server_or_its_worker_is_replaced() {
+    for_each_server(|server| {
+        let release = spawn(server, &[]);
+        assert_eq!(release.connect().get("/debug/panic").status, 404, "a release build has the fault route");
+        drop(release);
+
+        let mut running = spawn_debug_build(server, &[]);
+        assert_eq!(running.connect().get("/").status, 200);
+        let mut victim = running.connect();
+        victim.send(&get("/debug/panic"));
+        if server.arch() == "reuseport" {
+            let stderr = running.wait_stderr(Duration::from_secs(5), |text| text.contains("restarting"));
+            assert!(
+                stderr.contains("a thread panicked") && stderr.contains("exited: status 70; restarting"),
+                "the worker was not replaced after its panic: {stderr}"
+            );
+            assert!(running.is_running(), "the supervisor exited: {stderr}");
+            assert_eq!(running.connect().get("/").status, 200, "served after the replacement");
+            return;
+        }
+        let status = running.wait_exit(Duration::from_secs(5));
+        let stderr = running.stderr_to_eof();
+        assert_eq!(status.and_then(|status| status.code()), Some(70), "still serving a worker fewer? {stderr}");
+        assert!(
+            stderr.contains("GET /debug/panic") && stderr.contains("a thread panicked: exiting"),
+            "no line saying why: {stderr}"
         );
     });
 }

@@ -50,6 +50,8 @@ pub fn execute(job: Job<'_>, worker: &WorkerStats, out: &mut Vec<u8>) {
             response.body = &stats_body;
             response.content_type = "application/json";
         }
+        #[cfg(debug_assertions)]
+        Action::Panic => panic!("GET /debug/panic: a fault injected on purpose (debug builds only)"),
         Action::Reject { status, reason, allow } => {
             response.status = *status;
             response.body = reason.as_bytes();

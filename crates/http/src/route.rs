@@ -23,6 +23,11 @@ pub enum Action<'a> {
     Echo(Cow<'a, [u8]>),
     /// `GET /stats`: the server's counters as JSON.
     Stats,
+    /// `GET /debug/panic`, in debug builds only: the executing thread panics, so that the tests can
+    /// drive every server to the thread-panic policy (`common::startup::exit_on_panic`). Release
+    /// builds do not have the route (404).
+    #[cfg(debug_assertions)]
+    Panic,
     /// A request that routes nowhere: answered with this status; the connection stays usable.
     Reject { status: Status, reason: &'static str, allow: Option<&'static str> },
 }
@@ -45,6 +50,8 @@ impl Job<'_> {
             Action::Spin { us } => Action::Spin { us },
             Action::Sleep { ms } => Action::Sleep { ms },
             Action::Stats => Action::Stats,
+            #[cfg(debug_assertions)]
+            Action::Panic => Action::Panic,
             Action::Reject { status, reason, allow } => Action::Reject { status, reason, allow },
         };
         Job { action, head_only: self.head_only, connection: self.connection }
@@ -90,6 +97,8 @@ pub fn route(request: Request<'_>) -> Job<'_> {
             None => bad_query("ms must be an integer in 0..=10000"),
         },
         ("/stats", true, _) => Action::Stats,
+        #[cfg(debug_assertions)]
+        ("/debug/panic", true, _) => Action::Panic,
         ("/echo", _, Method::Post) => Action::Echo(request.body),
         ("/" | "/spin" | "/sleep" | "/stats", false, _) => method_not_allowed(GET_HEAD),
         ("/echo", _, _) => method_not_allowed(POST),

@@ -185,12 +185,25 @@ pub struct Running {
 /// waits for its `listening on IP:PORT` line. Keep the result bound to a name: dropping it kills
 /// the server.
 pub fn spawn(server: &Server, extra_args: &[&str]) -> Running {
-    Running::start(command(server, extra_args, None))
+    Running::start(command(bin_path(server.bin), server, extra_args, None))
 }
 
 /// Like [`spawn`], with the open-file limit (`ulimit -n`) lowered to `limit` first.
 pub fn spawn_with_fd_limit(server: &Server, extra_args: &[&str], limit: u32) -> Running {
-    Running::start(command(server, extra_args, Some(limit)))
+    Running::start(command(bin_path(server.bin), server, extra_args, Some(limit)))
+}
+
+/// Like [`spawn`], but the debug build of the server (`target/debug`), which has the fault routes
+/// that release builds compile out (`GET /debug/panic`). `make test` builds it; without it, this
+/// fails saying how to.
+pub fn spawn_debug_build(server: &Server, extra_args: &[&str]) -> Running {
+    let debug = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug").join(server.bin);
+    assert!(
+        debug.is_file(),
+        "{} is not built: cargo build --bins (make test builds the debug servers before the tests)",
+        debug.display()
+    );
+    Running::start(command(debug, server, extra_args, None))
 }
 
 /// Starts the lab binary `bin` (found by [`bin_path`]) with exactly `args` and waits for its
@@ -214,7 +227,7 @@ pub struct Finished {
 /// Runs `server` with `extra_args` (for a command line it should refuse) until it exits; fails if it
 /// is still running after `timeout`.
 pub fn run_to_exit(server: &Server, extra_args: &[&str], timeout: Duration) -> Finished {
-    let mut command = command(server, extra_args, None);
+    let mut command = command(bin_path(server.bin), server, extra_args, None);
     let command_line = format!("{command:?}");
     let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {command_line}: {e}"));
     let stdout = Captured::collect(child.stdout.take().unwrap());
@@ -228,8 +241,8 @@ pub fn run_to_exit(server: &Server, extra_args: &[&str], timeout: Duration) -> F
     Finished { status, stdout: stdout.text_at_eof(eof), stderr: stderr.text_at_eof(eof) }
 }
 
-fn command(server: &Server, extra_args: &[&str], fd_limit: Option<u32>) -> Command {
-    let bin = bin_path(server.bin);
+/// The command line that starts `server` from the binary `bin`.
+fn command(bin: PathBuf, server: &Server, extra_args: &[&str], fd_limit: Option<u32>) -> Command {
     let mut command = match fd_limit {
         None => Command::new(bin),
         Some(limit) => {
