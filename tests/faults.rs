@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use std::os::fd::AsFd;
 
 use acceptlab_tests::{
-    binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, process_tree, rss_kib, spawn,
+    binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, process_tree, raise_fd_limit, rss_kib, spawn,
     spawn_debug_build, spawn_with_fd_limit, Client, Running, SERVERS,
 };
 use nix::sys::signal::{kill, Signal};
@@ -610,6 +610,8 @@ fn pipelined_responses_leave_as_each_is_ready() {
 #[test]
 fn every_connection_under_max_conns_is_served() {
     const MAX_CONNS: usize = 400;
+    // Every row at once, each with MAX_CONNS connections open from here.
+    raise_fd_limit(SERVERS.len() * MAX_CONNS + 200).unwrap_or_else(|e| panic!("{e}"));
     for_each_server(|server| {
         let running = spawn(server, &["--max-conns", &MAX_CONNS.to_string()]);
         // One after another, each served before the next arrives, as keep-alive clients come.
@@ -704,6 +706,42 @@ fn large_bodies_past_the_memory_budget_get_503() {
     });
 }
 
+/// A large request draws on the memory budget from its first byte read until its response's last
+/// byte is written, not only while it is being read: lab-ramcloud's copy of a request executing on
+/// a worker, or of a response waiting behind an earlier one, is memory too. Before, the budget came
+/// back as soon as the request left the read buffer, and a connection could hold 128 such copies
+/// in flight with none of them counted. Applies to lab-ramcloud, the one architecture that holds
+/// answers in flight; the others write a response as soon as it is made.
+#[test]
+fn a_large_request_holds_the_budget_until_its_answer_is_written() {
+    const LARGE: usize = 900 * 1024;
+    for server in SERVERS.iter().filter(|server| server.arch() == "ramcloud") {
+        let running = spawn(server, &["--memory-budget", "1"]);
+        let body = binary_body(LARGE);
+        let request = echo(&body);
+        // The large echo executes on the other worker, and its answer waits behind the sleep.
+        let mut first = running.connect();
+        first.send(&[get("/sleep?ms=1500"), request.clone()].concat());
+        thread::sleep(Duration::from_millis(500));
+        let head_len = request.len() - LARGE;
+        let mut second = running.connect();
+        let _ = second.try_send(&request[..head_len + LARGE / 2]);
+        second.set_read_timeout(Duration::from_secs(3));
+        let refused = second.try_read_response(false);
+        assert!(
+            refused.as_ref().is_ok_and(|response| response.status == 503),
+            "a large body beside one answered but not yet written: {refused:?}"
+        );
+        assert_eq!(first.read_response().status, 200, "the sleep");
+        let answered = first.read_response();
+        assert!(answered.status == 200 && answered.body == body, "the large echo: {}", answered.status);
+        // Written: the budget is back.
+        let mut third = running.connect();
+        let response = third.request(&request);
+        assert!(response.status == 200 && response.body == body, "after it was written: {}", response.status);
+    }
+}
+
 /// The thread-panic policy of issue 9, on the servers themselves: whichever thread executes a
 /// request, a panic there ends the whole server with exit 70 and a line saying why, rather than
 /// leaving it serving on with a worker fewer. lab-reuseport's workers are processes: its supervisor
@@ -732,7 +770,11 @@ fn a_panic_in_a_worker_ends_the_server_or_its_worker_is_replaced() {
         }
         let status = running.wait_exit(Duration::from_secs(5));
         let stderr = running.stderr_to_eof();
-        assert_eq!(status.and_then(|status| status.code()), Some(70), "still serving a worker fewer? {stderr}");
+        assert_eq!(
+            status.and_then(|status| status.code()),
+            Some(70),
+            "still serving a worker fewer? {stderr}"
+        );
         assert!(
             stderr.contains("GET /debug/panic") && stderr.contains("a thread panicked: exiting"),
             "no line saying why: {stderr}"

@@ -33,8 +33,9 @@ pub struct CommonArgs {
     /// close (slowloris); 0: never.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub header_timeout: u64,
-    /// MiB of read buffer that large requests may take beyond the first 64 KiB of each connection,
-    /// shared by all of them (per process); past it a new large request gets 503 and is closed.
+    /// MiB that large requests may hold, from their first byte read to their response's last byte
+    /// written, beyond 64 KiB of read buffer and 64 KiB being answered per connection; shared by all
+    /// (per process); past it a new large request gets 503 and is closed.
     #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_budget: u64,
     /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,19 +39,56 @@ const INITIAL_INPUT: usize = 4 * 1024;
 const MAX_INPUT: usize = 2 * MAX_BODY_BYTES + MAX_HEADER_BYTES;
 /// Read buffer a connection may hold without drawing on the memory budget.
 const SMALL_INPUT: usize = 64 * 1024;
-/// Read-buffer bytes beyond `SMALL_INPUT` that this process's connections may hold in all
-/// (`--memory-budget`): the worst case is `--max-conns` × (`SMALL_INPUT` + output limits) plus this,
-/// instead of `--max-conns` × `MAX_INPUT` (docs/reliability.md).
-static MEMORY_BUDGET: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of requests being answered (executing elsewhere, or answered and not yet written) a
+/// connection may hold without drawing on the memory budget.
+const SMALL_ANSWERING: usize = 64 * 1024;
+/// What is left of this process's memory budget (`--memory-budget`), which every byte of a request
+/// beyond the first `SMALL_INPUT` of a connection's read buffer, and beyond the first
+/// `SMALL_ANSWERING` of its requests being answered, is drawn from: the worst case is `--max-conns`
+/// × those small parts and the output limit, plus the budget, instead of `--max-conns` × every
+/// limit (docs/reliability.md). Below zero while bytes already in memory were counted in on credit
+/// ([`Reservation::cover`]).
+static MEMORY_BUDGET: AtomicIsize = AtomicIsize::new(0);
 static MEMORY_BUDGET_SET: std::sync::Once = std::sync::Once::new();
 
-/// Takes `bytes` from the memory budget; false if that many are not left.
-fn reserve(bytes: usize) -> bool {
-    MEMORY_BUDGET.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes)).is_ok()
+/// Bytes taken from the memory budget; given back when dropped.
+#[derive(Debug, Default)]
+struct Reservation(usize);
+
+impl Reservation {
+    /// Takes `bytes` more for bytes about to be read, if the budget has them: false if not.
+    fn try_grow(&mut self, bytes: usize) -> bool {
+        let taken = MEMORY_BUDGET
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(isize::try_from(bytes).ok()?).filter(|&rest| rest >= 0)
+            })
+            .is_ok();
+        if taken {
+            self.0 += bytes;
+        }
+        taken
+    }
+
+    /// Holds exactly `bytes`, whatever the budget has left: for bytes that are already in memory (a
+    /// request's copy, its response), which cannot be refused after the fact. Past the budget, it
+    /// goes below zero, and new large requests get 503 until enough has been given back.
+    fn cover(&mut self, bytes: usize) {
+        let change = bytes as isize - self.0 as isize;
+        if change != 0 {
+            MEMORY_BUDGET.fetch_sub(change, Ordering::AcqRel);
+            self.0 = bytes;
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.0
+    }
 }
 
-fn release(bytes: usize) {
-    MEMORY_BUDGET.fetch_add(bytes, Ordering::AcqRel);
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.cover(0);
+    }
 }
 
 /// Stop executing requests while this much output waits: a pipelining client that does not read
@@ -165,7 +202,8 @@ impl Connections {
 impl<E: Executor> Connections<E> {
     /// No connections yet, for a loop whose requests `executor` executes (or sends elsewhere).
     pub fn with_executor(config: &Config, worker: WorkerStats, executor: E) -> Self {
-        MEMORY_BUDGET_SET.call_once(|| MEMORY_BUDGET.store(config.memory_budget, Ordering::Release));
+        let budget = isize::try_from(config.memory_budget).unwrap_or(isize::MAX);
+        MEMORY_BUDGET_SET.call_once(|| MEMORY_BUDGET.store(budget, Ordering::Release));
         Connections {
             slots: Vec::new(),
             free: Vec::new(),
@@ -257,7 +295,7 @@ impl<E: Executor> Connections<E> {
     /// The response to request `seq` of connection `token`, executed on another thread.
     pub fn complete(&mut self, token: u64, seq: u64, response: Vec<u8>) {
         let Some(conn) = self.get_mut(token) else { return }; // closed meanwhile: nobody to answer
-        conn.in_flight.complete(seq, response, &mut conn.output);
+        conn.output_request_bytes += conn.in_flight.complete(seq, response, &mut conn.output);
         self.pump(token);
     }
 
@@ -421,7 +459,13 @@ struct Conn {
     continue_sent: bool,
     output: Vec<u8>,
     output_sent: usize,
+    /// Bytes of the requests whose responses are in `output`, not all written yet.
+    output_request_bytes: usize,
     in_flight: InFlight,
+    /// Covers the bytes of this connection's requests being answered (in flight, or answered and
+    /// waiting in `output`) beyond `SMALL_ANSWERING`: a large request counts against the memory
+    /// budget from its first byte read to its response's last byte written.
+    answering: Reservation,
     /// More may be waiting in the socket: the kernel will not report it again (edge-triggered).
     readable: bool,
     /// The last write hit EAGAIN; EPOLLOUT clears this.
@@ -453,7 +497,9 @@ impl Conn {
             continue_sent: false,
             output: Vec::new(),
             output_sent: 0,
+            output_request_bytes: 0,
             in_flight: InFlight::default(),
+            answering: Reservation::default(),
             readable: false,
             write_blocked: false,
             closing: false,
@@ -586,16 +632,19 @@ impl Conn {
                         let request = Request { token: step.token, seq, job };
                         let executed = step.executor.execute(step.worker, request, &mut self.output);
                         match executed {
-                            Executed::Elsewhere => self.in_flight.push(None),
+                            Executed::Elsewhere => self.in_flight.push(None, consumed),
                             // It held the thread: let the loop see to its signals and other
                             // connections (and this one's hang-up) before the next request.
-                            Executed::Here => self.yield_now = slow,
+                            Executed::Here => {
+                                self.output_request_bytes += consumed;
+                                self.yield_now = slow;
+                            }
                         }
                     } else {
                         let mut response = Vec::new();
                         let request = Request { token: step.token, seq, job };
                         let executed = step.executor.execute(step.worker, request, &mut response);
-                        self.in_flight.push((executed == Executed::Here).then_some(response));
+                        self.in_flight.push((executed == Executed::Here).then_some(response), consumed);
                     }
                     self.input.consume(consumed);
                     self.framing = http::Progress::default();
@@ -616,7 +665,7 @@ impl Conn {
                         // Interim responses too leave in request order: after those still in flight.
                         match self.in_flight.is_empty() {
                             true => self.output.extend_from_slice(http::response::CONTINUE),
-                            false => self.in_flight.push(Some(http::response::CONTINUE.to_vec())),
+                            false => self.in_flight.push(Some(http::response::CONTINUE.to_vec()), 0),
                         }
                         self.continue_sent = true;
                     }
@@ -632,7 +681,14 @@ impl Conn {
                 }
             }
         }
+        self.cover_answering();
         self.output.len() > output_before
+    }
+
+    /// Keeps `answering` covering the bytes of the requests being answered beyond `SMALL_ANSWERING`.
+    fn cover_answering(&mut self) {
+        let answering = self.in_flight.request_bytes + self.output_request_bytes;
+        self.answering.cover(answering.saturating_sub(SMALL_ANSWERING));
     }
 
     /// Answers a request that cannot be framed, in its turn after those in flight, then closes.
@@ -641,7 +697,7 @@ impl Conn {
         exec::write_error(status, reason, &mut response);
         match self.in_flight.is_empty() {
             true => self.output.extend_from_slice(&response),
-            false => self.in_flight.push(Some(response)),
+            false => self.in_flight.push(Some(response), 0),
         }
         self.closing = true;
     }
@@ -661,6 +717,10 @@ impl Conn {
         }
         self.output.clear();
         self.output_sent = 0;
+        if self.output_request_bytes > 0 {
+            self.output_request_bytes = 0;
+            self.cover_answering();
+        }
         if self.output.capacity() > MAX_PENDING_OUTPUT {
             self.output = Vec::new(); // give back what one large response took
         }
@@ -702,18 +762,12 @@ struct Input {
     start: usize,
     end: usize,
     /// Bytes of `buf` beyond `SMALL_INPUT`, taken from the memory budget.
-    reserved: usize,
-}
-
-impl Drop for Input {
-    fn drop(&mut self) {
-        release(self.reserved);
-    }
+    reserved: Reservation,
 }
 
 impl Input {
     fn new() -> Self {
-        Input { buf: vec![0; INITIAL_INPUT], start: 0, end: 0, reserved: 0 }
+        Input { buf: vec![0; INITIAL_INPUT], start: 0, end: 0, reserved: Reservation::default() }
     }
 
     fn data(&self) -> &[u8] {
@@ -735,7 +789,7 @@ impl Input {
             self.end = 0;
             if self.buf.len() > SMALL_INPUT {
                 self.buf = vec![0; INITIAL_INPUT]; // give back what one large request took
-                release(std::mem::take(&mut self.reserved));
+                self.reserved = Reservation::default();
             }
         }
     }
@@ -753,11 +807,10 @@ impl Input {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer at its limit"));
             }
             let grown = (self.buf.len() * 2).max(need).min(MAX_INPUT);
-            let more = grown.saturating_sub(SMALL_INPUT) - self.reserved;
-            if more > 0 && !reserve(more) {
+            let more = grown.saturating_sub(SMALL_INPUT) - self.reserved.bytes();
+            if more > 0 && !self.reserved.try_grow(more) {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "memory budget exhausted"));
             }
-            self.reserved += more;
             self.buf.resize(grown, 0);
         }
         Ok(&mut self.buf[self.end..])
@@ -774,8 +827,11 @@ impl Input {
 struct InFlight {
     /// The sequence number of the front entry.
     front_seq: u64,
-    /// `None`: still executing; `Some`: its response, waiting for its turn.
-    queue: VecDeque<Option<Vec<u8>>>,
+    /// `None`: still executing; `Some`: its response, waiting for its turn; each with the length of
+    /// its request.
+    queue: VecDeque<(Option<Vec<u8>>, usize)>,
+    /// The length of the requests in `queue`.
+    request_bytes: usize,
 }
 
 impl InFlight {
@@ -792,21 +848,28 @@ impl InFlight {
         self.front_seq + self.queue.len() as u64
     }
 
-    fn push(&mut self, response: Option<Vec<u8>>) {
-        self.queue.push_back(response);
+    /// Queues the answer to a request `request_bytes` long: `None` while it executes elsewhere.
+    fn push(&mut self, response: Option<Vec<u8>>, request_bytes: usize) {
+        self.queue.push_back((response, request_bytes));
+        self.request_bytes += request_bytes;
     }
 
-    /// Stores the response to `seq`, then moves every response now at the front to `output`.
-    fn complete(&mut self, seq: u64, response: Vec<u8>, output: &mut Vec<u8>) {
+    /// Stores the response to `seq`, then moves every response now at the front to `output`;
+    /// returns the length of the requests they answer.
+    fn complete(&mut self, seq: u64, response: Vec<u8>, output: &mut Vec<u8>) -> usize {
         if let Some(entry) = seq.checked_sub(self.front_seq).and_then(|i| self.queue.get_mut(i as usize)) {
-            *entry = Some(response);
+            entry.0 = Some(response);
         }
-        while let Some(Some(_)) = self.queue.front() {
-            if let Some(Some(ready)) = self.queue.pop_front() {
+        let mut moved = 0;
+        while let Some((Some(_), _)) = self.queue.front() {
+            if let Some((Some(ready), request_bytes)) = self.queue.pop_front() {
                 output.extend_from_slice(&ready);
+                moved += request_bytes;
             }
             self.front_seq += 1;
         }
+        self.request_bytes -= moved;
+        moved
     }
 }
 

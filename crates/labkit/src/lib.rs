@@ -477,6 +477,16 @@ pub fn tasks(pid: u32) -> Vec<Task> {
     found
 }
 
+/// Raises this process's open-file limit to its hard limit (the servers it starts inherit it), and
+/// says so when even that is below the `wanted` descriptors a run needs.
+pub fn raise_fd_limit(wanted: usize) -> Result<(), String> {
+    let limit = sys::rlimit::raise_nofile_limit().map_err(|e| e.to_string())?;
+    match limit < wanted as u64 {
+        true => Err(format!("the hard limit on open files is {limit}, below the {wanted} this run needs")),
+        false => Ok(()),
+    }
+}
+
 /// A CPU list as the kernel writes it (`0-3,8`), expanded.
 pub fn parse_cpu_list(list: &str) -> Vec<usize> {
     try_parse_cpu_list(list).unwrap_or_else(|reason| panic!("{reason}"))

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use labkit::{bin_path, get, launch, process_tree, rss_kib, spawn, Client, Running, Server, SERVERS};
+use labkit::{bin_path, get, launch, raise_fd_limit, process_tree, rss_kib, spawn, Client, Running, Server, SERVERS};
 use nix::sys::socket::{setsockopt, sockopt::Linger};
 use serde_json::Value;
 
@@ -40,7 +40,9 @@ struct Cli {
 
 fn main() {
     let cli = Cli::parse();
-    raise_fd_limit(cli.idle.unwrap_or(0) + 1000);
+    if let Err(e) = raise_fd_limit(cli.idle.unwrap_or(0) + 1000) {
+        eprintln!("lab-soak: {e}");
+    }
     let rows: Vec<&Server> = SERVERS
         .iter()
         .filter(|s| cli.servers.is_empty() || cli.servers.iter().any(|n| n == s.name))
@@ -66,20 +68,6 @@ fn main() {
     process::exit(i32::from(failed));
 }
 
-/// Raises this process's open-file limit (which the servers started from here inherit) to its
-/// hard limit, and says so when even that is below `wanted`.
-fn raise_fd_limit(wanted: usize) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
-    if soft < hard {
-        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            eprintln!("lab-soak: setrlimit RLIMIT_NOFILE {hard}: {e}");
-        }
-    }
-    if (hard as usize) < wanted {
-        eprintln!("lab-soak: the hard limit on open files is {hard}, below the {wanted} this run needs");
-    }
-}
 
 /// One lab-load run in the background, writing its JSON report to a file.
 struct Load {

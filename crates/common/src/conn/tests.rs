@@ -166,6 +166,34 @@ fn no_more_than_max_in_flight_requests_of_one_connection_execute_at_once() {
     assert_eq!(read_bodies(&mut client, total).len(), total);
 }
 
+/// The bytes of requests being answered elsewhere count against the memory budget beyond
+/// `SMALL_ANSWERING` per connection, until their responses are written: a copy executing on
+/// another thread, or an answer waiting behind an earlier one, is memory too.
+#[test]
+fn requests_being_answered_hold_the_budget_until_their_responses_are_written() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let poller = Poller::new().unwrap();
+    let (mut conns, sent) = elsewhere();
+    let (mut client, fd) = pair(&listener);
+    let token = conns.add(&poller, fd).unwrap();
+    let small = b"GET /sleep?ms=1 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let body = vec![b'x'; 3 * SMALL_ANSWERING];
+    let mut large =
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    large.extend_from_slice(&body);
+    client.write_all(&[&small[..], &large].concat()).unwrap();
+    turn_until(&poller, &mut conns, || sent.borrow().len() == 2);
+    let answering = |conns: &mut Connections<_>| conns.get_mut(token).unwrap().answering.bytes();
+    let expected = small.len() + large.len() - SMALL_ANSWERING;
+    assert_eq!(answering(&mut conns), expected, "both requests executing elsewhere");
+    // The large one is answered first; its answer waits behind the small one's, and still counts.
+    conns.complete(token, 1, response("large"));
+    assert_eq!(answering(&mut conns), expected, "answered, waiting for its turn");
+    conns.complete(token, 0, response("small"));
+    assert_eq!(read_bodies(&mut client, 2), ["small", "large"]);
+    assert_eq!(answering(&mut conns), 0, "written: the budget is back");
+}
+
 #[test]
 fn a_stale_token_finds_nothing_once_its_slot_is_reused() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
