@@ -6,7 +6,7 @@ ARCHS := epoll memcached ramcloud nginx reuseport
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench bench-lab top fuzz soak docs-check $(addprefix run-,$(ARCHS))
+.PHONY: help build test interop lint bench bench-lab top fuzz soak idle docs-check $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
@@ -19,6 +19,7 @@ help:
 	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
 	@echo "make fuzz         coverage-guided fuzzing of the HTTP framing for FUZZ_SECS (default 300)"
 	@echo "make soak         all five under mixed and hostile load for SOAK_SECS each (default 120)"
+	@echo "make idle         each server's p99 with IDLE idle connections open beside it (default 10000), and without"
 
 build:
 	$(CARGO) build --release --workspace
@@ -79,3 +80,8 @@ fuzz:
 SOAK_SECS ?= 120
 soak: build
 	./target/release/lab-soak --secs $(SOAK_SECS)
+
+# Each server's p99 at full rate with IDLE idle connections open beside it, and without.
+IDLE ?= 10000
+idle: build
+	./target/release/lab-soak --idle $(IDLE)

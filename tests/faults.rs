@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use std::os::fd::AsFd;
 
 use acceptlab_tests::{
-    binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, process_tree, raise_fd_limit, rss_kib, spawn,
-    spawn_debug_build, spawn_with_fd_limit, Client, Running, SERVERS,
+    binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, process_tree, raise_fd_limit,
+    rss_kib, spawn, spawn_debug_build, spawn_with_fd_limit, Client, Running, SERVERS,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{setsockopt, sockopt::Linger};

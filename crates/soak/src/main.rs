@@ -20,7 +20,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use labkit::{bin_path, get, launch, raise_fd_limit, process_tree, rss_kib, spawn, Client, Running, Server, SERVERS};
+use labkit::{
+    bin_path, get, launch, process_tree, raise_fd_limit, rss_kib, spawn, Client, Running, Server, SERVERS,
+};
 use nix::sys::socket::{setsockopt, sockopt::Linger};
 use serde_json::Value;
 
@@ -67,7 +69,6 @@ fn main() {
     }
     process::exit(i32::from(failed));
 }
-
 
 /// One lab-load run in the background, writing its JSON report to a file.
 struct Load {
