@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 
 use acceptlab_tests::{
     binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, process_tree, raise_fd_limit,
-    rss_kib, spawn, spawn_debug_build, spawn_with_fd_limit, Client, Running, SERVERS,
+    rss_kib, spawn, spawn_debug_build, spawn_with_fd_limit, Client, Running, Server, SERVERS,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{setsockopt, sockopt::Linger};
@@ -745,11 +745,13 @@ fn a_large_request_holds_the_budget_until_its_answer_is_written() {
     }
 }
 
-/// The thread-panic policy of issue 9, on the servers themselves: whichever thread executes a
-/// request, a panic there ends the whole server with exit 70 and a line saying why, rather than
-/// leaving it serving on with a worker fewer. lab-reuseport's workers are processes: its supervisor
-/// replaces the one that exited 70, and the server goes on serving. The fault route that panics
-/// exists in debug builds only; the release servers answer it 404.
+/// The thread-panic policy of issue 9, on the servers themselves: whichever thread panics, the
+/// whole server ends with exit 70 and a line saying why, rather than serving on with a thread fewer.
+/// lab-reuseport's workers are processes: its supervisor replaces the one that exited 70, and the
+/// server goes on serving. Two faults, injected in debug builds only: `GET /debug/panic` panics the
+/// thread that executes requests (the release servers answer it 404), and
+/// `ACCEPTLAB_FAULT=panic-on-accept` the thread that accepts (lab-memcached's acceptor, lab-ramcloud's
+/// dispatcher, the loop of the others).
 #[test]
 fn a_panic_in_a_worker_ends_the_server_or_its_worker_is_replaced() {
     for_each_server(|server| {
@@ -757,30 +759,43 @@ fn a_panic_in_a_worker_ends_the_server_or_its_worker_is_replaced() {
         assert_eq!(release.connect().get("/debug/panic").status, 404, "a release build has the fault route");
         drop(release);
 
-        let mut running = spawn_debug_build(server, &[]);
+        let mut running = spawn_debug_build(server, &[], &[]);
         assert_eq!(running.connect().get("/").status, 200);
-        let mut victim = running.connect();
-        victim.send(&get("/debug/panic"));
-        if server.arch() == "reuseport" {
-            let stderr = running.wait_stderr(Duration::from_secs(5), |text| text.contains("restarting"));
-            assert!(
-                stderr.contains("a thread panicked") && stderr.contains("exited: status 70; restarting"),
-                "the worker was not replaced after its panic: {stderr}"
-            );
-            assert!(running.is_running(), "the supervisor exited: {stderr}");
-            assert_eq!(running.connect().get("/").status, 200, "served after the replacement");
-            return;
-        }
-        let status = running.wait_exit(Duration::from_secs(5));
-        let stderr = running.stderr_to_eof();
-        assert_eq!(
-            status.and_then(|status| status.code()),
-            Some(70),
-            "still serving a worker fewer? {stderr}"
-        );
-        assert!(
-            stderr.contains("GET /debug/panic") && stderr.contains("a thread panicked: exiting"),
-            "no line saying why: {stderr}"
-        );
+        running.connect().send(&get("/debug/panic"));
+        ends_or_replaces_the_panicking_worker(server, &mut running, "GET /debug/panic");
+
+        let mut running = spawn_debug_build(server, &[], &[("ACCEPTLAB_FAULT", "panic-on-accept")]);
+        let _client = running.connect();
+        ends_or_replaces_the_panicking_worker(server, &mut running, "ACCEPTLAB_FAULT=panic-on-accept");
     });
+}
+
+/// After a thread of `running` panicked at `fault`: it exited 70 with a line saying why, or for
+/// lab-reuseport the supervisor replaced the worker process and serves on.
+fn ends_or_replaces_the_panicking_worker(server: &Server, running: &mut Running, fault: &str) {
+    if server.arch() == "reuseport" {
+        let stderr = running.wait_stderr(Duration::from_secs(5), |text| text.contains("restarting"));
+        assert!(
+            stderr.contains(fault)
+                && stderr.contains("a thread panicked")
+                && stderr.contains("exited: status 70; restarting"),
+            "{fault}: the worker was not replaced after its panic: {stderr}"
+        );
+        assert!(running.is_running(), "{fault}: the supervisor exited: {stderr}");
+        if !fault.starts_with("ACCEPTLAB_FAULT") {
+            assert_eq!(running.connect().get("/").status, 200, "served after the replacement");
+        }
+        return;
+    }
+    let status = running.wait_exit(Duration::from_secs(5));
+    let stderr = running.stderr_to_eof();
+    assert_eq!(
+        status.and_then(|status| status.code()),
+        Some(70),
+        "{fault}: still serving a thread fewer? {stderr}"
+    );
+    assert!(
+        stderr.contains(fault) && stderr.contains("a thread panicked: exiting"),
+        "{fault}: no line saying why: {stderr}"
+    );
 }

@@ -22,6 +22,17 @@ use crate::token::LISTENER;
 /// (`accept_new_conns(false)`), we stop accepting for a moment and let the queue wait in the kernel.
 pub const EMFILE_PAUSE: Duration = Duration::from_millis(100);
 
+/// Debug builds only: with `ACCEPTLAB_FAULT=panic-on-accept` in the environment, the thread that
+/// accepts a connection panics: lab-memcached's acceptor, lab-ramcloud's dispatcher, the loop of
+/// the others. With `GET /debug/panic` (the threads that execute requests), the tests drive every
+/// kind of thread to the panic policy (`startup::exit_on_panic`). Release builds do not have it.
+#[cfg(debug_assertions)]
+fn injected_fault() {
+    if std::env::var_os("ACCEPTLAB_FAULT").is_some_and(|fault| fault == "panic-on-accept") {
+        panic!("ACCEPTLAB_FAULT=panic-on-accept: a fault injected on purpose (debug builds only)");
+    }
+}
+
 /// One thread's way into a listener: accepts, admits against `--max-conns`, pauses on EMFILE (and
 /// for `--pause-accept`).
 pub struct Acceptor {
@@ -95,6 +106,8 @@ impl Acceptor {
         loop {
             match sys::socket::accept(self.listener.fd.as_fd()) {
                 Ok(fd) => {
+                    #[cfg(debug_assertions)]
+                    injected_fault();
                     self.worker.accepted();
                     if let Some(pause) = &self.listener.pause_after_first {
                         pause.accepted();

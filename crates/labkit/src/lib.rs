@@ -193,17 +193,19 @@ pub fn spawn_with_fd_limit(server: &Server, extra_args: &[&str], limit: u32) -> 
     Running::start(command(bin_path(server.bin), server, extra_args, Some(limit)))
 }
 
-/// Like [`spawn`], but the debug build of the server (`target/debug`), which has the fault routes
-/// that release builds compile out (`GET /debug/panic`). `make test` builds it; without it, this
-/// fails saying how to.
-pub fn spawn_debug_build(server: &Server, extra_args: &[&str]) -> Running {
+/// Like [`spawn`], but the debug build of the server (`target/debug`), which has the injected faults
+/// that release builds compile out (`GET /debug/panic`, and `ACCEPTLAB_FAULT` among `env`). `make
+/// test` builds it; without it, this fails saying how to.
+pub fn spawn_debug_build(server: &Server, extra_args: &[&str], env: &[(&str, &str)]) -> Running {
     let debug = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug").join(server.bin);
     assert!(
         debug.is_file(),
         "{} is not built: cargo build --bins (make test builds the debug servers before the tests)",
         debug.display()
     );
-    Running::start(command(debug, server, extra_args, None))
+    let mut command = command(debug, server, extra_args, None);
+    command.envs(env.iter().copied());
+    Running::start(command)
 }
 
 /// Starts the lab binary `bin` (found by [`bin_path`]) with exactly `args` and waits for its
