@@ -33,7 +33,7 @@ use crate::exec;
 use crate::stats::WorkerStats;
 use sys::epoll::{Event, Poller};
 
-/// The first read buffer of a connection; it grows for large requests.
+/// The first read buffer of a connection, made at its first read; it grows for large requests.
 const INITIAL_INPUT: usize = 4 * 1024;
 /// The largest read buffer: one maximal header section and body, plus the chunk framing around it.
 const MAX_INPUT: usize = 2 * MAX_BODY_BYTES + MAX_HEADER_BYTES;
@@ -766,8 +766,10 @@ struct Input {
 }
 
 impl Input {
+    /// No buffer yet: it is made at the first read, so a connection that is open and idle (10 000
+    /// of them, in `make idle`) holds no read buffer.
     fn new() -> Self {
-        Input { buf: vec![0; INITIAL_INPUT], start: 0, end: 0, reserved: Reservation::default() }
+        Input { buf: Vec::new(), start: 0, end: 0, reserved: Reservation::default() }
     }
 
     fn data(&self) -> &[u8] {
@@ -806,7 +808,7 @@ impl Input {
             if self.buf.len() >= MAX_INPUT {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer at its limit"));
             }
-            let grown = (self.buf.len() * 2).max(need).min(MAX_INPUT);
+            let grown = (self.buf.len() * 2).max(need).max(INITIAL_INPUT).min(MAX_INPUT);
             let more = grown.saturating_sub(SMALL_INPUT) - self.reserved.bytes();
             if more > 0 && !self.reserved.try_grow(more) {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "memory budget exhausted"));

@@ -320,6 +320,7 @@ fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
     let running = launch(server.bin, &args)?;
     let addr = running.addr();
     let (alone, alone_rps) = p99(addr, &placement)?;
+    let rss_before = rss_kib(running.pid());
     let mut held = Vec::with_capacity(idle);
     for i in 0..idle {
         match Client::try_connect(addr) {
@@ -330,9 +331,11 @@ fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
     // Every one accepted and registered before measuring.
     let stats = running.connect().stats();
     let open = stats["totals"]["open"].as_u64().unwrap_or(0);
+    // What an idle connection costs the server in memory (its slot, its first read buffer).
+    let per_idle = rss_kib(running.pid()).saturating_sub(rss_before) as f64 * 1024.0 / open.max(1) as f64;
     let (crowded, crowded_rps) = p99(addr, &placement)?;
     let line = format!(
-        "p99 {alone} us at {alone_rps:.0} req/s alone, {crowded} us at {crowded_rps:.0} req/s beside {open} open idle connections ({:.2}x; medians of {IDLE_ROUNDS}; server on CPUs {}, lab-load on {})",
+        "p99 {alone} us at {alone_rps:.0} req/s alone, {crowded} us at {crowded_rps:.0} req/s beside {open} open idle connections ({:.2}x; medians of {IDLE_ROUNDS}; server on CPUs {}, lab-load on {}; RSS +{per_idle:.0} bytes per idle connection)",
         crowded as f64 / alone.max(1) as f64,
         placement.server,
         placement.client,
