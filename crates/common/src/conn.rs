@@ -808,7 +808,7 @@ impl Input {
             if self.buf.len() >= MAX_INPUT {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer at its limit"));
             }
-            let grown = (self.buf.len() * 2).max(need).max(INITIAL_INPUT).min(MAX_INPUT);
+            let grown = (self.buf.len() * 2).max(need).clamp(INITIAL_INPUT, MAX_INPUT);
             let more = grown.saturating_sub(SMALL_INPUT) - self.reserved.bytes();
             if more > 0 && !self.reserved.try_grow(more) {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "memory budget exhausted"));
