@@ -331,7 +331,8 @@ fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
     // Every one accepted and registered before measuring.
     let stats = running.connect().stats();
     let open = stats["totals"]["open"].as_u64().unwrap_or(0);
-    // What an idle connection costs the server in memory (its slot, its first read buffer).
+    // What an idle connection costs the server in memory: its slot (a read buffer comes with its
+    // first bytes).
     let per_idle = rss_kib(running.pid()).saturating_sub(rss_before) as f64 * 1024.0 / open.max(1) as f64;
     let (crowded, crowded_rps) = p99(addr, &placement)?;
     let line = format!(
