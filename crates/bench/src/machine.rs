@@ -10,17 +10,6 @@ fn read_trimmed(path: &str) -> Option<String> {
     fs::read_to_string(path).ok().map(|text| text.trim().to_string())
 }
 
-/// The CPUs this process may run on (`Cpus_allowed_list` of /proc/self/status).
-pub fn allowed_cpus() -> Vec<usize> {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|list| labkit::try_parse_cpu_list(list.trim()).ok())
-        .filter(|cpus| !cpus.is_empty())
-        .unwrap_or_else(|| vec![0])
-}
-
 pub fn hostname() -> String {
     read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "localhost".into())
 }
@@ -48,7 +37,7 @@ pub fn describe() -> Value {
         "hostname": hostname(),
         "cpu_model": model,
         "cpus_online": online,
-        "cpus_allowed": allowed_cpus(),
+        "cpus_allowed": labkit::allowed_cpus(),
         "smt_siblings": siblings,
         "kernel": read_trimmed("/proc/sys/kernel/osrelease"),
         "somaxconn": sysctl("net.core.somaxconn"),

@@ -59,7 +59,7 @@ impl Progress {
 fn cpus_arg(arg: &Option<String>, default: &[usize], what: &str) -> Result<Vec<usize>, String> {
     let Some(list) = arg else { return Ok(default.to_vec()) };
     let cpus = labkit::try_parse_cpu_list(list)?;
-    let allowed = machine::allowed_cpus();
+    let allowed = labkit::allowed_cpus();
     if cpus.is_empty() {
         return Err(format!("{what}: an empty CPU list"));
     }
@@ -79,13 +79,7 @@ impl Bench {
         if !(cli.duration > 0.0 && cli.warmup >= 0.0) {
             return Err("--duration must be positive and --warmup not negative".into());
         }
-        let allowed = machine::allowed_cpus();
-        let half = (allowed.len() / 2).max(1);
-        let (server_half, client_half) = if allowed.len() > 1 {
-            (allowed[..half].to_vec(), allowed[half..].to_vec())
-        } else {
-            (allowed.clone(), allowed.clone())
-        };
+        let (server_half, client_half) = labkit::server_and_client_cpus();
         let server_cpus = cpus_arg(&cli.server_cpus, &server_half, "--server-cpus")?;
         let client_cpus = cpus_arg(&cli.client_cpus, &client_half, "--client-cpus")?;
         let sweep_server_cpus = cpus_arg(&cli.sweep_server_cpus, &server_cpus, "--sweep-server-cpus")?;

@@ -489,6 +489,21 @@ pub fn raise_fd_limit(wanted: usize) -> Result<(), String> {
     }
 }
 
+/// The CPUs this process may run on (`sched_getaffinity`); CPU 0 alone if that cannot be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    sys::cpu::allowed_cpus().ok().filter(|cpus| !cpus.is_empty()).unwrap_or_else(|| vec![0])
+}
+
+/// [`allowed_cpus`] split between a server and the load on it: the first half and the rest (on one
+/// CPU, both get it). lab-bench's default placement, and lab-soak's for its idle check.
+pub fn server_and_client_cpus() -> (Vec<usize>, Vec<usize>) {
+    let allowed = allowed_cpus();
+    match allowed.len() {
+        1 => (allowed.clone(), allowed),
+        n => (allowed[..n / 2].to_vec(), allowed[n / 2..].to_vec()),
+    }
+}
+
 /// A CPU list as the kernel writes it (`0-3,8`), expanded.
 pub fn parse_cpu_list(list: &str) -> Vec<usize> {
     try_parse_cpu_list(list).unwrap_or_else(|reason| panic!("{reason}"))

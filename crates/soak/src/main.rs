@@ -270,18 +270,13 @@ struct Placement {
 
 impl Placement {
     fn new() -> Placement {
-        let cpus = sys::cpu::allowed_cpus().unwrap_or_default();
+        let (server, client) = labkit::server_and_client_cpus();
         let list = |cpus: &[usize]| cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
-        match cpus.len() {
-            0 | 1 => {
-                Placement { server: list(&cpus), server_cpus: 1, client: list(&cpus), client_threads: 1 }
-            }
-            n => Placement {
-                server: list(&cpus[..n / 2]),
-                server_cpus: n / 2,
-                client: list(&cpus[n / 2..]),
-                client_threads: n - n / 2,
-            },
+        Placement {
+            server: list(&server),
+            server_cpus: server.len(),
+            client: list(&client),
+            client_threads: client.len(),
         }
     }
 }
@@ -289,10 +284,7 @@ impl Placement {
 /// The median p99 (microseconds) and req/s of [`IDLE_ROUNDS`] closed-loop lab-load runs at full rate.
 fn p99(addr: SocketAddr, placement: &Placement) -> Result<(u64, f64), String> {
     let threads = placement.client_threads.to_string();
-    let mut args = vec!["-c", "32", "-t", &threads];
-    if !placement.client.is_empty() {
-        args.extend(["--cpus", &placement.client]);
-    }
+    let args = ["-c", "32", "-t", &threads, "--cpus", &placement.client];
     let mut p99s = Vec::new();
     let mut rates = Vec::new();
     for _ in 0..IDLE_ROUNDS {
@@ -313,10 +305,10 @@ fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
     if let Some(at) = args.iter().position(|arg| arg == "--workers") {
         args[at + 1] = placement.server_cpus.to_string();
     }
-    args.extend(["--addr", "127.0.0.1:0", "--max-conns", &(idle + 1000).to_string()].map(String::from));
-    if !placement.server.is_empty() {
-        args.extend(["--cpus".to_string(), placement.server.clone()]);
-    }
+    let max_conns = (idle + 1000).to_string();
+    args.extend(
+        ["--addr", "127.0.0.1:0", "--max-conns", &max_conns, "--cpus", &placement.server].map(String::from),
+    );
     let running = launch(server.bin, &args)?;
     let addr = running.addr();
     let (alone, alone_rps) = p99(addr, &placement)?;
