@@ -16,6 +16,7 @@ package_for() {
         h2load) echo nghttp2-client ;;
         nginx) echo nginx ;;
         strace) echo strace ;;
+        valgrind) echo valgrind ;;
         taskset) echo util-linux ;;
         shellcheck) echo shellcheck ;;
         tmux) echo tmux ;;
