@@ -6,9 +6,11 @@
 //!    `listening on IP:PORT` and the warnings, and pins each thread where it starts.
 //! 2. [`accept`] takes connections off a listener's accept queue: max-conns answered with 503, EMFILE
 //!    answered by pausing instead of spinning, the end of the pause arriving as a listener event.
-//! 3. [`conn`] owns the connections of one event loop: reads, frames and routes requests (with the
-//!    `http` crate), hands each to an [`conn::Executor`], writes the responses in order, and closes on
-//!    error, idle timeout or drain.
+//! 3. [`session`] is the connection core with no I/O: one [`session::Session`] per connection takes
+//!    the bytes received and the time, frames and routes requests (with the `http` crate), hands each
+//!    to an executor, keeps the responses in order, and says what to send, when its next deadline is
+//!    and whether to pause reading, linger or close. [`conn`] is its epoll driver: the connections of
+//!    one event loop, their fds, edge-triggered readiness and the loop's timers.
 //! 4. [`exec`] executes a request on whichever thread is given it: `/`, `/spin`, `/sleep`, `/echo`,
 //!    `/stats`.
 //! 5. [`drain`] times the graceful stop on SIGINT / SIGTERM.
@@ -24,6 +26,7 @@ pub mod dispatch;
 pub mod drain;
 pub mod exec;
 pub mod listener;
+pub mod session;
 pub mod startup;
 pub mod stats;
 

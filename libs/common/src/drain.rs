@@ -1,9 +1,13 @@
 //! SIGINT / SIGTERM: stop accepting, finish what is in flight for at most [`DRAIN_LIMIT`], exit 0.
 
+use std::io;
 use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sys::signal::ShutdownSignals;
+
+use crate::accept::Acceptor;
 use crate::conn::{Connections, Executor};
 
 /// How long a draining loop waits for the requests in flight before it exits anyway.
@@ -24,6 +28,24 @@ impl Drain {
         self.deadline = Some(Instant::now() + DRAIN_LIMIT);
         enforce_drain_limit();
         true
+    }
+
+    /// The signalfd is readable: if it holds SIGINT or SIGTERM and this loop is not draining yet,
+    /// begins the drain of a loop that accepts for itself: stops `acceptor` listening, closes the
+    /// idle connections and lets the others finish what they have in flight. True if it began.
+    pub fn on_signal<E: Executor>(
+        &mut self,
+        signals: &ShutdownSignals,
+        acceptor: &mut Acceptor,
+        conns: &mut Connections<E>,
+    ) -> io::Result<bool> {
+        if signals.read()?.is_none() || !self.begin() {
+            return Ok(false);
+        }
+        crate::startup::log("draining: no new connections; finishing the requests in flight");
+        acceptor.stop_listening()?;
+        conns.begin_drain();
+        Ok(true)
     }
 
     pub fn is_draining(&self) -> bool {

@@ -92,9 +92,7 @@ fn main() {
     // When it returns it drops `requests`, closing the queue: the workers' recv fails and they return.
     dispatcher_main(&config, acceptor, &signals, &replies, &replies_in, requests, dispatcher)
         .unwrap_or_else(|e| fatal(e));
-    for thread in threads {
-        let _ = thread.join();
-    }
+    startup::join_all(threads);
 }
 
 /// The dispatcher thread: every socket, one epoll; every request it reads goes to `dispatch_request`.
@@ -122,12 +120,7 @@ fn dispatcher_main(
         for event in events.iter() {
             match event.token {
                 LISTENER => conns.accept_from(&poller, &mut acceptor),
-                SIGNALS if signals.read()?.is_some() && drain.begin() => {
-                    startup::log("draining: no new connections; finishing the requests in flight");
-                    acceptor.stop_listening()?;
-                    conns.begin_drain();
-                }
-                SIGNALS => {}
+                SIGNALS => _ = drain.on_signal(signals, &mut acceptor, &mut conns)?,
                 WAKER => {
                     replies.waker.drain()?;
                     replies.woken.store(false, SeqCst);

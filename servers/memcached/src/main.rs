@@ -94,9 +94,7 @@ fn main() {
     let acceptor = Acceptor::new(listener.clone(), acceptor_stats).unwrap_or_else(|e| fatal(e));
     startup::announce(listener.addr);
     accept_loop(acceptor, &signals, &workers, Dispatcher::new(cli.dispatch)).unwrap_or_else(|e| fatal(e));
-    for thread in threads {
-        let _ = thread.join();
-    }
+    startup::join_all(threads);
 }
 
 /// The main thread: waits for the listener (or a signal), accepts everything queued, hands it out.

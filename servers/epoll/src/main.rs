@@ -69,12 +69,7 @@ fn worker_main(
         for event in events.iter() {
             match event.token {
                 LISTENER => conns.accept_from(&poller, &mut acceptor),
-                SIGNALS if signals.read()?.is_some() && drain.begin() => {
-                    startup::log("draining: no new connections; finishing the requests in flight");
-                    acceptor.stop_listening()?;
-                    conns.begin_drain();
-                }
-                SIGNALS => {}
+                SIGNALS => _ = drain.on_signal(signals, &mut acceptor, &mut conns)?,
                 token => conns.ready(token, &event),
             }
         }

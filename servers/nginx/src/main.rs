@@ -20,7 +20,6 @@
 //! kernel's choice of waiter, or by a race — each with its own imbalance, visible in `/stats`.
 #![forbid(unsafe_code)]
 
-use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,14 +49,6 @@ enum AcceptMode {
     Exclusive,
     /// The listener in every epoll: every waiter woken, one wins (the thundering herd).
     Herd,
-}
-
-impl fmt::Display for AcceptMode {
-    /// The name `--accept` takes.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value = self.to_possible_value().ok_or(fmt::Error)?;
-        f.write_str(value.get_name())
-    }
 }
 
 /// lab-nginx: N threads with their own epoll take turns accepting on one socket.
@@ -93,7 +84,7 @@ fn main() {
     let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listener = startup::listen(&config, config.addr, false);
     let stats = startup::stats("nginx", config.workers, &config, vec![listener.clone()]);
-    startup::log(format_args!("{} workers, --accept {}", config.workers, cli.accept));
+    startup::log(format_args!("{} workers, --accept {}", config.workers, config::value_name(cli.accept)));
     let shared = Arc::new(Shared {
         mode: cli.accept,
         accept_mutex: Mutex::new(()),
@@ -115,9 +106,7 @@ fn main() {
         })
         .collect();
     startup::announce(listener.addr);
-    for thread in threads {
-        let _ = thread.join();
-    }
+    startup::join_all(threads);
 }
 
 /// A worker thread: accepts (when its turn comes), then serves its own connections.
@@ -165,11 +154,8 @@ fn worker_main(
         for event in events.iter() {
             match event.token {
                 LISTENER => {} // accepted above, before the mutex was let go
-                SIGNALS if shared.signals.read()?.is_some() && drain.begin() => {
-                    startup::log("draining: no new connections; finishing the requests in flight");
-                    acceptor.stop_listening()?;
-                    conns.begin_drain();
-                    shared.wakers.iter().for_each(notify_worker);
+                SIGNALS if drain.on_signal(&shared.signals, &mut acceptor, &mut conns)? => {
+                    shared.wakers.iter().for_each(|waker| _ = waker.wake()); // the others drain too
                 }
                 SIGNALS => {}
                 // Another worker read the signal: drain too (its listener has already stopped).
@@ -183,11 +169,6 @@ fn worker_main(
             return Ok(());
         }
     }
-}
-
-/// Wakes a worker through its eventfd.
-fn notify_worker(waker: &Waker) {
-    let _ = waker.wake();
 }
 
 /// One worker's state in the accept-mutex protocol.

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::process;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use crate::config::{program_name, CommonArgs, Config};
 use crate::listener::{Listener, PauseAfterFirst};
@@ -72,6 +73,14 @@ pub fn check_environment(config: &Config) {
         ),
         Ok(_) => {}
         Err(e) => eprintln!("{name}: warning: {e}"),
+    }
+}
+
+/// Waits for a server's threads: they end only when the process does (at the end of a drain, or
+/// with a fatal error), so the main thread has nothing else to do.
+pub fn join_all(threads: Vec<JoinHandle<()>>) {
+    for thread in threads {
+        let _ = thread.join();
     }
 }
 

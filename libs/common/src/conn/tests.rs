@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::session::MAX_IN_FLIGHT;
 use crate::stats::Stats;
 
 fn config() -> Config {
@@ -166,34 +167,6 @@ fn no_more_than_max_in_flight_requests_of_one_connection_execute_at_once() {
     assert_eq!(read_bodies(&mut client, total).len(), total);
 }
 
-/// The bytes of requests being answered elsewhere count against the memory budget beyond
-/// `SMALL_ANSWERING` per connection, until their responses are written: a copy executing on
-/// another thread, or an answer waiting behind an earlier one, is memory too.
-#[test]
-fn requests_being_answered_hold_the_budget_until_their_responses_are_written() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let poller = Poller::new().unwrap();
-    let (mut conns, sent) = elsewhere();
-    let (mut client, fd) = pair(&listener);
-    let token = conns.add(&poller, fd).unwrap();
-    let small = b"GET /sleep?ms=1 HTTP/1.1\r\nHost: t\r\n\r\n";
-    let body = vec![b'x'; 3 * SMALL_ANSWERING];
-    let mut large =
-        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    large.extend_from_slice(&body);
-    client.write_all(&[&small[..], &large].concat()).unwrap();
-    turn_until(&poller, &mut conns, || sent.borrow().len() == 2);
-    let answering = |conns: &mut Connections<_>| conns.get_mut(token).unwrap().answering.bytes();
-    let expected = small.len() + large.len() - SMALL_ANSWERING;
-    assert_eq!(answering(&mut conns), expected, "both requests executing elsewhere");
-    // The large one is answered first; its answer waits behind the small one's, and still counts.
-    conns.complete(token, 1, response("large"));
-    assert_eq!(answering(&mut conns), expected, "answered, waiting for its turn");
-    conns.complete(token, 0, response("small"));
-    assert_eq!(read_bodies(&mut client, 2), ["small", "large"]);
-    assert_eq!(answering(&mut conns), 0, "written: the budget is back");
-}
-
 #[test]
 fn a_stale_token_finds_nothing_once_its_slot_is_reused() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -234,7 +207,7 @@ fn a_request_larger_than_the_first_buffer_is_read_whole() {
     let mut conns = Connections::new(&config(), stats.worker(0, crate::stats::Role::Loop, None));
     let (mut client, fd) = pair(&listener);
     conns.add(&poller, fd).unwrap();
-    let body = vec![b'x'; 5 * INITIAL_INPUT + 7];
+    let body = vec![b'x'; 5 * 4096 + 7];
     let mut request =
         format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     request.extend_from_slice(&body);
@@ -247,41 +220,4 @@ fn a_request_larger_than_the_first_buffer_is_read_whole() {
     turn_until(&poller, &mut conns, || reader.is_finished());
     echoed.push(reader.join().unwrap());
     assert_eq!(echoed, [body.len()]);
-}
-
-#[test]
-fn the_input_buffer_grows_to_what_a_request_needs_and_no_further() {
-    // The budget as `Connections` sets it from `--memory-budget` (1 GiB here, as in `config()`).
-    MEMORY_BUDGET_SET.call_once(|| MEMORY_BUDGET.store(1 << 30, Ordering::Release));
-    let mut input = Input::new();
-    assert_eq!(input.space(0).unwrap().len(), INITIAL_INPUT);
-    // A request known to need 10 000 bytes: room for all of it at once.
-    assert!(input.space(10_000).unwrap().len() >= 10_000 - input.len());
-    input.filled(10_000);
-    // Full, with no length known: it doubles, up to MAX_INPUT.
-    let mut grown = input.buf.len();
-    while grown < MAX_INPUT {
-        let room = input.space(0).unwrap().len();
-        input.filled(room);
-        assert!(input.buf.len() <= MAX_INPUT);
-        grown = input.buf.len();
-    }
-    assert!(input.is_full());
-    let error = input.space(0).unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::InvalidData, "past MAX_INPUT: {error}");
-    // Consumed in full, a large buffer is given back.
-    input.consume(input.len());
-    assert_eq!(input.buf.len(), INITIAL_INPUT);
-}
-
-#[test]
-fn consumed_bytes_make_room_before_the_buffer_grows() {
-    let mut input = Input::new();
-    input.space(0).unwrap()[..INITIAL_INPUT].fill(b'a');
-    input.filled(INITIAL_INPUT);
-    input.consume(INITIAL_INPUT - 10); // ten bytes of a next request left at the end
-    let room = input.space(0).unwrap().len();
-    assert_eq!(input.buf.len(), INITIAL_INPUT, "no growth while consumed space can be reused");
-    assert_eq!(room, INITIAL_INPUT - 10);
-    assert_eq!(input.data(), &[b'a'; 10][..], "the unconsumed bytes moved to the front");
 }

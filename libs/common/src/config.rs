@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
 use sys::cpu::{parse_cpu_list, CpuList};
 
 /// The common flags, flattened into each server's own `clap` parser.
@@ -110,6 +110,11 @@ impl CommonArgs {
             pause_accept: self.pause_accept,
         })
     }
+}
+
+/// The name a flag of a server's own takes for `value` (`--accept exclusive`): for its log lines.
+pub fn value_name(value: impl ValueEnum) -> String {
+    value.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 /// Parses the command line of server `P`; a bad one exits 2 with a one-line reason (clap's own
