@@ -143,6 +143,13 @@ impl Acceptor {
         }
     }
 
+    /// Whether accepting is paused now (out of fds, or `--pause-accept`), or stopped for good: a
+    /// loop whose listener is armed once per event re-arms it only when neither holds, and the
+    /// resume timer's event (under the listener's token) brings it back.
+    pub fn paused_or_stopped(&self) -> bool {
+        self.stopped || self.paused_until().is_some()
+    }
+
     /// When the pause in force ends (out of fds, or `--pause-accept`); `None`: accepting.
     fn paused_until(&self) -> Option<Instant> {
         let now = Instant::now();

@@ -22,7 +22,7 @@
 //! queue and, once that is full, in its own sending kernel: memory stays bounded and no one else waits.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,6 +93,17 @@ struct ForConn<'a, E> {
 impl<E: Executor> Execute for ForConn<'_, E> {
     fn execute(&mut self, seq: u64, job: Job<'_>, out: &mut Vec<u8>) -> Executed {
         self.executor.execute(self.worker, Request { token: self.token, seq, job }, out)
+    }
+}
+
+/// Executes every request on the calling thread, counted as `worker`'s requests: for a loop in
+/// which no thread owns a connection (lab-oneshot), so whoever serves it executes.
+pub struct ExecuteOn<'a>(pub &'a WorkerStats);
+
+impl Execute for ExecuteOn<'_> {
+    fn execute(&mut self, _: u64, job: Job<'_>, out: &mut Vec<u8>) -> Executed {
+        exec::execute(job, self.0, out);
+        Executed::Here
     }
 }
 
@@ -219,12 +230,7 @@ impl<E: Executor> Connections<E> {
     /// Handles an epoll event for connection `token`.
     pub fn ready(&mut self, token: u64, event: &Event) {
         let Some(conn) = self.get_mut(token) else { return };
-        if event.is_readable() || event.is_closed() {
-            conn.readable = true;
-        }
-        if event.is_closed() {
-            conn.hung_up = true;
-        }
+        conn.ready(event);
         self.pump(token);
     }
 
@@ -354,7 +360,8 @@ fn conn_mut(slots: &mut [Slot], token: u64) -> Option<&mut Conn> {
 }
 
 /// Where a pump left a connection.
-enum Progress {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
     /// Waiting for the kernel (readable, writable) or for responses from elsewhere.
     Wait,
     /// Read budget used up with input left, or a slow request held the thread: pump it again
@@ -365,7 +372,9 @@ enum Progress {
 }
 
 /// One connection: its socket, its session, and what edge-triggered epoll will not say again.
-struct Conn {
+/// [`Connections`] keeps one per slot; a loop that is not one (lab-oneshot's threads, which take
+/// turns with every connection) drives it directly.
+pub struct Conn {
     fd: OwnedFd,
     session: Session,
     /// More may be waiting in the socket: the kernel will not report it again (edge-triggered).
@@ -376,13 +385,38 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(fd: OwnedFd, now: Instant) -> Self {
+    /// A connection accepted at `now`.
+    pub fn new(fd: OwnedFd, now: Instant) -> Self {
         Conn { fd, session: Session::new(now), readable: false, hung_up: false }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Its protocol state: for timeouts and drain.
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Whether output waits for the client (a write hit `EAGAIN`): then only `EPOLLOUT` can help.
+    pub fn output_blocked(&self) -> bool {
+        !self.session.output().is_empty()
+    }
+
+    /// Records what an epoll event says of the socket; [`Conn::pump`] then acts on it.
+    pub fn ready(&mut self, event: &Event) {
+        if event.is_readable() || event.is_closed() {
+            self.readable = true;
+        }
+        if event.is_closed() {
+            self.hung_up = true;
+        }
     }
 
     /// Does what the session asks until it must wait: for the kernel (EAGAIN), for responses from
     /// elsewhere, or for its next turn.
-    fn pump(&mut self, now: Instant, executor: &mut impl Execute) -> Progress {
+    pub fn pump(&mut self, now: Instant, executor: &mut impl Execute) -> Progress {
         let mut budget = READ_BUDGET;
         loop {
             match self.session.next(now, executor) {

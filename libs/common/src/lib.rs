@@ -27,6 +27,7 @@ pub mod drain;
 pub mod exec;
 pub mod listener;
 pub mod session;
+pub mod slots;
 pub mod startup;
 pub mod stats;
 
@@ -38,6 +39,8 @@ pub mod token {
     pub const SIGNALS: u64 = u64::MAX - 1;
     /// The loop's eventfd, written by other threads to wake it.
     pub const WAKER: u64 = u64::MAX - 2;
+    /// A timerfd the loop's threads share (lab-oneshot's sweep of the connections no thread owns).
+    pub const TIMER: u64 = u64::MAX - 3;
 }
 
 /// The soonest of several optional timeouts (`None`: wait without limit).

@@ -29,10 +29,14 @@ pub enum Role {
     Worker,
     /// A whole process that listens, accepts, reads and executes (lab-reuseport).
     Process,
+    /// Not a thread: the listener and the connections of a pool whose threads take turns with
+    /// every connection (lab-oneshot), counted by whichever thread acts, with atomic adds.
+    Shared,
 }
 
 impl Role {
-    const ALL: [Role; 5] = [Role::Loop, Role::Acceptor, Role::Dispatcher, Role::Worker, Role::Process];
+    const ALL: [Role; 6] =
+        [Role::Loop, Role::Acceptor, Role::Dispatcher, Role::Worker, Role::Process, Role::Shared];
 
     fn name(self) -> &'static str {
         match self {
@@ -41,6 +45,7 @@ impl Role {
             Role::Dispatcher => "dispatcher",
             Role::Worker => "worker",
             Role::Process => "process",
+            Role::Shared => "shared",
         }
     }
 }
@@ -106,7 +111,8 @@ impl Stats {
 
     /// The handle worker `id` bumps its own counters through; records its role and CPU.
     pub fn worker(self: &Arc<Self>, id: usize, role: Role, cpu: Option<usize>) -> WorkerStats {
-        let worker = WorkerStats { stats: Arc::clone(self), base: SLOT * (id + 1) };
+        let shared = role == Role::Shared;
+        let worker = WorkerStats { stats: Arc::clone(self), base: SLOT * (id + 1), shared };
         let role_index = Role::ALL.iter().position(|&r| r == role).unwrap_or(0);
         worker.set(Field::Role, role_index as u64 + 1);
         worker.set(Field::Cpu, cpu.map_or(0, |cpu| cpu as u64 + 1));
@@ -196,6 +202,8 @@ fn kernel_counters() -> serde_json::Value {
 pub struct WorkerStats {
     stats: Arc<Stats>,
     base: usize,
+    /// A [`Role::Shared`] slot, which several threads write: its bumps are atomic adds.
+    shared: bool,
 }
 
 impl WorkerStats {
@@ -208,10 +216,13 @@ impl WorkerStats {
     }
 
     /// Adds to a counter of this worker's own slot: a load and a store, exact because no other
-    /// thread or process writes it.
+    /// thread or process writes it; a locked add for a shared slot.
     fn bump(&self, field: Field, n: u64) {
         let counter = self.counter(field);
-        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+        match self.shared {
+            true => _ = counter.fetch_add(n, Relaxed),
+            false => counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed),
+        }
     }
 
     /// The CPU this worker is pinned to, if any.

@@ -40,6 +40,15 @@ impl Poller {
             .map_err(|e| os_error("epoll_ctl ADD fd", fd.as_raw_fd(), e))
     }
 
+    /// `epoll_ctl(EPOLL_CTL_MOD)`: watch `fd` for `interest` from now on, reporting it with `token`.
+    /// For an `EPOLLONESHOT` registration this re-arms it; the kernel then checks `fd` at once, so
+    /// what became ready while it was disarmed is reported, not lost.
+    pub fn modify(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
+        self.epoll
+            .modify(fd, &mut EpollEvent::new(interest, token))
+            .map_err(|e| os_error("epoll_ctl MOD fd", fd.as_raw_fd(), e))
+    }
+
     /// `epoll_ctl(EPOLL_CTL_DEL)`: stop watching `fd`. Closing an fd removes it too, as long as no
     /// other descriptor (a dup, or a copy in a forked child) still refers to the same socket.
     pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
