@@ -28,7 +28,8 @@ pub enum Action<'a> {
     /// builds do not have the route (404).
     #[cfg(debug_assertions)]
     Panic,
-    /// A request that routes nowhere: answered with this status; the connection stays usable.
+    /// A fixed answer: this status, `reason` as its text and `Allow` if given; the connection stays
+    /// usable. A request that routes nowhere gets one, and so does OPTIONS (200, no text).
     Reject { status: Status, reason: &'static str, allow: Option<&'static str> },
 }
 
@@ -74,8 +75,11 @@ impl Job<'_> {
     }
 }
 
-const GET_HEAD: Option<&str> = Some("GET, HEAD");
-const POST: Option<&str> = Some("POST");
+// OPTIONS is in every Allow: every path here answers it (RFC 9110 §9.3.7).
+const GET_HEAD: Option<&str> = Some("GET, HEAD, OPTIONS");
+const POST: Option<&str> = Some("POST, OPTIONS");
+/// What `OPTIONS *` says the server as a whole serves.
+const ANY_PATH: Option<&str> = Some("GET, HEAD, POST, OPTIONS");
 
 /// Routes a framed request.
 pub fn route(request: Request<'_>) -> Job<'_> {
@@ -100,6 +104,10 @@ pub fn route(request: Request<'_>) -> Job<'_> {
         #[cfg(debug_assertions)]
         ("/debug/panic", true, _) => Action::Panic,
         ("/echo", _, Method::Post) => Action::Echo(request.body),
+        // Framing lets `*` through only with OPTIONS (RFC 9112 §3.2.4).
+        ("*", _, Method::Options) => options(ANY_PATH),
+        ("/" | "/spin" | "/sleep" | "/stats", _, Method::Options) => options(GET_HEAD),
+        ("/echo", _, Method::Options) => options(POST),
         ("/" | "/spin" | "/sleep" | "/stats", false, _) => method_not_allowed(GET_HEAD),
         ("/echo", _, _) => method_not_allowed(POST),
         _ => Action::Reject { status: Status::NotFound, reason: "no such path", allow: None },
@@ -109,6 +117,12 @@ pub fn route(request: Request<'_>) -> Job<'_> {
 
 fn bad_query(reason: &'static str) -> Action<'static> {
     Action::Reject { status: Status::BadRequest, reason, allow: None }
+}
+
+/// The answer to an OPTIONS (RFC 9110 §9.3.7): 200 with `Allow` and no content (`Content-Length:
+/// 0`, which the RFC asks for), given through the fixed-answer action a 405 uses.
+fn options(allow: Option<&'static str>) -> Action<'static> {
+    Action::Reject { status: Status::Ok, reason: "", allow }
 }
 
 fn method_not_allowed(allow: Option<&'static str>) -> Action<'static> {
