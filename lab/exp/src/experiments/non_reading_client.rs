@@ -137,8 +137,10 @@ fn run(report: &mut Report) {
         format!("server Send-Q {}, client Recv-Q {}", server_side.send_q, client_side.recv_q),
     );
     report.check(
-        "the server stopped reading that connection: ≥ one request's worth left unread in its Recv-Q, before and after the load",
-        server_side.recv_q >= BODY as u64 && server_side_after.recv_q == server_side.recv_q,
+        "the server stopped reading that connection: bytes left unread in its Recv-Q, the same before \
+         and after the load (how many is the receive window the kernel had autotuned to when reading \
+         stopped: 51 KiB on one machine, 400-700 KiB on another)",
+        server_side.recv_q > 0 && server_side_after.recv_q == server_side.recv_q,
         format!("Recv-Q {} then {}", server_side.recv_q, server_side_after.recv_q),
     );
     report.check(
