@@ -1,4 +1,4 @@
-# acceptlab: build, run, test and measure the five accept architectures. `make help` lists the targets.
+# acceptlab: build, run, test and measure the accept architectures. `make help` lists the targets.
 
 CARGO ?= cargo
 ARCHS := epoll memcached ramcloud nginx reuseport oneshot
@@ -18,7 +18,7 @@ help:
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
 	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
 	@echo "make fuzz         coverage-guided fuzzing of the HTTP framing for FUZZ_SECS (default 300)"
-	@echo "make soak         all five under mixed and hostile load for SOAK_SECS each (default 120)"
+	@echo "make soak         every server under mixed and hostile load for SOAK_SECS each (default 120)"
 	@echo "make idle         each server's p99 with IDLE idle connections open beside it (default 10000), and without"
 
 build:
@@ -31,7 +31,7 @@ $(addprefix run-,$(ARCHS)): run-%:
 	./target/release/lab-$* --addr $(ADDR) $(ARGS)
 
 # The conformance and fault suites drive the release binaries, so they are built first, and the debug
-# builds of the five servers too: only they have the fault route the panic test needs. lab-top's
+# builds of the servers too: only they have the fault route the panic test needs. lab-top's
 # screen is tested in tmux, installed here if missing.
 SERVER_BINS := $(foreach arch,$(ARCHS),--bin lab-$(arch))
 test: build

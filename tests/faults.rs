@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use std::os::fd::AsFd;
 
 use acceptlab_tests::{
-    binary_body, cpu_time, echo, eventually, for_each_server, get, in_parallel, process_tree, raise_fd_limit,
-    rss_kib, spawn, spawn_debug_build, spawn_with_fd_limit, Client, Running, Server, SERVERS,
+    binary_body, cpu_time, echo, eventually, executes_requests, for_each_server, get, in_parallel,
+    process_tree, raise_fd_limit, rss_kib, spawn, spawn_debug_build, spawn_with_fd_limit, Client, Running,
+    Server, SERVERS,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{setsockopt, sockopt::Linger};
@@ -828,4 +829,58 @@ fn ends_or_replaces_the_panicking_worker(server: &Server, running: &mut Running,
         stderr.contains(fault) && stderr.contains("a thread panicked: exiting"),
         "{fault}: no line saying why: {stderr}"
     );
+}
+
+/// Issue 18: where requests wait while one is slow. 2 workers, 8 keep-alive connections; one sends
+/// `/sleep?ms=1500`, then each of the other 7 sends `GET /`. A central queue (lab-oneshot's one
+/// epoll, lab-ramcloud's dispatcher) gives them to the idle worker: all 7 are answered at once.
+/// Where a worker owns its connections (memcached, nginx, reuseport), those that share the sleeping
+/// worker wait until it wakes, and they are exactly that worker's other connections.
+#[test]
+fn a_slow_request_delays_only_what_shares_its_worker_unless_the_queue_is_central() {
+    const SLEEP: Duration = Duration::from_millis(1500);
+    const AT_ONCE: Duration = Duration::from_millis(100);
+    for_each_server(|server| {
+        if server.single_threaded {
+            return; // one worker: everything waits for the sleep, by design
+        }
+        let running = spawn(server, &[]);
+        let mut clients: Vec<Client> = (0..8).map(|_| running.connect()).collect();
+        for client in &mut clients[..7] {
+            assert_eq!(client.get("/").status, 200);
+        }
+        // The 8th asks for /stats itself, so every connection open is one of the eight.
+        let stats = clients[7].stats();
+        let open: Vec<u64> = stats["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|w| executes_requests(w["role"].as_str().unwrap_or("")))
+            .map(|w| w["open"].as_u64().unwrap_or(0))
+            .collect();
+        let mut sleeper = clients.remove(0);
+        sleeper.set_read_timeout(SLEEP * 3);
+        sleeper.send(&get(&format!("/sleep?ms={}", SLEEP.as_millis())));
+        thread::sleep(Duration::from_millis(100)); // the sleep has begun on a worker
+        let waits = std::sync::Mutex::new(Vec::new());
+        in_parallel(clients, |_, mut client| {
+            client.set_read_timeout(SLEEP * 3);
+            let sent = Instant::now();
+            assert_eq!(client.get("/").status, 200);
+            waits.lock().unwrap().push(sent.elapsed());
+        });
+        assert_eq!(sleeper.read_response().status, 200);
+        let waits = waits.into_inner().unwrap();
+        let at_once = waits.iter().filter(|&&w| w <= AT_ONCE).count();
+        let late = waits.iter().filter(|&&w| w >= SLEEP / 2).count();
+        let context = format!("{} answered within {AT_ONCE:?}, {late} waited for the sleep: {waits:?}; open per worker {open:?}", at_once);
+        assert_eq!(at_once + late, 7, "neither at once nor after the sleep: {context}");
+        match server.arch() {
+            "oneshot" | "ramcloud" => assert_eq!(late, 0, "a central queue: {context}"),
+            // Round-robin: 4 connections a worker, so the sleeper's 3 companions wait.
+            "memcached" => assert_eq!((late, &open[..]), (3, &[4, 4][..]), "{context}"),
+            // Whoever accepted a connection keeps it: the sleeper's worker's others wait.
+            _ => assert!(open.contains(&(late as u64 + 1)), "{context}"),
+        }
+    });
 }

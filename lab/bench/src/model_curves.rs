@@ -76,7 +76,7 @@ pub fn mix_classes(spec: &str) -> Option<Vec<(f64, f64)>> {
 /// The queue `run`'s server approximates, and its name for the tables.
 fn queues_of(run: &Value, connections: usize) -> (Queues, String) {
     match run["family"].as_str().unwrap_or("") {
-        "ramcloud" | "epoll" => (Queues::Central, "central FCFS".into()),
+        "ramcloud" | "oneshot" | "epoll" => (Queues::Central, "central FCFS".into()),
         "memcached" => (Queues::PerWorker(Assignment::RoundRobin), "per-worker, round-robin".into()),
         "reuseport" => (Queues::PerWorker(Assignment::Hash), "per-worker, hashed".into()),
         _ => {
@@ -110,7 +110,7 @@ fn pinned_counts(run: &Value, connections: usize) -> Vec<usize> {
 /// The per-executing-worker `conns` of a /stats report, for `conns_per_worker` in a sweep record.
 pub fn conns_per_worker(stats: &Value) -> Vec<u64> {
     let workers = stats["workers"].as_array().into_iter().flatten();
-    let executing = workers.filter(|w| !matches!(w["role"].as_str(), Some("acceptor" | "dispatcher")));
+    let executing = workers.filter(|w| labkit::executes_requests(w["role"].as_str().unwrap_or("")));
     executing.map(|w| w["conns"].as_u64().unwrap_or(0)).collect()
 }
 

@@ -60,7 +60,7 @@ fn lab(
     }
 }
 
-/// Every server for `cpus`: the five architectures with `--workers` = the number of CPUs (lab-nginx
+/// Every server for `cpus`: the six architectures with `--workers` = the number of CPUs (lab-nginx
 /// once per accept mode, lab-reuseport with and without `--steer cpu`), then nginx with one worker
 /// and with N workers three ways. With a single CPU the variants that only differ in how several
 /// workers share the listener are left out: there is nothing for them to choose between.
@@ -84,6 +84,7 @@ pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
     if several {
         all.push(lab("reuseport-steer", "reuseport", "lab-reuseport", n, cpus, &["--steer", "cpu"]));
     }
+    all.push(lab("oneshot", "oneshot", "lab-oneshot", n, cpus, &[]));
     if with_nginx {
         use crate::nginx::{Accept, Config};
         let mut nginx = |id: &str, workers: usize, accept: Accept| {
@@ -108,8 +109,8 @@ pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
 
 /// The servers of the latency sweep: one of each architecture, and both ways lab-nginx hands out
 /// connections (the mutex holder taking them all, and EPOLLEXCLUSIVE's first idle waiter).
-pub const SWEEP_SERVERS: [&str; 6] =
-    ["epoll", "memcached", "ramcloud", "nginx-mutex", "nginx-exclusive", "reuseport"];
+pub const SWEEP_SERVERS: [&str; 7] =
+    ["epoll", "memcached", "ramcloud", "nginx-mutex", "nginx-exclusive", "reuseport", "oneshot"];
 
 /// A request mix for the open-loop sweep.
 #[derive(Debug, Clone, Copy)]
@@ -185,9 +186,12 @@ mod tests {
     #[test]
     fn two_cores_split_into_one_server_cpu_and_its_variants() {
         let one: Vec<String> = targets(&[0], true).into_iter().map(|t| t.id).collect();
-        assert_eq!(one, ["epoll", "memcached", "ramcloud", "nginx-mutex", "reuseport", "real-nginx-1w"]);
+        assert_eq!(
+            one,
+            ["epoll", "memcached", "ramcloud", "nginx-mutex", "reuseport", "oneshot", "real-nginx-1w"]
+        );
         let eight = targets(&[0, 1, 2, 3, 4, 5, 6, 7], true);
-        assert_eq!(eight.len(), 12);
+        assert_eq!(eight.len(), 13);
         let ramcloud = eight.iter().find(|t| t.id == "ramcloud").unwrap();
         assert_eq!(ramcloud.workers, 7, "a core of its own for the dispatcher");
         let epoll = eight.iter().find(|t| t.id == "epoll").unwrap();

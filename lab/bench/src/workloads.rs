@@ -515,7 +515,7 @@ fn fill_fairness(
         let id = &worker["id"];
         let delta = |name: &str| counter(after, id, name).saturating_sub(counter(before, id, name));
         let role = worker["role"].as_str().unwrap_or("");
-        let executes = !matches!(role, "acceptor" | "dispatcher");
+        let executes = labkit::executes_requests(role);
         if executes {
             requests.push(delta("requests") as f64);
             conns.push(delta("conns") as f64);

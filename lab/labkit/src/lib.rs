@@ -42,7 +42,15 @@ pub const SERVERS: &[Server] = &[
     Server { name: "nginx-exclusive", bin: "lab-nginx", args: &["--workers", "2", "--accept", "exclusive"], single_threaded: false },
     Server { name: "nginx-herd", bin: "lab-nginx", args: &["--workers", "2", "--accept", "herd"], single_threaded: false },
     Server { name: "reuseport", bin: "lab-reuseport", args: &["--workers", "2"], single_threaded: false },
+    Server { name: "oneshot", bin: "lab-oneshot", args: &["--workers", "2"], single_threaded: false },
 ];
+
+/// Whether a /stats worker of this `role` executes requests (docs/spec.md): `loop`, `worker` and
+/// `process` do; `acceptor` and `dispatcher` only hand work out, and `shared` (lab-oneshot's) only
+/// counts what no thread owns: the listener and the connections.
+pub fn executes_requests(role: &str) -> bool {
+    !matches!(role, "acceptor" | "dispatcher" | "shared")
+}
 
 impl Server {
     /// A server that is not a row of [`SERVERS`]: the binary `bin` with `args`.

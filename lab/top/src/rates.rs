@@ -87,11 +87,7 @@ impl Rates {
     }
 }
 
-/// Whether a worker of this /stats `role` executes requests (docs/spec.md: `loop`, `worker`, `process`
-/// do; an `acceptor` or a `dispatcher` only hands work on).
-pub fn executes_requests(role: &str) -> bool {
-    !matches!(role, "acceptor" | "dispatcher")
-}
+pub use labkit::executes_requests;
 
 /// Jain's fairness index, (Σx)² / (n·Σx²): 1 when every x is equal, 1/n when one x has everything.
 /// `None` for no values or all zero, where fairness means nothing.
@@ -210,7 +206,10 @@ mod tests {
         let idle = sample(2000, after.workers.clone(), None);
         assert_eq!(Rates::between(&after, &idle).unwrap().fairness(&idle), None);
         assert!(
-            !executes_requests("dispatcher") && executes_requests("loop") && executes_requests("process")
+            !executes_requests("dispatcher")
+                && !executes_requests("shared")
+                && executes_requests("loop")
+                && executes_requests("process")
         );
     }
 }

@@ -1,10 +1,14 @@
 //! SIGINT / SIGTERM: stop accepting, finish what is in flight for at most [`DRAIN_LIMIT`], exit 0.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+use sys::eventfd::Waker;
 use sys::signal::ShutdownSignals;
 
 use crate::accept::Acceptor;
@@ -78,4 +82,54 @@ fn enforce_drain_limit() {
             crate::startup::log(format!("spawn the drain-limit thread: {e}"));
         }
     });
+}
+
+/// The drain of a pool of threads that share every connection and own none (lab-oneshot): it
+/// counts the open connections, and once draining, the last one to close makes its eventfd
+/// readable. Registered level-triggered and never read, that wakes every thread, each to exit.
+#[derive(Debug)]
+pub struct PoolDrain {
+    drain: Mutex<Drain>,
+    draining: AtomicBool,
+    open: AtomicUsize,
+    done: Waker,
+}
+
+impl PoolDrain {
+    pub fn new() -> io::Result<Self> {
+        let done = Waker::new()?;
+        Ok(PoolDrain { drain: Mutex::default(), draining: AtomicBool::new(false), open: 0.into(), done })
+    }
+
+    pub fn opened(&self) {
+        self.open.fetch_add(1, SeqCst);
+    }
+
+    /// One connection fewer; the last one of a drain signals the end.
+    pub fn closed(&self) {
+        // SeqCst here and in `begin`: whichever of the two comes last sees the other's write, so
+        // a drain that begins as the last connection closes is never missed by both.
+        if self.open.fetch_sub(1, SeqCst) == 1 && self.draining.load(SeqCst) {
+            let _ = self.done.wake();
+        }
+    }
+
+    /// Starts draining (false if it had begun); with no connection open, it is already done.
+    pub fn begin(&self) -> io::Result<bool> {
+        if !self.drain.lock().begin() {
+            return Ok(false);
+        }
+        self.draining.store(true, SeqCst);
+        if self.open.load(SeqCst) == 0 {
+            self.done.wake()?;
+        }
+        Ok(true)
+    }
+}
+
+impl AsFd for PoolDrain {
+    /// Readable once the drain is done.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.done.as_fd()
+    }
 }

@@ -24,7 +24,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Release};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use clap::Parser;
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
 use common::conn::{Conn, ExecuteOn, Progress};
-use common::drain::Drain;
+use common::drain::PoolDrain;
 use common::session::{self, Expired, Timeouts};
 use common::slots::{Slot, Slots};
 use common::startup::{self, fatal};
@@ -41,7 +40,6 @@ use common::stats::{Role, WorkerStats};
 use common::token::{LISTENER, SIGNALS, TIMER, WAKER};
 use parking_lot::Mutex;
 use sys::epoll::{Event, Events, Interest, Poller};
-use sys::eventfd::Waker;
 use sys::signal::ShutdownSignals;
 use sys::timer::Timer;
 
@@ -74,11 +72,8 @@ struct Pool {
     acceptor: Mutex<Acceptor>,
     signals: ShutdownSignals,
     sweep: Timer,
-    /// Written when the drain is done. Level-triggered and never read, so it wakes every thread.
-    exit: Waker,
-    drain: Mutex<Drain>,
-    draining: AtomicBool,
-    open: AtomicUsize,
+    /// Counts the open connections; readable (level-triggered, for every thread) when the drain is done.
+    drain: PoolDrain,
     timeouts: Timeouts,
     nodelay: bool,
     /// The listener's and the connections' counters (`accepted`, `conns`, `open`): no thread owns
@@ -89,12 +84,11 @@ struct Pool {
 fn main() {
     let cli: Cli = config::parse_or_exit();
     let config = startup::configure(&cli.common, None);
-    let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listener = startup::listen(&config, config.addr, false);
     let stats = startup::stats("oneshot", config.workers + 1, &config, vec![listener.clone()]);
     let shared = stats.worker(0, Role::Shared, None);
     let acceptor = Acceptor::new(listener.clone(), shared.clone()).unwrap_or_else(|e| fatal(e));
-    let pool = Arc::new(Pool::new(&config, acceptor, signals, shared).unwrap_or_else(|e| fatal(e)));
+    let pool = Arc::new(Pool::new(&config, acceptor, shared).unwrap_or_else(|e| fatal(e)));
     // NOTE: one event per wait, so that a thread takes one ready connection from the central queue
     // at a time and leaves the rest to the threads that are idle; a batch would be a queue of its
     // own. One thread alone has no one to leave them to, and takes a batch as lab-epoll does.
@@ -133,31 +127,26 @@ fn worker_main(pool: &Pool, batch: usize, worker: WorkerStats) -> io::Result<()>
 }
 
 impl Pool {
-    fn new(
-        config: &Config,
-        acceptor: Acceptor,
-        signals: ShutdownSignals,
-        shared: WorkerStats,
-    ) -> io::Result<Self> {
+    /// Blocks SIGINT and SIGTERM for the threads to come (they inherit the mask) and reads them
+    /// from a signalfd in the shared epoll instead.
+    fn new(config: &Config, acceptor: Acceptor, shared: WorkerStats) -> io::Result<Self> {
         session::set_memory_budget(config.memory_budget);
+        let signals = ShutdownSignals::new()?;
         let poller = Poller::new()?;
         poller.add(acceptor.listener().fd.as_fd(), LISTENER, ONCE)?;
         poller.add(signals.as_fd(), SIGNALS, ONCE)?;
         let sweep = Timer::new()?;
         sweep.set_after(SWEEP_INTERVAL)?;
         poller.add(sweep.as_fd(), TIMER, ONCE)?;
-        let exit = Waker::new()?;
-        poller.add(exit.as_fd(), WAKER, Interest::EPOLLIN)?;
+        let drain = PoolDrain::new()?;
+        poller.add(drain.as_fd(), WAKER, Interest::EPOLLIN)?;
         Ok(Pool {
             poller,
             conns: Slots::default(),
             acceptor: Mutex::new(acceptor),
             signals,
             sweep,
-            exit,
-            drain: Mutex::new(Drain::default()),
-            draining: AtomicBool::new(false),
-            open: AtomicUsize::new(0),
+            drain,
             timeouts: Timeouts { idle: config.idle_timeout, header: config.header_timeout },
             nodelay: config.nodelay,
             shared,
@@ -177,9 +166,9 @@ impl Pool {
     /// Takes over an admitted connection: into a free slot, then into the epoll, disarmed only
     /// while a thread serves it.
     fn add(&self, fd: OwnedFd, now: Instant) {
+        let Some((token, mut slot)) = self.conns.claim() else { return }; // 2^20 open: fd closed
         self.shared.conn_opened();
-        self.open.fetch_add(1, AcqRel);
-        let Some((token, mut slot)) = self.conns.claim() else { return self.closed() };
+        self.drain.opened();
         let conn = slot.value.insert(Conn::new(fd, now));
         let nodelay = !self.nodelay || sys::socket::set_nodelay(conn.fd(), true).is_ok();
         if !nodelay || self.poller.add(conn.fd(), token, READING).is_err() {
@@ -192,14 +181,14 @@ impl Pool {
         let Some(mut slot) = self.conns.lock(token) else { return }; // closed since it was queued
         let Some(conn) = &mut slot.value else { return };
         conn.ready(event);
-        let progress = conn.pump(now, &mut ExecuteOn(worker));
-        self.rearm_or_close(token, &mut slot, progress);
+        self.pump(token, &mut slot, worker, now);
     }
 
-    /// Hands the connection back to the kernel's ready list, armed for what it waits for.
-    fn rearm_or_close(&self, token: u64, slot: &mut Slot<Conn>, progress: Progress) {
+    /// Serves the connection in `slot` as far as it goes, then hands it back to the kernel's ready
+    /// list, armed for what it waits for.
+    fn pump(&self, token: u64, slot: &mut Slot<Conn>, worker: &WorkerStats, now: Instant) {
         let Some(conn) = &mut slot.value else { return };
-        let interest = match progress {
+        let interest = match conn.pump(now, &mut ExecuteOn(worker)) {
             Progress::Done => return self.close(token, slot),
             Progress::ReadyAgain => AGAIN,
             Progress::Wait if conn.output_blocked() => WRITING,
@@ -217,15 +206,8 @@ impl Pool {
 
     fn close(&self, token: u64, slot: &mut Slot<Conn>) {
         if self.conns.release(token, slot).is_some() {
-            self.closed();
-        }
-    }
-
-    /// One connection fewer; the last one of a drain ends the process's threads.
-    fn closed(&self) {
-        self.shared.conn_closed();
-        if self.open.fetch_sub(1, AcqRel) == 1 && self.draining.load(Acquire) {
-            let _ = self.exit.wake();
+            self.shared.conn_closed();
+            self.drain.closed();
         }
     }
 
@@ -241,10 +223,7 @@ impl Pool {
             match conn.session().handle_timeout(now, &self.timeouts) {
                 Expired::Nothing => {}
                 Expired::Close => self.close(token, slot),
-                Expired::Answered => {
-                    let progress = conn.pump(now, &mut ExecuteOn(worker));
-                    self.rearm_or_close(token, slot, progress);
-                }
+                Expired::Answered => self.pump(token, slot, worker, now),
             }
         });
         self.sweep.set_after(SWEEP_INTERVAL)?;
@@ -253,21 +232,16 @@ impl Pool {
 
     /// SIGINT / SIGTERM: no new connections; each connection finishes what it has in flight.
     fn on_signal(&self, worker: &WorkerStats, now: Instant) -> io::Result<()> {
-        if self.signals.read()?.is_none() || !self.drain.lock().begin() {
+        if self.signals.read()?.is_none() || !self.drain.begin()? {
             return self.poller.modify(self.signals.as_fd(), SIGNALS, ONCE);
         }
         startup::log("draining: no new connections; finishing the requests in flight");
         self.acceptor.lock().stop_listening()?;
-        self.draining.store(true, Release);
         self.conns.for_each(true, |token, slot| {
             let Some(conn) = &mut slot.value else { return };
             conn.session().begin_drain();
-            let progress = conn.pump(now, &mut ExecuteOn(worker));
-            self.rearm_or_close(token, slot, progress);
+            self.pump(token, slot, worker, now);
         });
-        if self.open.load(Acquire) == 0 {
-            self.exit.wake()?;
-        }
         Ok(())
     }
 }

@@ -12,12 +12,14 @@ use crate::report::Report;
 
 pub const EXPERIMENT: Experiment = Experiment {
     name: "failure-modes",
-    summary: "one failure mode per architecture: epoll stalls, memcached's blind round-robin, ramcloud's escape, nginx's accept turns",
+    summary: "one failure mode per architecture: epoll stalls, memcached's blind round-robin, ramcloud's escape, nginx's accept turns, oneshot's wake-up per request",
     claim: "Each way of dividing listen, accept, read and execute has its own failure: one thread \
             stalls everyone behind a slow request (epoll); connections handed out round-robin \
             balance connections, not work (memcached); handing out requests instead escapes both \
             (ramcloud); threads sharing one socket take turns unevenly or all wake for each \
-            connection (nginx).",
+            connection (nginx); one epoll shared by every thread escapes the round-robin too, \
+            but hands out one connection per wake-up, so it gives up the batching of a loop that \
+            owns its connections (oneshot).",
     notes: "'Single Listener / Single Worker Thread ... congestion in accept queue', 'The issue with \
             this design is that one thread can be over consumed', 'Single Listener / Multiple worker \
             threads but with load balancing', 'Multiple Acceptor threads on a Single Socket'",
@@ -30,6 +32,7 @@ fn run(report: &mut Report) {
     memcached_imbalance(report);
     ramcloud_escape(report);
     nginx_turns(report);
+    oneshot_price(report);
 }
 
 /// One keep-alive request on `stream`, timed.
@@ -72,10 +75,21 @@ fn epoll_stall(report: &mut Report) {
 
 fn memcached_imbalance(report: &mut Report) {
     report.does("lab-memcached --workers 2: four keep-alive connections for 2 s, opened heavy (/spin?us=2000), light (/), heavy, light; /stats per worker and each connection's mean latency");
-    let server = net::start("lab-memcached", &["--workers", "2"]);
+    let (requests, heavy_ms) = heavy_and_light(report, "lab-memcached", "/spin?us=2000");
+    report.check(
+        "memcached: round-robin put both heavy connections on one worker: each waits for the other's spin (mean ≥ 3 ms for 2 ms of work) while the other worker serves only light requests",
+        heavy_ms.iter().all(|&t| t >= 3.0) && requests.len() == 2 && requests.iter().max() > requests.iter().min().map(|m| m * 10).as_ref(),
+        format!("heavy {heavy_ms:?} ms, requests {requests:?}"),
+    );
+}
+
+/// Four keep-alive connections to `bin --workers 2` for 2 s, opened heavy (`heavy`, 2 ms), light,
+/// heavy, light: requests per executing worker, and the heavy connections' mean latencies in ms.
+fn heavy_and_light(report: &mut Report, bin: &'static str, heavy: &'static str) -> (Vec<u64>, Vec<f64>) {
+    let server = net::start(bin, &["--workers", "2"]);
     let addr = server.addr();
     let mut loops = Vec::new();
-    for path in ["/spin?us=2000", "/", "/spin?us=2000", "/"] {
+    for path in [heavy, "/", heavy, "/"] {
         let mut stream = net::connect(addr);
         loops.push(thread::spawn(move || {
             let end = Instant::now() + Duration::from_secs(2);
@@ -99,18 +113,12 @@ fn memcached_imbalance(report: &mut Report) {
         .collect();
     let heavy_ms: Vec<f64> = results.iter().filter(|r| r.0 != "/").map(|r| ms(r.2)).collect();
     report.observe(format!(
-        "lab-memcached: requests per worker {requests:?}; heavy connections' mean latency {heavy_ms:?} ms (each asks 2 ms); light ones {:?} ms",
+        "{bin}: requests per worker {requests:?}; heavy connections' mean latency {heavy_ms:?} ms (each asks 2 ms); light ones {:?} ms",
         results.iter().filter(|r| r.0 == "/").map(|r| ms(r.2)).collect::<Vec<_>>()
     ));
-    report.figure(
-        "memcached",
-        serde_json::json!({ "requests_per_worker": requests, "heavy_mean_ms": heavy_ms }),
-    );
-    report.check(
-        "memcached: round-robin put both heavy connections on one worker: each waits for the other's spin (mean ≥ 3 ms for 2 ms of work) while the other worker serves only light requests",
-        heavy_ms.iter().all(|&t| t >= 3.0) && requests.len() == 2 && requests.iter().max() > requests.iter().min().map(|m| m * 10).as_ref(),
-        format!("heavy {heavy_ms:?} ms, requests {requests:?}"),
-    );
+    let key = bin.strip_prefix("lab-").unwrap_or(bin);
+    report.figure(key, serde_json::json!({ "requests_per_worker": requests, "heavy_mean_ms": heavy_ms }));
+    (requests, heavy_ms)
 }
 
 fn ramcloud_escape(report: &mut Report) {
@@ -191,4 +199,50 @@ fn nginx_turns(report: &mut Report) {
         report.check(expect, holds, format!("accepted {accepted:?}, context switches {grown:?}"));
     }
     report.figure("nginx", serde_json::Value::Object(figures));
+}
+
+/// lab-oneshot: the four connections memcached balanced blindly, then what the central queue costs:
+/// wake-ups and CPU per request under keep-alive load, against lab-memcached in the same run.
+fn oneshot_price(report: &mut Report) {
+    report.does("lab-oneshot --workers 2: four keep-alive connections as for memcached, the heavy ones holding a worker 2 ms each with /sleep?ms=2 (a sleep, not a spin: two spinning workers would take both of this 2-core machine's CPUs from the clients, and the question is where a request waits, not for which CPU); then lab-load -c 64 for 2 s against lab-oneshot and lab-memcached (--workers 2 each), wake-ups per request from /stats and CPU per request from /proc");
+    let (requests, heavy_ms) = heavy_and_light(report, "lab-oneshot", "/sleep?ms=2");
+    report.check(
+        "oneshot: no connection is stuck behind another's heavy request: a ready connection goes to whichever worker is idle, so each heavy connection's mean stays under 3 ms for its 2 ms",
+        heavy_ms.len() == 2 && heavy_ms.iter().all(|&t| t < 3.0) && requests.iter().all(|&r| r > 0),
+        format!("heavy {heavy_ms:?} ms, requests {requests:?}"),
+    );
+    let mut per_request = serde_json::Map::new();
+    for bin in ["lab-oneshot", "lab-memcached"] {
+        let server = net::start(bin, &["--workers", "2"]);
+        let addr = server.addr();
+        let before = net::stats(&mut net::connect(addr));
+        let cpu_before = labkit::cpu_time(server.pid());
+        let load = net::load(addr, "/", &["-c", "64", "-d", "2", "--warmup", "0"]);
+        let cpu = labkit::cpu_time(server.pid()).saturating_sub(cpu_before);
+        let after = net::stats(&mut net::connect(addr));
+        let total = |stats: &serde_json::Value, name: &str| -> u64 {
+            let workers = stats["workers"].as_array().into_iter().flatten();
+            workers.filter_map(|w| w[name].as_u64()).sum()
+        };
+        let served = total(&after, "requests").saturating_sub(total(&before, "requests")).max(1);
+        let wakeups = total(&after, "wakeups").saturating_sub(total(&before, "wakeups"));
+        let figures = serde_json::json!({
+            "requests": served,
+            "wakeups_per_request": (wakeups as f64 / served as f64 * 1000.0).round() / 1000.0,
+            "cpu_us_per_request": (cpu.as_secs_f64() * 1e6 / served as f64 * 100.0).round() / 100.0,
+            "rps": load["rps"],
+        });
+        report.observe(format!(
+            "{bin} under lab-load -c 64: {served} requests, {} wake-ups per request, {} µs of server CPU per request, {} req/s",
+            figures["wakeups_per_request"], figures["cpu_us_per_request"], figures["rps"]
+        ));
+        per_request.insert(bin.strip_prefix("lab-").unwrap_or(bin).into(), figures);
+    }
+    let wakeups = |arch: &str| per_request[arch]["wakeups_per_request"].as_f64().unwrap_or(0.0);
+    report.check(
+        "oneshot's price: one connection per wake-up, so about one epoll_wait per request (≥ 0.9) where memcached's workers, each taking every ready connection it owns at once, need fewer (< 0.9×oneshot's)",
+        wakeups("oneshot") >= 0.9 && wakeups("memcached") < 0.9 * wakeups("oneshot"),
+        format!("wake-ups per request: oneshot {}, memcached {}", wakeups("oneshot"), wakeups("memcached")),
+    );
+    report.figure("oneshot_under_load", serde_json::Value::Object(per_request));
 }
