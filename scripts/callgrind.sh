@@ -5,6 +5,7 @@
 # Usage: scripts/callgrind.sh [SERVER] [REQUESTS]
 #   SERVER    a release binary name, default lab-epoll (built with `cargo build --release`)
 #   REQUESTS  requests per measurement, default 100000
+#   SERVER_ARGS (environment) more flags for the server, e.g. SERVER_ARGS="--workers 1"
 #
 # For keep-alive (64 connections) and pipelined 16 deep (16 connections), it runs the server under
 # valgrind twice, once serving REQUESTS/10 requests and once REQUESTS + REQUESTS/10, and prints
@@ -31,8 +32,9 @@ scripts/install-tools.sh valgrind
 instructions() {
     local served=$1 connections=$2 pipeline=$3 out="$WORK/callgrind.out" pid line
     rm -f "$out"
+    # shellcheck disable=SC2086 # SERVER_ARGS is split into its flags on purpose
     valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --addr "127.0.0.1:$PORT" \
-        >"$WORK/server.out" 2>"$WORK/server.err" &
+        ${SERVER_ARGS:-} >"$WORK/server.out" 2>"$WORK/server.err" &
     pid=$!
     for _ in $(seq 1 200); do
         grep -q "listening on" "$WORK/server.out" 2>/dev/null && break
