@@ -109,6 +109,13 @@ pub fn exists(pid: u32) -> bool {
     !matches!(signal::kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
 }
 
+/// `_exit(2)`: ends this process now, running no exit handler and flushing no buffer — what a
+/// forked child that must not write out a copy of its parent's buffers ends with.
+pub fn exit_now(status: i32) -> ! {
+    // SAFETY: `_exit` takes no pointer and touches no memory of this process; it cannot fail.
+    unsafe { libc::_exit(status) }
+}
+
 /// `kill(pid, SIGTERM)`: asks a process to finish what it is doing and exit.
 pub fn terminate(pid: Pid) -> io::Result<()> {
     signal::kill(pid, Signal::SIGTERM).map_err(|e| os_error("kill SIGTERM pid", pid, e))
