@@ -69,7 +69,11 @@ fn content_length(head: &[u8]) -> usize {
 
 /// The status code of a response.
 pub fn status(response: &[u8]) -> u16 {
-    response.split(|&b| b == b' ').nth(1).and_then(|code| std::str::from_utf8(code).ok()?.parse().ok()).unwrap_or(0)
+    response
+        .split(|&b| b == b' ')
+        .nth(1)
+        .and_then(|code| std::str::from_utf8(code).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The body of a message.

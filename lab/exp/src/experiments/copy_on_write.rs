@@ -64,7 +64,8 @@ fn smaps(pid: u32, addr: usize) -> Smaps {
             continue;
         }
         let mut parts = line.split_whitespace();
-        let (Some(name), Some(value)) = (parts.next(), parts.next().and_then(|v| v.parse::<u64>().ok())) else {
+        let (Some(name), Some(value)) = (parts.next(), parts.next().and_then(|v| v.parse::<u64>().ok()))
+        else {
             continue;
         };
         match name {

@@ -37,8 +37,10 @@ const REQUESTS: usize = 16;
 
 /// The servers: every row of the suites' table, and lab-reuseport with a store per process.
 fn rows() -> Vec<(String, &'static str, Vec<&'static str>)> {
-    let mut rows: Vec<_> =
-        labkit::SERVERS.iter().map(|server| (server.name.to_string(), server.bin, server.args.to_vec())).collect();
+    let mut rows: Vec<_> = labkit::SERVERS
+        .iter()
+        .map(|server| (server.name.to_string(), server.bin, server.args.to_vec()))
+        .collect();
     rows.push((
         "reuseport-per-process".into(),
         "lab-reuseport",
@@ -150,7 +152,8 @@ fn run(report: &mut Report) {
         let (relay, _) = dropping_relay(backend);
         let without = tally(&row, backend, relay, false);
         let with = tally(&row, backend, relay, true);
-        let store = net::stats(&mut net::connect(backend))["ledger"]["store"].as_str().unwrap_or("").to_string();
+        let store =
+            net::stats(&mut net::connect(backend))["ledger"]["store"].as_str().unwrap_or("").to_string();
         report.observe(format!(
             "{row}: without a key {} executions for {REQUESTS} requests ({} executed twice); with a key \
              {} executions ({} twice), {} retries answered with the kept response (store: {store})",
@@ -179,7 +182,11 @@ fn run(report: &mut Report) {
         "with a key and a store every worker shares (threads; lab-reuseport's processes through MAP_SHARED \
          memory), every request executes once and its retry gets the kept response, marked as a replay",
         shared.iter().all(|(_, _, with)| with.executions == n && with.replayed == n && with.answered == n),
-        shared.iter().map(|(row, _, w)| format!("{row} {}/{}", w.executions, w.replayed)).collect::<Vec<_>>().join(", "),
+        shared
+            .iter()
+            .map(|(row, _, w)| format!("{row} {}/{}", w.executions, w.replayed))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     if let Some((_, _, per_process)) = results.iter().find(|(row, ..)| row == "reuseport-per-process") {
         report.check(
@@ -199,7 +206,8 @@ fn run(report: &mut Report) {
 /// Which requests curl retries by itself, through the same kind of relay, in front of lab-epoll.
 fn curl_cases(report: &mut Report) {
     if !kernel::have("curl") {
-        report.observe("curl is not installed: its retries were not measured (scripts/install-tools.sh curl)");
+        report
+            .observe("curl is not installed: its retries were not measured (scripts/install-tools.sh curl)");
         return;
     }
     let server = net::start("lab-epoll", &[]);
@@ -237,7 +245,11 @@ fn curl_cases(report: &mut Report) {
         ("POST, reused keep-alive connection", reused(post("c3", None)), ledger_body("c3", None)),
         ("GET, reused keep-alive connection", reused(vec![url("/spin?us=3")]), get_request("/spin?us=3")),
         ("POST, fresh, --retry 3", fresh(&retry, post("c5", None)), ledger_body("c5", None)),
-        ("POST, fresh, --retry 3 --retry-all-errors", fresh(&retry_all, post("c6", None)), ledger_body("c6", None)),
+        (
+            "POST, fresh, --retry 3 --retry-all-errors",
+            fresh(&retry_all, post("c6", None)),
+            ledger_body("c6", None),
+        ),
         (
             "POST with Idempotency-Key, reused connection",
             reused(post("c7", Some("curl-7"))),
@@ -257,7 +269,8 @@ fn curl_cases(report: &mut Report) {
         let status = Command::new("curl").args(&args).stdin(Stdio::null()).stderr(Stdio::null()).status();
         let exit = status.ok().and_then(|s| s.code()).unwrap_or(-1);
         let seen = attempts.lock().unwrap_or_else(|p| p.into_inner());
-        let tried = seen.iter().filter(|(bytes, _)| same_request(bytes, &request)).map(|(_, n)| *n).sum::<u64>();
+        let tried =
+            seen.iter().filter(|(bytes, _)| same_request(bytes, &request)).map(|(_, n)| *n).sum::<u64>();
         drop(seen);
         let executions = appended(backend) - before;
         report.observe(format!(

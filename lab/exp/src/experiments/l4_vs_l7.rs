@@ -53,7 +53,9 @@ fn l4_balancer(backends: [SocketAddr; 2]) -> SocketAddr {
         let backend = backends[next.fetch_add(1, Ordering::Relaxed) % backends.len()];
         let Ok(upstream) = TcpStream::connect(backend) else { return };
         let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
-        let (Ok(mut client_in), Ok(mut upstream_out)) = (client.try_clone(), upstream.try_clone()) else { return };
+        let (Ok(mut client_in), Ok(mut upstream_out)) = (client.try_clone(), upstream.try_clone()) else {
+            return;
+        };
         let up = thread::spawn(move || {
             let _ = std::io::copy(&mut client_in, &mut upstream_out);
             let _ = upstream_out.shutdown(std::net::Shutdown::Write);
@@ -98,12 +100,13 @@ fn l7_balancer(addrs: [SocketAddr; 2]) -> SocketAddr {
             let backend = &backends[pick];
             backend.in_flight.fetch_add(1, Ordering::AcqRel);
             let pooled = backend.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let response = pooled.map_or_else(|| Framed::connect(backend.addr), Ok).and_then(|mut upstream| {
-                upstream.write(&request)?;
-                let response = upstream.read_message()?.ok_or(std::io::ErrorKind::UnexpectedEof)?;
-                backend.idle.lock().unwrap_or_else(|p| p.into_inner()).push(upstream);
-                Ok(response)
-            });
+            let response =
+                pooled.map_or_else(|| Framed::connect(backend.addr), Ok).and_then(|mut upstream| {
+                    upstream.write(&request)?;
+                    let response = upstream.read_message()?.ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                    backend.idle.lock().unwrap_or_else(|p| p.into_inner()).push(upstream);
+                    Ok(response)
+                });
             backend.in_flight.fetch_sub(1, Ordering::AcqRel);
             match response {
                 Ok(response) if client.write(&response).is_ok() => {}
@@ -160,7 +163,9 @@ fn measure(layer: Layer) -> Outcome {
     // Connections opened one after another, in CLIENTS order, before any load starts.
     let conns: Vec<(bool, Framed)> = CLIENTS
         .iter()
-        .map(|&heavy| (heavy, Framed::connect(balancer).unwrap_or_else(|e| panic!("connect {balancer}: {e}"))))
+        .map(|&heavy| {
+            (heavy, Framed::connect(balancer).unwrap_or_else(|e| panic!("connect {balancer}: {e}")))
+        })
         .collect();
     let start = Instant::now();
     let clients: Vec<_> = conns
@@ -174,7 +179,9 @@ fn measure(layer: Layer) -> Outcome {
                     let sent = Instant::now();
                     let answered = conn.write(&request).and_then(|()| conn.read_message());
                     match answered {
-                        Ok(Some(response)) if relay::status(&response) == 200 => latencies.push(sent.elapsed()),
+                        Ok(Some(response)) if relay::status(&response) == 200 => {
+                            latencies.push(sent.elapsed())
+                        }
                         _ => break,
                     }
                     if !heavy {
@@ -227,7 +234,14 @@ fn run(report: &mut Report) {
         report.observe(format!(
             "{label}: backends executed {} and {} requests (J = {:.3}); heavy requests p50 {} ms, p99 {} ms \
              ({} of them); light requests p99 {} ms ({} of them)",
-            o.per_backend[0], o.per_backend[1], o.jain, o.heavy_p50_ms, o.heavy_p99_ms, o.heavy, o.light_p99_ms, o.light
+            o.per_backend[0],
+            o.per_backend[1],
+            o.jain,
+            o.heavy_p50_ms,
+            o.heavy_p99_ms,
+            o.heavy,
+            o.light_p99_ms,
+            o.light
         ));
         report.figure(
             if label == "layer 4" { "l4" } else { "l7" },
