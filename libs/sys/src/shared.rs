@@ -125,7 +125,7 @@ impl LockedWords {
                 continue;
             }
             std::thread::yield_now();
-            if tries % 1024 == 0 {
+            if tries.is_multiple_of(1024) {
                 let holder = word.load(Ordering::Relaxed);
                 if holder != 0 && holder != me && !u32::try_from(holder).is_ok_and(crate::process::exists) {
                     // A dead holder never lets go: take the lock over from it.
