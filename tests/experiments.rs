@@ -143,3 +143,78 @@ fn bind_interface_reaches_exactly_the_bound_addresses() {
     assert_eq!(table["0.0.0.0"]["warned"], true);
     assert_eq!(table["127.0.0.1"]["warned"], false);
 }
+
+#[test]
+fn idempotency_key_stops_the_retried_request_executing_twice() {
+    let Some(report) = experiment("idempotency") else { return };
+    let requests = count(&report, "requests");
+    let servers = report["figures"]["servers"].as_object().expect("servers");
+    for row in labkit::SERVERS.iter().map(|server| server.name).chain(["reuseport-per-process"]) {
+        let figures = &servers[row];
+        assert_eq!(figures["without_key"]["executions"].as_i64(), Some(2 * requests), "{row}: {figures}");
+        if row == "reuseport-per-process" {
+            assert_eq!(figures["store"], "per-process", "{figures}");
+            let twice = figures["with_key"]["duplicated"].as_i64().unwrap_or(-1);
+            assert!(
+                twice > 0 && twice < requests,
+                "a store per process: some retries land elsewhere: {figures}"
+            );
+            assert_eq!(figures["with_key"]["executions"].as_i64(), Some(requests + twice), "{figures}");
+        } else {
+            assert_eq!(figures["store"], "shared", "{row}: {figures}");
+            assert_eq!(figures["with_key"]["executions"].as_i64(), Some(requests), "{row}: {figures}");
+            assert_eq!(figures["with_key"]["replayed"].as_i64(), Some(requests), "{row}: {figures}");
+        }
+    }
+    // Which requests curl retries by itself (where curl is installed).
+    if let Some(curl) = report["figures"].get("curl") {
+        let attempts =
+            |case: &str| curl[case]["attempts"].as_i64().unwrap_or_else(|| panic!("{case}: {curl}"));
+        assert_eq!(attempts("POST, fresh connection"), 1, "{curl}");
+        assert_eq!(attempts("POST, fresh, --retry 3"), 1, "{curl}");
+        let keyed = &curl["POST with Idempotency-Key, reused connection"];
+        assert_eq!(keyed["executions"], 1, "{curl}");
+        let reused = &curl["POST, reused keep-alive connection"];
+        assert_eq!(reused["executions"], reused["attempts"], "{curl}");
+    } else {
+        println!("curl is not installed: its cases were not run");
+    }
+}
+
+#[test]
+fn layer_7_balancing_spreads_requests_and_separates_the_heavy_connections() {
+    let Some(report) = experiment("l4-vs-l7") else { return };
+    let (l4, l7) = (&report["figures"]["l4"], &report["figures"]["l7"]);
+    let number = |value: &Value, key: &str| value[key].as_f64().unwrap_or_else(|| panic!("{key}: {value}"));
+    assert!(number(l7, "jain") > number(l4, "jain") + 0.1, "{l4} {l7}");
+    assert!(number(l7, "jain") > 0.9, "{l7}");
+    assert!(number(l7, "heavy_p99_ms") < 0.75 * number(l4, "heavy_p99_ms"), "{l4} {l7}");
+    // Layer 4: both heavy connections on one backend, which executed nothing else.
+    let per_backend: Vec<i64> =
+        l4["per_backend"].as_array().expect("per_backend").iter().filter_map(Value::as_i64).collect();
+    assert!(per_backend.contains(&l4["heavy_requests"].as_i64().unwrap_or(-1)), "{l4}");
+}
+
+#[test]
+fn copy_on_write_copies_exactly_the_pages_the_child_writes() {
+    let Some(report) = experiment("copy-on-write") else { return };
+    let touched = count(&report, "touched_kib") as f64;
+    let runs = report["figures"]["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 4);
+    for run in runs {
+        let fraction = run["fraction"].as_f64().expect("fraction");
+        let after = &run["after_write"];
+        let kib = |key: &str| after[key].as_f64().unwrap_or_else(|| panic!("{key}: {run}"));
+        let copied = fraction * touched;
+        let near = |measured: f64, expected: f64| {
+            (measured - expected).abs() <= (0.1 * expected).max(0.01 * touched)
+        };
+        assert!(near(kib("child_private_dirty_kib"), copied), "{run}");
+        assert!(near(kib("parent_private_dirty_kib"), copied), "{run}");
+        assert!(near(kib("child_pss_kib"), copied + (touched - copied) / 2.0), "{run}");
+        assert!(
+            run["after_fork"]["child_private_dirty_kib"].as_f64().is_some_and(|k| k <= 0.01 * touched),
+            "{run}"
+        );
+    }
+}

@@ -15,6 +15,7 @@
 mod experiments;
 mod kernel;
 mod net;
+mod relay;
 mod report;
 
 use std::io::Write as _;

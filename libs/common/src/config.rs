@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, ValueEnum};
 use sys::cpu::{parse_cpu_list, CpuList};
 
+use crate::idempotency::Bounds;
+
 /// The common flags, flattened into each server's own `clap` parser.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -46,6 +48,12 @@ pub struct CommonArgs {
     /// Per process (lab-reuseport: each worker process pauses after its own first connection).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub pause_accept: Option<Duration>,
+    /// Idempotency-Key entries `POST /ledger` keeps at most; the oldest finished one makes room.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub idempotency_entries: u64,
+    /// Seconds a finished Idempotency-Key's response is kept (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "86400", value_parser = parse_seconds)]
+    pub idempotency_age: Duration,
 }
 
 /// Parses a number of seconds, fractions allowed (`2.5`).
@@ -71,6 +79,9 @@ pub struct Config {
     pub nodelay: bool,
     /// `--pause-accept`: how long accepting stops after the first connection.
     pub pause_accept: Option<Duration>,
+    /// `--idempotency-entries` and `--idempotency-age`; the store is shared by every worker unless a
+    /// server says otherwise (lab-reuseport's `--idempotency-store per-process`).
+    pub idempotency: Bounds,
 }
 
 impl Config {
@@ -94,6 +105,9 @@ impl CommonArgs {
         if let Some(max) = max_workers.filter(|&max| workers > max) {
             return Err(format!("--workers {workers}: this architecture runs exactly {max}"));
         }
+        if self.idempotency_age.is_zero() {
+            return Err("--idempotency-age: must be above 0".to_string());
+        }
         if matches!(&self.cpus, Some(list) if list.0.is_empty()) {
             return Err("--cpus: empty list".to_string());
         }
@@ -108,6 +122,11 @@ impl CommonArgs {
             memory_budget: usize::try_from(self.memory_budget.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
             nodelay: !self.no_nodelay,
             pause_accept: self.pause_accept,
+            idempotency: Bounds {
+                entries: self.idempotency_entries as usize,
+                max_age: self.idempotency_age,
+                sharing: sys::shared::Sharing::Shared,
+            },
         })
     }
 }

@@ -36,6 +36,7 @@ pub fn execute_from_queue(job: Job<'_>, worker: &WorkerStats) -> Vec<u8> {
 pub fn execute(job: Job<'_>, worker: &WorkerStats, out: &mut Vec<u8>) {
     worker.requests(1);
     let stats_body;
+    let ledger_answer;
     let mut response = Response::text(Status::Ok, HELLO);
     match &job.action {
         Action::Hello => {}
@@ -49,6 +50,16 @@ pub fn execute(job: Job<'_>, worker: &WorkerStats, out: &mut Vec<u8>) {
             stats_body = worker.stats().render();
             response.body = &stats_body;
             response.content_type = "application/json";
+        }
+        Action::Ledger { body, key, hold_ms } => {
+            let hold = Duration::from_millis(u64::from(*hold_ms));
+            ledger_answer = worker.stats().ledger().post(key.as_deref(), body, hold);
+            response.status = ledger_answer.status;
+            response.body = &ledger_answer.body;
+            response.replayed = ledger_answer.replayed;
+            if ledger_answer.status == Status::Ok {
+                response.content_type = "application/json";
+            }
         }
         #[cfg(debug_assertions)]
         Action::Panic => panic!("GET /debug/panic: a fault injected on purpose (debug builds only)"),

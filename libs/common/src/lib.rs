@@ -12,7 +12,7 @@
 //!    and whether to pause reading, linger or close. [`conn`] is its epoll driver: the connections of
 //!    one event loop, their fds, edge-triggered readiness and the loop's timers.
 //! 4. [`exec`] executes a request on whichever thread is given it: `/`, `/spin`, `/sleep`, `/echo`,
-//!    `/stats`.
+//!    `/stats`, and `/ledger` through [`idempotency`] (the ledger and its Idempotency-Key store).
 //! 5. [`drain`] times the graceful stop on SIGINT / SIGTERM.
 //! 6. [`stats`] keeps the per-worker counters in memory that threads, and forked processes, share.
 //! 7. [`dispatch`] picks the worker for a new connection where an acceptor hands them out
@@ -25,6 +25,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod drain;
 pub mod exec;
+pub mod idempotency;
 pub mod listener;
 pub mod session;
 pub mod slots;

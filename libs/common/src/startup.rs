@@ -32,7 +32,7 @@ pub fn configure(args: &CommonArgs, max_workers: Option<usize>) -> Config {
 
 /// The counters behind `/stats` for `slots` workers (see [`Stats::new`]), or exit 1.
 pub fn stats(arch: &'static str, slots: usize, config: &Config, listeners: Vec<Listener>) -> Arc<Stats> {
-    Stats::new(arch, slots, config.max_conns, listeners).unwrap_or_else(|e| fatal(e))
+    Stats::new(arch, slots, config.max_conns, listeners, &config.idempotency).unwrap_or_else(|e| fatal(e))
 }
 
 /// The warnings of docs/spec.md, on stderr: an address open to every interface, and a backlog the kernel

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::idempotency::{Bounds, Ledger};
 use crate::listener::Listener;
 
 /// What a worker does in its architecture (docs/spec.md, /stats).
@@ -94,19 +95,29 @@ pub struct Stats {
     max_conns: u64,
     counters: &'static [AtomicU64],
     listeners: Vec<Listener>,
+    /// `POST /ledger` and its Idempotency-Key store, made here so that it exists before any fork.
+    ledger: Ledger,
 }
 
 impl Stats {
-    /// Counters for `workers` workers of architecture `arch`, in memory a forked child shares.
+    /// Counters for `workers` workers of architecture `arch`, in memory a forked child shares, and
+    /// the ledger with its idempotency store bounded by `idempotency`.
     pub fn new(
         arch: &'static str,
         workers: usize,
         max_conns: u64,
         listeners: Vec<Listener>,
+        idempotency: &Bounds,
     ) -> io::Result<Arc<Self>> {
         let counters = sys::shared::shared_counters(SLOT * (workers + 1))?;
         let pid = std::process::id();
-        Ok(Arc::new(Stats { arch, pid, started: Instant::now(), max_conns, counters, listeners }))
+        let ledger = Ledger::new(idempotency)?;
+        Ok(Arc::new(Stats { arch, pid, started: Instant::now(), max_conns, counters, listeners, ledger }))
+    }
+
+    /// The ledger of `POST /ledger`.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// The handle worker `id` bumps its own counters through; records its role and CPU.
@@ -182,6 +193,7 @@ impl Stats {
             "kernel": kernel_counters(),
             "workers": workers,
             "totals": { "accepted": accepted, "requests": requests, "open": open, "rejected": rejected },
+            "ledger": self.ledger.render(),
         });
         let mut body = serde_json::to_vec_pretty(&report).unwrap_or_default();
         body.push(b'\n');

@@ -48,6 +48,9 @@ pub struct Request<'a> {
     pub http10: bool,
     /// The body: borrowed when sent with Content-Length, decoded into a new buffer when chunked.
     pub body: Cow<'a, [u8]>,
+    /// The raw value of an `Idempotency-Key` field, looked for in POST requests only (the one route
+    /// that reads it is `POST /ledger`; see `crate::idempotency`).
+    pub idempotency_key: Option<&'a [u8]>,
 }
 
 /// What [`parse_request`] found at the start of a buffer.
@@ -219,7 +222,19 @@ pub fn parse_request_resuming<'b>(
             }
         }
     };
-    let request = Request { method, path, query, keep_alive: fields.keep_alive, http10: head.http10, body };
+    let idempotency_key = match method {
+        Method::Post => crate::idempotency::key_field(head.fields)?,
+        _ => None,
+    };
+    let request = Request {
+        method,
+        path,
+        query,
+        keep_alive: fields.keep_alive,
+        http10: head.http10,
+        body,
+        idempotency_key,
+    };
     Ok(Parsed::Complete { request, consumed: header_len + body_len })
 }
 

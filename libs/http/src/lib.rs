@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod framing;
+pub mod idempotency;
 pub mod response;
 pub mod route;
 

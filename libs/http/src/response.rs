@@ -10,9 +10,11 @@ pub enum Status {
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
+    Conflict,
     PayloadTooLarge,
     UriTooLong,
     ExpectationFailed,
+    UnprocessableContent,
     HeaderFieldsTooLarge,
     NotImplemented,
     ServiceUnavailable,
@@ -28,9 +30,11 @@ impl Status {
             Status::NotFound => b"HTTP/1.1 404 Not Found\r\n",
             Status::MethodNotAllowed => b"HTTP/1.1 405 Method Not Allowed\r\n",
             Status::RequestTimeout => b"HTTP/1.1 408 Request Timeout\r\n",
+            Status::Conflict => b"HTTP/1.1 409 Conflict\r\n",
             Status::PayloadTooLarge => b"HTTP/1.1 413 Content Too Large\r\n",
             Status::UriTooLong => b"HTTP/1.1 414 URI Too Long\r\n",
             Status::ExpectationFailed => b"HTTP/1.1 417 Expectation Failed\r\n",
+            Status::UnprocessableContent => b"HTTP/1.1 422 Unprocessable Content\r\n",
             Status::HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
             Status::NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
             Status::ServiceUnavailable => b"HTTP/1.1 503 Service Unavailable\r\n",
@@ -61,6 +65,9 @@ pub struct Response<'a> {
     pub connection: Connection,
     /// The `Allow` header of a 405, or of the answer to an OPTIONS.
     pub allow: Option<&'static str>,
+    /// The kept response of an earlier request with the same `Idempotency-Key`, given again: says
+    /// so in a header (`crate::idempotency::REPLAYED_HEADER`).
+    pub replayed: bool,
 }
 
 impl<'a> Response<'a> {
@@ -73,6 +80,7 @@ impl<'a> Response<'a> {
             head_only: false,
             connection: Connection::Default,
             allow: None,
+            replayed: false,
         }
     }
 
@@ -101,6 +109,10 @@ impl<'a> Response<'a> {
         if let Some(allow) = self.allow {
             out.extend_from_slice(b"\r\nAllow: ");
             out.extend_from_slice(allow.as_bytes());
+        }
+        if self.replayed {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(crate::idempotency::REPLAYED_HEADER.as_bytes());
         }
         out.extend_from_slice(b"\r\n\r\n");
         if !self.head_only {

@@ -23,6 +23,9 @@ pub enum Action<'a> {
     Echo(Cow<'a, [u8]>),
     /// `GET /stats`: the server's counters as JSON.
     Stats,
+    /// `POST /ledger?ms=N`: append the body to the ledger (taking N ms) and answer its sequence
+    /// number; with an `Idempotency-Key`, at most once per key (see `crate::idempotency`).
+    Ledger { body: Cow<'a, [u8]>, key: Option<Cow<'a, [u8]>>, hold_ms: u32 },
     /// `GET /debug/panic`, in debug builds only: the executing thread panics, so that the tests can
     /// drive every server to the thread-panic policy (`common::startup::exit_on_panic`). Release
     /// builds do not have the route (404).
@@ -51,6 +54,11 @@ impl Job<'_> {
             Action::Spin { us } => Action::Spin { us },
             Action::Sleep { ms } => Action::Sleep { ms },
             Action::Stats => Action::Stats,
+            Action::Ledger { body, key, hold_ms } => Action::Ledger {
+                body: Cow::Owned(body.into_owned()),
+                key: key.map(|key| Cow::Owned(key.into_owned())),
+                hold_ms,
+            },
             #[cfg(debug_assertions)]
             Action::Panic => Action::Panic,
             Action::Reject { status, reason, allow } => Action::Reject { status, reason, allow },
@@ -65,6 +73,7 @@ impl Job<'_> {
         match self.action {
             Action::Sleep { ms } => ms > 0,
             Action::Spin { us } => us >= 1000,
+            Action::Ledger { hold_ms, .. } => hold_ms > 0,
             _ => false,
         }
     }
@@ -104,12 +113,15 @@ pub fn route(request: Request<'_>) -> Job<'_> {
         #[cfg(debug_assertions)]
         ("/debug/panic", true, _) => Action::Panic,
         ("/echo", _, Method::Post) => Action::Echo(request.body),
+        ("/ledger", _, Method::Post) => {
+            crate::idempotency::ledger(request.query, request.idempotency_key, request.body)
+        }
         // Framing lets `*` through only with OPTIONS (RFC 9112 §3.2.4).
         ("*", _, Method::Options) => options(ANY_PATH),
         ("/" | "/spin" | "/sleep" | "/stats", _, Method::Options) => options(GET_HEAD),
-        ("/echo", _, Method::Options) => options(POST),
+        ("/echo" | "/ledger", _, Method::Options) => options(POST),
         ("/" | "/spin" | "/sleep" | "/stats", false, _) => method_not_allowed(GET_HEAD),
-        ("/echo", _, _) => method_not_allowed(POST),
+        ("/echo" | "/ledger", _, _) => method_not_allowed(POST),
         _ => Action::Reject { status: Status::NotFound, reason: "no such path", allow: None },
     };
     Job { action, head_only, connection }
@@ -130,7 +142,7 @@ fn method_not_allowed(allow: Option<&'static str>) -> Action<'static> {
 }
 
 /// The value of `name` in a query string, if it is a decimal integer in `0..=max`.
-fn query_number(query: &str, name: &str, max: u32) -> Option<u32> {
+pub(crate) fn query_number(query: &str, name: &str, max: u32) -> Option<u32> {
     let value = query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
     if value.is_empty() || value.len() > 10 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -15,8 +15,18 @@ use crate::os_error;
 ///
 /// Only a single-threaded process may call it, and that is checked: the child gets only the calling
 /// thread, so a lock another thread held at the fork (the allocator's, stdout's) would stay locked in
-/// the child forever. Fails, without forking, when the process has more than one thread.
+/// the child forever. Fails, without forking, when the process has more than one thread, or holds the
+/// lock of a [`crate::shared::LockedWords`].
 pub fn fork() -> io::Result<ForkResult> {
+    if crate::shared::guards_held() > 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "fork pid {}: the lock of a shared region is held; parent and child would both hold it",
+                std::process::id()
+            ),
+        ));
+    }
     let threads = thread_count()?;
     if threads != 1 {
         return Err(io::Error::new(
@@ -91,6 +101,19 @@ pub fn reap_any() -> io::Result<Option<(Pid, Ended)>> {
             Err(e) => return Err(os_error("waitpid pid", -1, e)),
         }
     }
+}
+
+/// Whether a process `pid` exists (`kill(pid, 0)`; a zombie not yet reaped still does).
+pub fn exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    !matches!(signal::kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
+}
+
+/// `_exit(2)`: ends this process now, running no exit handler and flushing no buffer — what a
+/// forked child that must not write out a copy of its parent's buffers ends with.
+pub fn exit_now(status: i32) -> ! {
+    // SAFETY: `_exit` takes no pointer and touches no memory of this process; it cannot fail.
+    unsafe { libc::_exit(status) }
 }
 
 /// `kill(pid, SIGTERM)`: asks a process to finish what it is doing and exit.

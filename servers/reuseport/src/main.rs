@@ -53,6 +53,18 @@ struct Cli {
     /// How the kernel picks the socket, and so the worker, of a new connection.
     #[arg(long, value_enum, default_value_t = Steer::Hash)]
     steer: Steer,
+    /// Where POST /ledger's Idempotency-Key store lives: one table in memory every worker process
+    /// shares, or one per process (a retry the kernel hands to another process executes again).
+    #[arg(long, value_enum, default_value_t = Store::Shared)]
+    idempotency_store: Store,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Store {
+    /// MAP_SHARED, made before the fork: every process sees every key.
+    Shared,
+    /// MAP_PRIVATE: after the fork each process has its own copy (as any memory of a process).
+    PerProcess,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,7 +89,10 @@ struct Server {
 
 fn main() {
     let cli: Cli = config::parse_or_exit();
-    let config = startup::configure(&cli.common, None);
+    let mut config = startup::configure(&cli.common, None);
+    if cli.idempotency_store == Store::PerProcess {
+        config.idempotency.sharing = sys::shared::Sharing::Private;
+    }
     let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
     let listeners = open_listeners(&config, cli.steer);
     let stats = startup::stats("reuseport", config.workers, &config, listeners.clone());

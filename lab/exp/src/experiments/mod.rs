@@ -4,7 +4,10 @@ use crate::report::Report;
 
 mod accept_queue;
 mod bind_interface;
+mod copy_on_write;
 mod failure_modes;
+mod idempotency;
+mod l4_vs_l7;
 mod nagle;
 mod non_reading_client;
 mod processes_vs_threads;
@@ -43,4 +46,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
     bind_interface::EXPERIMENT,
     reuseport_balance::EXPERIMENT,
     failure_modes::EXPERIMENT,
+    idempotency::EXPERIMENT,
+    l4_vs_l7::EXPERIMENT,
+    copy_on_write::EXPERIMENT,
 ];

@@ -24,6 +24,7 @@ fn config() -> Config {
         memory_budget: 1 << 30,
         nodelay: true,
         pause_accept: None,
+        idempotency: Default::default(),
     }
 }
 
@@ -41,7 +42,7 @@ type Sent = Rc<RefCell<Vec<(u64, u64, String)>>>;
 
 /// Connections whose executor sends every request elsewhere (as ramcloud's does) and records it.
 fn elsewhere() -> (Connections<impl Executor>, Sent) {
-    let stats = Stats::new("test", 1, 100, Vec::new()).unwrap();
+    let stats = Stats::new("test", 1, 100, Vec::new(), &Default::default()).unwrap();
     let sent: Sent = Rc::default();
     let record = Rc::clone(&sent);
     let executor = move |request: Request<'_>, _: &mut Vec<u8>| {
@@ -203,7 +204,7 @@ fn a_stale_token_finds_nothing_once_its_slot_is_reused() {
 fn a_request_larger_than_the_first_buffer_is_read_whole() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let poller = Poller::new().unwrap();
-    let stats = Stats::new("test", 1, 100, Vec::new()).unwrap();
+    let stats = Stats::new("test", 1, 100, Vec::new(), &Default::default()).unwrap();
     let mut conns = Connections::new(&config(), stats.worker(0, crate::stats::Role::Loop, None));
     let (mut client, fd) = pair(&listener);
     conns.add(&poller, fd).unwrap();

@@ -1,0 +1,138 @@
+//! `POST /ledger` and its `Idempotency-Key` header (IETF httpapi draft "The Idempotency-Key HTTP
+//! Header Field"): reading the field and routing the request. The store that remembers keys and
+//! their responses is `common::idempotency`; the server-side meaning is in docs/spec.md.
+//!
+//! The field's value is a Structured Field String (RFC 8941 §3.3.3): `Idempotency-Key:
+//! "8e03978e-40d5-43e8"`. A bare token without the quotes (`Idempotency-Key: 8e03978e`), which many
+//! clients send, is taken as the same key.
+
+use std::borrow::Cow;
+
+use crate::framing::FramingError;
+use crate::response::Status;
+use crate::route::{Action, MAX_SLEEP_MS};
+
+/// The longest key kept, in bytes after unquoting (Stripe's limit).
+pub const MAX_KEY_BYTES: usize = 255;
+
+/// The header a response carries when it is the kept response of an earlier request, given again.
+pub const REPLAYED_HEADER: &str = "Idempotent-Replayed: true";
+
+/// The raw value of the request's `Idempotency-Key` field, if it has one; a second one is refused
+/// (the field is a single Item, RFC 8941 §3.3, and which of two to believe cannot be known).
+pub(crate) fn key_field<'b>(fields: &[httparse::Header<'b>]) -> Result<Option<&'b [u8]>, FramingError> {
+    let mut found = None;
+    for field in fields.iter().filter(|field| field.name.eq_ignore_ascii_case("idempotency-key")) {
+        if found.is_some() {
+            return Err(FramingError {
+                status: Status::BadRequest,
+                reason: "Idempotency-Key sent more than once",
+            });
+        }
+        found = Some(field.value);
+    }
+    Ok(found)
+}
+
+/// Routes `POST /ledger?ms=N` with its body and the raw value of its `Idempotency-Key` field.
+/// `ms` (default 0, at most 10000) is how long the append takes, as a slow payment would.
+pub(crate) fn ledger<'a>(query: &str, key: Option<&'a [u8]>, body: Cow<'a, [u8]>) -> Action<'a> {
+    let hold_ms = match query {
+        "" => 0,
+        query => match crate::route::query_number(query, "ms", MAX_SLEEP_MS) {
+            Some(ms) => ms,
+            None => return bad("ms must be an integer in 0..=10000"),
+        },
+    };
+    let key = match key.map(parse_key) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(reason)) => return bad(reason),
+    };
+    Action::Ledger { body, key, hold_ms }
+}
+
+fn bad(reason: &'static str) -> Action<'static> {
+    Action::Reject { status: Status::BadRequest, reason, allow: None }
+}
+
+/// The key an `Idempotency-Key` value names: an sf-string unquoted and unescaped, or a bare token.
+pub fn parse_key(value: &[u8]) -> Result<Cow<'_, [u8]>, &'static str> {
+    const BAD: &str = "Idempotency-Key must be a quoted string (RFC 8941) or a token of visible ASCII";
+    let key = match value {
+        [b'"', inner @ .., b'"'] => {
+            if !inner.iter().all(|&b| (0x20..=0x7e).contains(&b)) {
+                return Err(BAD);
+            }
+            match inner.contains(&b'\\') {
+                false if inner.contains(&b'"') => return Err(BAD),
+                false => Cow::Borrowed(inner),
+                true => Cow::Owned(unescape(inner).ok_or(BAD)?),
+            }
+        }
+        [b'"', ..] => return Err(BAD),
+        token if token.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b'"') => Cow::Borrowed(token),
+        _ => return Err(BAD),
+    };
+    match key.len() {
+        0 => Err("Idempotency-Key is empty"),
+        len if len > MAX_KEY_BYTES => Err("Idempotency-Key over 255 bytes"),
+        _ => Ok(key),
+    }
+}
+
+/// The inside of an sf-string with its `\"` and `\\` escapes undone; any other escape, or a bare
+/// `"`, is invalid.
+fn unescape(inner: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(inner.len());
+    let mut bytes = inner.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'\\' => match bytes.next() {
+                Some(&escaped @ (b'"' | b'\\')) => out.push(escaped),
+                _ => return None,
+            },
+            b'"' => return None,
+            b => out.push(b),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_sf_strings_or_bare_tokens() {
+        assert_eq!(parse_key(b"\"abc-1\"").unwrap(), &b"abc-1"[..]);
+        assert_eq!(parse_key(b"abc-1").unwrap(), &b"abc-1"[..]);
+        assert_eq!(parse_key(br#""a \"b\" \\c""#).unwrap(), &br#"a "b" \c"#[..]);
+        assert!(matches!(parse_key(b"\"a\"").unwrap(), Cow::Borrowed(_)));
+        for bad in
+            [&b""[..], b"\"\"", b"\"abc", b"a b", b"\"a\\x\"", b"\"a\"b\"", b"\"\xc3\xa9\"", b"\"a\\\""]
+        {
+            assert!(parse_key(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(parse_key(&[b'k'; 255]).is_ok());
+        assert_eq!(parse_key(&[b'k'; 256]), Err("Idempotency-Key over 255 bytes"));
+    }
+
+    #[test]
+    fn the_ledger_route_reads_its_hold_and_its_key() {
+        let body = Cow::Borrowed(&b"pay 5"[..]);
+        assert_eq!(
+            ledger("ms=20", Some(b"\"k\""), body.clone()),
+            Action::Ledger { body: body.clone(), key: Some(Cow::Borrowed(b"k")), hold_ms: 20 }
+        );
+        assert_eq!(
+            ledger("", None, body.clone()),
+            Action::Ledger { body: body.clone(), key: None, hold_ms: 0 }
+        );
+        assert!(matches!(
+            ledger("ms=x", None, body.clone()),
+            Action::Reject { status: Status::BadRequest, .. }
+        ));
+        assert!(matches!(ledger("", Some(b"a b"), body), Action::Reject { status: Status::BadRequest, .. }));
+    }
+}
