@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde_json::Value;
 
-use crate::report::{best_nginx, runs};
+use crate::results::{best_nginx, runs};
 
 const LAB: RGBColor = RGBColor(31, 119, 180);
 const NGINX: RGBColor = RGBColor(255, 127, 14);
@@ -35,7 +35,7 @@ pub fn write_all(doc: &Value, out: &Path) -> Result<(), String> {
         fairness(doc, &out.join("fairness.svg")).map_err(|e| format!("fairness.svg: {e}"))?;
     }
     if runs(doc, "arrival-order").next().is_some() {
-        crate::arrival::chart(doc, &out.join("dispatch.svg")).map_err(|e| format!("dispatch.svg: {e}"))?;
+        dispatch(doc, &out.join("dispatch.svg")).map_err(|e| format!("dispatch.svg: {e}"))?;
     }
     Ok(())
 }
@@ -259,6 +259,60 @@ fn fairness(doc: &Value, path: &Path) -> Drawn {
             Text::new(format!("Jain {jain:.2}"), (g + 0.05, 106.0), ("sans-serif", 13)),
         ])?;
     }
+    root.present()?;
+    Ok(())
+}
+
+/// dispatch.svg: per case, the heavy requests completed in the window, against the ideal (one
+/// heavy connection per worker) and round-robin.
+fn dispatch(doc: &Value, path: &Path) -> Drawn {
+    let records: Vec<&Value> = runs(doc, "arrival-order").collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let ideal = records[0]["heavy_ideal_requests"].as_f64().unwrap_or(1.0);
+    let n = records.len() as i32;
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "lab-memcached --dispatch: heavy requests completed in 3 s, heavy and light arriving in turn",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(190)
+        .build_cartesian_2d(0.0..ideal * 1.25, (0..n).into_segmented())?;
+    let names: Vec<String> =
+        records.iter().map(|r| r["server"].as_str().unwrap_or("?").to_string()).collect();
+    chart
+        .configure_mesh()
+        .label_style(("sans-serif", 13))
+        .disable_y_mesh()
+        .y_labels(names.len())
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("heavy requests completed (median of rounds)")
+        .draw()?;
+    chart.draw_series(records.iter().enumerate().map(|(i, r)| {
+        let heavy = r["heavy_requests"].as_f64().unwrap_or(0.0);
+        let color = if r["valid"] == true { RGBColor(31, 119, 180) } else { RGBColor(214, 39, 40) };
+        let mut bar = Rectangle::new(
+            [(0.0, SegmentValue::Exact(i as i32)), (heavy, SegmentValue::Exact(i as i32 + 1))],
+            color.filled(),
+        );
+        bar.set_margin(4, 4, 0, 0);
+        bar
+    }))?;
+    let ideal_line = [(ideal, SegmentValue::Exact(0)), (ideal, SegmentValue::Exact(n))];
+    chart
+        .draw_series(LineSeries::new(ideal_line, BLACK.stroke_width(2)))?
+        .label("ideal: one heavy connection per worker")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.stroke_width(2)));
+    legend(&mut chart, SeriesLabelPosition::UpperMiddle)?;
     root.present()?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::report::{grouped, load, readable_us};
+use crate::results::{grouped, load, readable_us};
 
 pub fn compare(a: &Path, b: &Path) -> Result<String, String> {
     let (old, new) = (load(a)?, load(b)?);

@@ -13,6 +13,11 @@
 //! arrival-order, the staggered heavy/light connections that `--dispatch p2c|least` exist for. Each
 //! sweep gets its ideal queue beside it (`model_curves`). Results go to results.json (the schema is in
 //! docs/results/README.md), summary.md and SVG charts; `--compare A B` sets two runs side by side.
+//!
+//! The modules import one way (tests/layers.rs checks it): `plan` (what runs) → `measure` (one
+//! server under one load) → `workloads` and `arrival` (the runs, recorded into results.json) →
+//! `report`, `charts` and `compare`, which only read. At the bottom, `results` knows the schema and
+//! holds the readers they all share; `model_curves` adds each sweep's ideal queue to a record.
 
 #![forbid(unsafe_code)]
 
@@ -25,10 +30,11 @@ mod model_curves;
 mod nginx;
 mod plan;
 mod report;
+mod results;
 mod stats;
 mod workloads;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::exit;
 
 use clap::Parser;
@@ -113,7 +119,7 @@ fn main() {
         return;
     }
     if let Some(dir) = &cli.render {
-        if let Err(reason) = report::render_dir(dir) {
+        if let Err(reason) = render_again(dir) {
             eprintln!("lab-bench: {reason}");
             exit(1);
         }
@@ -123,11 +129,23 @@ fn main() {
         eprintln!("lab-bench: {reason}");
         exit(2)
     });
-    match bench.run() {
+    match bench.run().and_then(|(out, doc)| report::render(&doc, &out).map(|()| out)) {
         Ok(out) => eprintln!("lab-bench: results in {}", out.display()),
         Err(reason) => {
             eprintln!("lab-bench: {reason}");
             exit(1);
         }
     }
+}
+
+/// `--render DIR`: summary.md and the charts again from DIR/results.json. Results recorded before
+/// the model get it first, in results.json too.
+fn render_again(dir: &Path) -> Result<(), String> {
+    let mut doc = results::load(dir)?;
+    let recorded = doc.clone();
+    model_curves::annotate(&mut doc);
+    if doc != recorded {
+        results::save(&doc, dir)?;
+    }
+    report::render(&doc, dir)
 }

@@ -18,7 +18,7 @@
 use model::{Assignment, Model, Queues, Service};
 use serde_json::{json, Value};
 
-use crate::report::{readable_us, runs};
+use crate::results::{readable_us, runs};
 
 /// Requests simulated per rate: a p99 from 90,000 counted requests, the rest warm-up.
 const REQUESTS: usize = 100_000;
@@ -31,7 +31,7 @@ pub fn annotate(doc: &mut Value) {
     let client_cpus = settings["sweep_client_cpus"].as_array().map_or(1, Vec::len);
     let connections = settings["connections_per_client_cpu"].as_u64().unwrap_or(64) as usize * client_cpus;
     // Sweeps recorded before they kept /stats: the same server's fairness run shows its split.
-    let fairness_conns: Vec<(Value, Value)> = crate::report::runs(doc, "fairness")
+    let fairness_conns: Vec<(Value, Value)> = crate::results::runs(doc, "fairness")
         .map(|r| {
             let detail = r["workers_detail"].as_array().into_iter().flatten();
             let conns: Vec<&Value> = detail.filter(|w| w["executes"] == true).map(|w| &w["conns"]).collect();

@@ -1,4 +1,5 @@
-//! results.json in and out, and summary.md: the tables, with ratios against nginx.
+//! summary.md: the tables, with ratios against nginx, read from a results document (it writes
+//! summary.md and has the charts drawn; results.json it only reads).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -6,23 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::workloads::results_path;
-
-pub fn save(doc: &Value, out: &Path) -> Result<(), String> {
-    let path = out.join("results.json");
-    let text = serde_json::to_string_pretty(doc).expect("a JSON value serialises");
-    fs::write(&path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))
-}
-
-pub fn load(path: &Path) -> Result<Value, String> {
-    let path = results_path(path);
-    let text = fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    if doc["schema"] != "acceptlab-bench/1" {
-        return Err(format!("{}: not a lab-bench results file (schema {})", path.display(), doc["schema"]));
-    }
-    Ok(doc)
-}
+use crate::results::{best_nginx, grouped, readable_us, runs};
 
 /// summary.md and the charts, from a results document.
 pub fn render(doc: &Value, out: &Path) -> Result<(), String> {
@@ -30,56 +15,6 @@ pub fn render(doc: &Value, out: &Path) -> Result<(), String> {
     let path = out.join("summary.md");
     fs::write(&path, summary(doc)).map_err(|e| format!("write {}: {e}", path.display()))?;
     crate::charts::write_all(doc, out)
-}
-
-/// `--render DIR`; results recorded before the model get it, in results.json too.
-pub fn render_dir(dir: &Path) -> Result<(), String> {
-    let mut doc = load(dir)?;
-    let recorded = doc.clone();
-    crate::model_curves::annotate(&mut doc);
-    if doc != recorded {
-        save(&doc, dir)?;
-    }
-    render(&doc, dir)
-}
-
-pub fn runs<'a>(doc: &'a Value, workload: &str) -> impl Iterator<Item = &'a Value> + 'a {
-    let workload = workload.to_string();
-    doc["runs"].as_array().into_iter().flatten().filter(move |r| r["workload"] == workload.as_str())
-}
-
-/// 1234567.8 as `1,234,568`.
-pub fn grouped(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Microseconds as a person reads them.
-pub fn readable_us(us: f64) -> String {
-    if !us.is_finite() {
-        "–".into()
-    } else if us < 1000.0 {
-        format!("{us:.0} µs")
-    } else if us < 1e6 {
-        format!("{:.1} ms", us / 1000.0)
-    } else {
-        format!("{:.2} s", us / 1e6)
-    }
-}
-
-/// The best nginx median of a workload, and which configuration gave it.
-pub fn best_nginx(doc: &Value, workload: &str) -> Option<(String, f64)> {
-    runs(doc, workload)
-        .filter(|r| r["family"] == "real-nginx" && r["valid"] == true)
-        .filter_map(|r| Some((r["server"].as_str()?.to_string(), r["rps"]["median"].as_f64()?)))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 const THROUGHPUT: [&str; 3] = ["keep-alive", "pipelined", "churn"];
@@ -282,7 +217,7 @@ pub fn summary(doc: &Value) -> String {
         }
         let _ = writeln!(md, "\nChart: [fairness.svg](fairness.svg)\n");
     }
-    md.push_str(&crate::arrival::summary(doc));
+    md.push_str(&arrival_summary(doc));
     let _ = writeln!(
         md,
         "A cell marked INVALID had errors or lost requests and is not averaged in. `client-bound`: lab-load \
@@ -292,16 +227,57 @@ pub fn summary(doc: &Value) -> String {
     md
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(grouped(1_234_567.8), "1,234,568");
-        assert_eq!(grouped(999.0), "999");
-        assert_eq!(readable_us(87.0), "87 µs");
-        assert_eq!(readable_us(22_600.0), "22.6 ms");
-        assert_eq!(readable_us(2_300_000.0), "2.30 s");
+/// The load-aware dispatch section (the arrival-order workload, lab-memcached --dispatch).
+fn arrival_summary(doc: &Value) -> String {
+    let records: Vec<&Value> = runs(doc, "arrival-order").collect();
+    let Some(reference) =
+        records.iter().find(|r| r["server"] == "memcached-rr").and_then(|r| r["heavy_requests"].as_f64())
+    else {
+        return String::new();
+    };
+    let mut md = String::from(
+        "## Load-aware dispatch: lab-memcached --dispatch rr | p2c | least\n\n\
+         2N keep-alive connections arrive 0.3 s apart on N workers, alternately heavy (`/spin?us=2000` \
+         in a loop) and light (`/` in a loop); measured over the 3 s after the last arrival (median of \
+         rounds). H heavy, L light, in arrival order; the last row is round-robin with the heavy \
+         connections arriving first. Worker shares count requests, so the light loops' many small ones \
+         dominate them.\n\n\
+         | server | order | heavy requests | × rr | of the ideal | heavy p99 | light p99 | worker shares (last round) | Jain |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in records {
+        let heavy = r["heavy_requests"].as_f64().unwrap_or(0.0);
+        let ideal = r["heavy_ideal_requests"].as_f64().unwrap_or(f64::NAN);
+        let shares = r["rounds"]
+            .as_array()
+            .and_then(|rounds| rounds.last())
+            .and_then(|round| round["worker_shares"].as_array())
+            .map(|s| {
+                s.iter()
+                    .map(|x| format!("{:.0}%", x.as_f64().unwrap_or(0.0) * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            })
+            .unwrap_or_default();
+        // `H L H L`: the connections' kinds in arrival order.
+        let order: Vec<&str> = r["order"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| if k == "heavy" { "H" } else { "L" })
+            .collect();
+        md.push_str(&format!(
+            "| {}{} | {} | {heavy:.0} | {:.2}× | {:.0}% | {} | {} | {shares} | {:.2} |\n",
+            r["server"].as_str().unwrap_or("?"),
+            if r["valid"] == true { "" } else { " (invalid)" },
+            order.join(" "),
+            heavy / reference.max(1.0),
+            heavy / ideal * 100.0,
+            readable_us(r["heavy_p99_us"].as_f64().unwrap_or(f64::NAN)),
+            readable_us(r["light_p99_us"].as_f64().unwrap_or(f64::NAN)),
+            r["jain_requests"].as_f64().unwrap_or(f64::NAN),
+        ));
     }
+    md.push_str("\nChart: [dispatch.svg](dispatch.svg)\n\n");
+    md
 }

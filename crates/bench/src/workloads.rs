@@ -2,15 +2,16 @@
 //! results.json as soon as it is done.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use crate::measure::{run_loads, Load, Measured, Server};
 use crate::plan::{self, Target, MIXES, SWEEP_SERVERS};
+use crate::results::{self, SCHEMA};
 use crate::stats::{jain, median, spread_pct, sweep_rates, SWEEP_LOADS};
-use crate::{arrival, machine, model_curves, report, Cli};
+use crate::{arrival, machine, model_curves, Cli};
 
 /// The heavy connections' request in the fairness workload.
 const HEAVY_SPIN_US: u64 = 1000;
@@ -109,10 +110,10 @@ impl Bench {
         fs::create_dir_all(&out).map_err(|e| format!("mkdir {}: {e}", out.display()))?;
         let scratch = std::env::temp_dir().join(format!("lab-bench-{}", std::process::id()));
         fs::create_dir_all(&scratch).map_err(|e| format!("mkdir {}: {e}", scratch.display()))?;
-        let earlier = if cli.append { report::load(&out).ok() } else { None };
+        let earlier = if cli.append { results::load(&out).ok() } else { None };
         let command: Vec<String> = std::env::args().collect();
         let doc = json!({
-            "schema": "acceptlab-bench/1",
+            "schema": SCHEMA,
             "machine": machine::describe(),
             "commit": machine::commit(),
             "command": command.join(" "),
@@ -224,10 +225,12 @@ impl Bench {
         let runs = self.doc["runs"].as_array_mut().expect("runs is an array");
         runs.retain(|r| !(r["server"] == run["server"] && r["workload"] == run["workload"]));
         runs.push(run);
-        report::save(&self.doc, &self.out)
+        results::save(&self.doc, &self.out)
     }
 
-    pub fn run(mut self) -> Result<PathBuf, String> {
+    /// Runs everything chosen and returns the results directory and the document written there
+    /// (the report is drawn from it by the caller: measuring knows nothing of how it is shown).
+    pub fn run(mut self) -> Result<(PathBuf, Value), String> {
         self.run_throughput()?;
         self.run_sweeps()?;
         if self.workloads.contains(&"fairness") {
@@ -244,10 +247,9 @@ impl Bench {
         }
         model_curves::annotate(&mut self.doc);
         self.doc["finished_utc"] = json!(machine::utc_now().0);
-        report::save(&self.doc, &self.out)?;
-        report::render(&self.doc, &self.out)?;
+        results::save(&self.doc, &self.out)?;
         let _ = fs::remove_dir_all(&self.scratch);
-        Ok(self.out.clone())
+        Ok((self.out, self.doc))
     }
 
     /// Rounds outermost, so each server's rounds are spread over the whole bench rather than taken
@@ -538,13 +540,4 @@ fn fill_fairness(
     record["light"] = light.round_json();
     record["heavy_ideal_rps"] = json!(ideal);
     record["heavy_share_of_ideal"] = json!(heavy.rps() / ideal);
-}
-
-/// A results directory's results.json, or the file itself.
-pub fn results_path(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join("results.json")
-    } else {
-        path.to_path_buf()
-    }
 }
