@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::measure::{run_loads, Load, Measured, Server};
 use crate::plan::{self, Target, MIXES, SWEEP_SERVERS};
+use crate::profile::{self, Perf};
 use crate::results::{self, SCHEMA};
 use crate::stats::{jain, median, spread_pct, sweep_rates, SWEEP_LOADS};
 use crate::{arrival, machine, model_curves, Cli};
@@ -28,6 +29,8 @@ pub struct Bench {
     scratch: PathBuf,
     doc: Value,
     progress: Progress,
+    /// perf, with --profile where it may be used.
+    perf: Option<Perf>,
 }
 
 /// One line per run on stderr, with an estimate of the time left.
@@ -102,6 +105,13 @@ impl Bench {
         if targets.is_empty() {
             return Err(format!("--archs {:?} selects no server", cli.archs.join(",")));
         }
+        let perf = if cli.profile {
+            Perf::find()
+                .map_err(|reason| eprintln!("lab-bench: --profile: {reason}; running without it"))
+                .ok()
+        } else {
+            None
+        };
         let (started_utc, stamp) = machine::utc_now();
         let out = cli
             .out
@@ -137,6 +147,7 @@ impl Bench {
                 "sweep_loads": SWEEP_LOADS,
                 "mixes": MIXES.iter().map(|m| json!({"name": m.name, "mix": m.spec, "about": m.about})).collect::<Vec<_>>(),
                 "fairness_heavy_path": format!("/spin?us={HEAVY_SPIN_US}"),
+                "profile": perf.is_some(),
             },
             "runs": earlier.as_ref().map_or(json!([]), |doc| doc["runs"].clone()),
         });
@@ -151,6 +162,7 @@ impl Bench {
             out,
             scratch,
             doc,
+            perf,
             progress: Progress { started: Instant::now(), planned: 0.0, done: 0.0, runs_done: 0, runs: 0 },
         };
         bench.plan_progress();
@@ -261,17 +273,34 @@ impl Bench {
         }
         let mut rounds: Vec<Vec<Vec<Result<Measured, String>>>> =
             vec![vec![Vec::new(); workloads.len()]; self.targets.len()];
+        let mut profiles: Vec<Vec<Option<Value>>> = vec![vec![None; workloads.len()]; self.targets.len()];
         for round in 1..=self.cli.rounds {
             for (t, target) in self.targets.clone().iter().enumerate() {
                 let server = Server::start(target, &self.scratch);
                 for (w, workload) in workloads.iter().enumerate() {
                     let flags = plan::throughput_flags(workload).expect("a throughput workload");
                     let load = self.load("/", &self.client_cpus.clone(), flags);
+                    // Profiled in the first round only: the other rounds' figures are as without --profile.
+                    let perf = self.perf.clone().filter(|_| round == 1);
+                    let recording = match (&perf, &server) {
+                        (Some(perf), Ok(server)) => Some(profile::start(
+                            perf,
+                            server.pid(),
+                            load.warmup,
+                            load.duration,
+                            &self.scratch,
+                        )),
+                        _ => None,
+                    };
                     let result = match &server {
                         Ok(server) => run_loads(server, target.cpus.len(), &[load], &self.scratch)
                             .map(|mut m| m.remove(0)),
                         Err(reason) => Err(reason.clone()),
                     };
+                    if let (Some(perf), Some(recording)) = (&perf, recording) {
+                        let rps = result.as_ref().map_or(0.0, Measured::rps);
+                        profiles[t][w] = Some(self.profile_of(perf, recording, rps, &target.id, workload));
+                    }
                     let line = match &result {
                         Ok(m) => format!(
                             "{} {workload} round {round}/{}: {:.0} req/s, p99 {:.0} µs{}",
@@ -290,11 +319,31 @@ impl Bench {
         }
         for (t, target) in self.targets.clone().iter().enumerate() {
             for (w, workload) in workloads.iter().enumerate() {
-                let record = throughput_record(target, workload, &rounds[t][w]);
+                let mut record = throughput_record(target, workload, &rounds[t][w]);
+                if let Some(profile) = profiles[t][w].take() {
+                    record["profile"] = profile;
+                }
                 self.record(record)?;
             }
         }
         Ok(())
+    }
+
+    /// A round's `profile` object, its flame graph beside summary.md; what went wrong, if anything.
+    fn profile_of(
+        &self,
+        perf: &Perf,
+        recording: profile::Recording,
+        rps: f64,
+        id: &str,
+        workload: &str,
+    ) -> Value {
+        let svg = self.out.join(format!("flame-{id}-{workload}.svg"));
+        let title = format!("{id}, {workload}: CPU of the server's process tree (perf record, DWARF stacks)");
+        recording.finish(perf, rps, &title, &svg).unwrap_or_else(|reason| {
+            eprintln!("lab-bench: --profile {id} {workload}: {reason}");
+            json!({"error": reason})
+        })
     }
 
     fn run_sweeps(&mut self) -> Result<(), String> {

@@ -1,0 +1,467 @@
+//! `--profile`: where a server's time goes during a throughput run's measured window.
+//!
+//! Three things run beside lab-load, on the server's process tree only, for exactly the measured
+//! window (they start when lab-load's warm-up ends): `perf record` samples the CPU with whole
+//! stacks; `perf stat` counts every `syscalls:sys_enter_*` tracepoint (and the raw total), which
+//! costs a counter increment per system call rather than strace's two stops of the process; and
+//! /proc's per-thread context-switch counts are read before and after, which costs nothing.
+//!
+//! Unwinding is DWARF (`--call-graph dwarf`), not frame pointers: the release build has none
+//! (`-C force-frame-pointers` would mean profiling a different build from the one measured), and
+//! neither has libc, so frame-pointer stacks stop at the system call wrapper. DWARF unwinds through
+//! both from the `.eh_frame` every binary carries and names inlined functions from the line tables.
+//! Its cost is an 8 KB stack copy per sample; at 499 samples a second that stays in the noise.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use inferno::collapse::perf::{Folder, Options as CollapseOptions};
+use inferno::collapse::Collapse;
+use inferno::flamegraph::{self, Options as FlameOptions};
+use serde_json::{json, Map, Value};
+
+/// Samples per second of CPU time: enough for a flame graph of a 1-2 s window, little enough that
+/// the stack copies do not slow the server (measured in docs/results/README.md).
+const SAMPLE_HZ: u32 = 499;
+
+/// The system calls counted by name (those this kernel has): the ones the servers and nginx make.
+/// Not all 360 tracepoints: perf stat takes ~14 s to open those, against ~2 s for these; the
+/// rest are in the raw total, and `other` in the table is the difference.
+const SYSCALLS: [&str; 50] = [
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "recvfrom",
+    "sendto",
+    "recvmsg",
+    "sendmsg",
+    "recvmmsg",
+    "sendmmsg",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_ctl",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "accept",
+    "accept4",
+    "close",
+    "shutdown",
+    "setsockopt",
+    "getsockopt",
+    "fcntl",
+    "ioctl",
+    "futex",
+    "sched_yield",
+    "nanosleep",
+    "clock_nanosleep",
+    "clock_gettime",
+    "sendfile64",
+    "splice",
+    "io_uring_enter",
+    "mmap",
+    "munmap",
+    "brk",
+    "madvise",
+    "mprotect",
+    "rt_sigprocmask",
+    "rt_sigaction",
+    "getpid",
+    "gettid",
+    "kill",
+    "tgkill",
+    "openat",
+    "newfstat",
+    "statx",
+    "eventfd2",
+    "timerfd_settime",
+];
+
+/// A perf that may be used here, and what it can count.
+#[derive(Debug, Clone)]
+pub struct Perf {
+    bin: PathBuf,
+    /// The `syscalls:sys_enter_*` tracepoints this kernel has.
+    syscalls: Vec<String>,
+    /// Whether cycles can be counted (no hardware counters in most VMs).
+    hardware: bool,
+}
+
+/// perf itself: `$LAB_BENCH_PERF`, `perf` on PATH, or Debian's versioned `/usr/bin/perf_X.Y`.
+fn perf_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("LAB_BENCH_PERF") {
+        return Ok(PathBuf::from(path));
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|dir| dir.join("perf")).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let versioned = fs::read_dir("/usr/bin")
+        .map(|dir| {
+            let mut found: Vec<PathBuf> = dir
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("perf_")))
+                .collect();
+            found.sort();
+            found
+        })
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(versioned)
+        .find(|p| p.is_file())
+        .ok_or_else(|| "perf is not installed (scripts/install-tools.sh perf)".to_string())
+}
+
+/// Runs `perf stat -x, -e EVENTS -- true` and returns its CSV, or perf's own complaint.
+fn probe(bin: &Path, events: &str) -> Result<String, String> {
+    let output = Command::new(bin)
+        .args(["stat", "-x", ",", "-e", events, "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run {}: {e}", bin.display()))?;
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    if !output.status.success() {
+        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed").trim().to_string();
+        return Err(format!("{} stat is not permitted here: {first}", bin.display()));
+    }
+    Ok(stderr)
+}
+
+impl Perf {
+    /// The perf to use, or one line on why there is none.
+    pub fn find() -> Result<Perf, String> {
+        let bin = perf_binary()?;
+        probe(&bin, "cpu-clock")?;
+        let list = Command::new(&bin)
+            .args(["list", "--raw-dump", "tracepoint"])
+            .output()
+            .map_err(|e| format!("{} list: {e}", bin.display()))?;
+        let syscalls: Vec<String> = String::from_utf8_lossy(&list.stdout)
+            .split_whitespace()
+            .filter(|name| name.strip_prefix("syscalls:sys_enter_").is_some_and(|n| SYSCALLS.contains(&n)))
+            .map(str::to_string)
+            .collect();
+        if syscalls.is_empty() {
+            return Err("perf sees no syscalls:sys_enter_* tracepoints (is tracefs mounted?)".into());
+        }
+        probe(&bin, "raw_syscalls:sys_enter")?;
+        let hardware = probe(&bin, "cycles").is_ok_and(|csv| !csv.contains("<not supported>"));
+        Ok(Perf { bin, syscalls, hardware })
+    }
+
+    fn stat_events(&self) -> String {
+        let mut events = vec!["raw_syscalls:sys_enter".to_string()];
+        if self.hardware {
+            events.extend(["cycles", "instructions", "cache-misses"].map(String::from));
+        }
+        events.extend(self.syscalls.iter().cloned());
+        events.join(",")
+    }
+}
+
+/// A window being recorded in the background.
+pub struct Recording {
+    handle: JoinHandle<Result<Raw, String>>,
+}
+
+/// What a window left behind, before it is read.
+struct Raw {
+    data: PathBuf,
+    stat: PathBuf,
+    seconds: f64,
+    /// Voluntary and involuntary context switches of the server's threads over the window.
+    switches: (u64, u64),
+}
+
+/// Starts recording the process tree of `pid` `delay` seconds from now, for `seconds`.
+pub fn start(perf: &Perf, pid: u32, delay: f64, seconds: f64, scratch: &Path) -> Recording {
+    let (perf, scratch) = (perf.clone(), scratch.to_path_buf());
+    let handle = thread::spawn(move || {
+        thread::sleep(Duration::from_secs_f64(delay));
+        record_window(&perf, pid, seconds, &scratch)
+    });
+    Recording { handle }
+}
+
+fn record_window(perf: &Perf, pid: u32, seconds: f64, scratch: &Path) -> Result<Raw, String> {
+    let pids = labkit::process_tree(pid);
+    let pid_list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let (data, stat) = (scratch.join("perf.data"), scratch.join("perf-stat.csv"));
+    let window = format!("{seconds}");
+    let spawn = |args: Vec<String>| {
+        Command::new(&perf.bin)
+            .args(args)
+            .args(["-p", &pid_list, "--", "sleep", &window])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", perf.bin.display()))
+    };
+    let before = switches(&pids);
+    let started = Instant::now();
+    let mut record = spawn(
+        ["record", "-q", "-F", &SAMPLE_HZ.to_string(), "--call-graph", "dwarf", "-o"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([data.display().to_string()])
+            .collect(),
+    )?;
+    let mut count = spawn(vec![
+        "stat".into(),
+        "-x".into(),
+        ",".into(),
+        "-o".into(),
+        stat.display().to_string(),
+        "-e".into(),
+        perf.stat_events(),
+    ])?;
+    let (recorded, counted) = (record.wait(), count.wait());
+    let seconds = started.elapsed().as_secs_f64().min(seconds);
+    let after = switches(&pids);
+    for (what, status) in [("record", recorded), ("stat", counted)] {
+        let status = status.map_err(|e| format!("wait for perf {what}: {e}"))?;
+        if !status.success() {
+            return Err(format!("perf {what} exited with {status}"));
+        }
+    }
+    Ok(Raw {
+        data,
+        stat,
+        seconds,
+        switches: (after.0.saturating_sub(before.0), after.1.saturating_sub(before.1)),
+    })
+}
+
+/// Voluntary and involuntary context switches so far, summed over every thread of `pids`.
+fn switches(pids: &[u32]) -> (u64, u64) {
+    let mut total = (0, 0);
+    for pid in pids {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                let value =
+                    |prefix: &str| line.strip_prefix(prefix).and_then(|v| v.trim().parse::<u64>().ok());
+                if let Some(n) = value("voluntary_ctxt_switches:") {
+                    total.0 += n;
+                } else if let Some(n) = value("nonvoluntary_ctxt_switches:") {
+                    total.1 += n;
+                }
+            }
+        }
+    }
+    total
+}
+
+impl Recording {
+    /// Waits for the window, then draws `svg` (titled `title`) and returns the run's `profile`
+    /// object, per request of the `rps` lab-load measured over the same window.
+    pub fn finish(self, perf: &Perf, rps: f64, title: &str, svg: &Path) -> Result<Value, String> {
+        let raw = self.handle.join().map_err(|_| "the profiling thread panicked".to_string())??;
+        let script = Command::new(&perf.bin)
+            .args(["script", "-i"])
+            .arg(&raw.data)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| format!("perf script: {e}"))?;
+        let _ = fs::remove_file(&raw.data);
+        let text = String::from_utf8_lossy(&script.stdout);
+        flame_graph(&text, title, svg)?;
+        let stat = fs::read_to_string(&raw.stat).map_err(|e| format!("read perf stat's output: {e}"))?;
+        let _ = fs::remove_file(&raw.stat);
+        let requests = rps * raw.seconds;
+        let mut profile = per_request(&cpu_split(&text), &stat_counts(&stat), raw.switches, requests);
+        profile["window_s"] = json!(raw.seconds);
+        profile["requests"] = json!(requests.round());
+        profile["flamegraph"] = json!(svg.file_name().and_then(|n| n.to_str()));
+        profile["unwinding"] = json!("dwarf");
+        profile["sample_hz"] = json!(SAMPLE_HZ);
+        if !perf.hardware {
+            profile["hardware"] = json!("none: perf reports cycles <not supported> on this machine");
+        }
+        Ok(profile)
+    }
+}
+
+/// perf script's samples folded into stacks (inferno) and drawn as one SVG.
+fn flame_graph(script: &str, title: &str, svg: &Path) -> Result<(), String> {
+    let mut folded = Vec::new();
+    Folder::from(CollapseOptions::default())
+        .collapse(script.as_bytes(), &mut folded)
+        .map_err(|e| format!("fold perf script's stacks: {e}"))?;
+    let folded = String::from_utf8_lossy(&folded);
+    let mut options = FlameOptions::default();
+    options.title = title.to_string();
+    options.count_name = "samples".into();
+    options.hash = true; // a frame's colour from its name: the same function looks the same everywhere
+    let file = fs::File::create(svg).map_err(|e| format!("create {}: {e}", svg.display()))?;
+    flamegraph::from_lines(&mut options, folded.lines(), std::io::BufWriter::new(file))
+        .map_err(|e| format!("draw {}: {e}", svg.display()))
+}
+
+/// Sampled CPU time in nanoseconds: in user space, in the kernel, and in softirq (the network
+/// stack's receive work, done in the server's time when it runs on the server's CPU).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CpuSplit {
+    pub user_ns: u64,
+    pub kernel_ns: u64,
+    pub softirq_ns: u64,
+    pub samples: u64,
+}
+
+/// Classifies each sample of perf script's text by its stack: softirq if any frame is the softirq
+/// handler, kernel if the leaf frame is the kernel's, user otherwise. Weighted by each sample's
+/// period (cpu-clock's is in nanoseconds), so the sums are CPU time.
+pub fn cpu_split(script: &str) -> CpuSplit {
+    let mut split = CpuSplit::default();
+    for sample in script.split("\n\n") {
+        let mut lines = BufReader::new(sample.as_bytes()).lines().map_while(Result::ok);
+        let Some(header) = lines.by_ref().find(|l| !l.trim().is_empty()) else { continue };
+        let Some(period) = period_of(&header) else { continue };
+        let frames: Vec<String> = lines.collect();
+        let softirq = frames.iter().any(|f| {
+            ["handle_softirqs", "__do_softirq", "net_rx_action"].iter().any(|name| f.contains(name))
+        });
+        let kernel = frames.first().is_some_and(|leaf| leaf.contains("[kernel.kallsyms]"));
+        let bucket = if softirq {
+            &mut split.softirq_ns
+        } else if kernel {
+            &mut split.kernel_ns
+        } else {
+            &mut split.user_ns
+        };
+        *bucket += period;
+        split.samples += 1;
+    }
+    split
+}
+
+/// `lab-epoll 18314  1612.661650:    1003009 cpu-clock:ppp:` → 1003009: the number before the event.
+fn period_of(header: &str) -> Option<u64> {
+    let words: Vec<&str> = header.split_whitespace().collect();
+    let event = words.iter().position(|w| w.contains("cpu-clock") || w.contains("task-clock"))?;
+    words.get(event.checked_sub(1)?)?.parse().ok()
+}
+
+/// perf stat's `-x,` lines as event → count; `<not supported>` and `<not counted>` are left out.
+pub fn stat_counts(csv: &str) -> Map<String, Value> {
+    let mut counts = Map::new();
+    for line in csv.lines().filter(|l| !l.starts_with('#')) {
+        let fields: Vec<&str> = line.split(',').collect();
+        if let (Some(count), Some(event)) = (fields.first(), fields.get(2)) {
+            if let Ok(n) = count.trim().parse::<u64>() {
+                counts.insert(event.trim().to_string(), json!(n));
+            }
+        }
+    }
+    counts
+}
+
+/// The `profile` object: everything per request.
+pub fn per_request(
+    cpu: &CpuSplit,
+    counts: &Map<String, Value>,
+    switches: (u64, u64),
+    requests: f64,
+) -> Value {
+    let per = |n: f64| if requests > 0.0 { n / requests } else { f64::NAN };
+    let count = |event: &str| counts.get(event).and_then(Value::as_u64);
+    let mut by_name: Vec<(String, f64)> = counts
+        .iter()
+        .filter_map(|(event, n)| Some((event.strip_prefix("syscalls:sys_enter_")?.to_string(), n.as_u64()?)))
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| (name, per(n as f64)))
+        .collect();
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let us = |ns: u64| per(ns as f64 / 1000.0);
+    let hardware = ["cycles", "instructions", "cache-misses"]
+        .iter()
+        .filter_map(|e| Some((e.to_string(), json!(per(count(e)? as f64)))))
+        .collect::<Map<String, Value>>();
+    json!({
+        "samples": cpu.samples,
+        "cpu_us_per_request": {
+            "user": us(cpu.user_ns),
+            "kernel": us(cpu.kernel_ns),
+            "softirq": us(cpu.softirq_ns),
+            "total": us(cpu.user_ns + cpu.kernel_ns + cpu.softirq_ns),
+        },
+        "syscalls_per_request": count("raw_syscalls:sys_enter").map(|n| per(n as f64)),
+        "syscalls_by_name": by_name.into_iter().map(|(name, n)| (name, json!(n))).collect::<Map<String, Value>>(),
+        "context_switches_per_request": per((switches.0 + switches.1) as f64),
+        // Every voluntary switch is a sleep that a wake-up ended (the last, at most, still asleep).
+        "wakeups_per_request": per(switches.0 as f64),
+        "hardware": if hardware.is_empty() { Value::Null } else { Value::Object(hardware) },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three samples from a `perf record --call-graph dwarf` of lab-epoll under keep-alive load:
+    /// one in user space, one in the kernel, one in softirq (loopback delivery under sendto), the
+    /// last with its period doubled to tell them apart.
+    const SCRIPT: &str = include_str!("../tests/data/perf-script-epoll.txt");
+
+    #[test]
+    fn samples_split_into_user_kernel_and_softirq_by_their_stacks() {
+        let split = cpu_split(SCRIPT);
+        assert_eq!(
+            split,
+            CpuSplit { user_ns: 1_003_009, kernel_ns: 1_003_009, softirq_ns: 2_006_018, samples: 3 }
+        );
+    }
+
+    #[test]
+    fn perf_stat_csv_gives_counts_and_drops_what_it_could_not_count() {
+        let csv = "# started on Wed Dec  2\n\n274826,,raw_syscalls:sys_enter,1689553764,100.00,,\n\
+                   135835,,syscalls:sys_enter_read,1685652207,100.00,,\n\
+                   0,,syscalls:sys_enter_write,1685652207,100.00,,\n\
+                   <not supported>,,cycles,0,100.00,,\n";
+        let counts = stat_counts(csv);
+        assert_eq!(counts["raw_syscalls:sys_enter"], 274826);
+        assert_eq!(counts["syscalls:sys_enter_read"], 135835);
+        assert_eq!(counts.len(), 3, "cycles was not counted: {counts:?}");
+    }
+
+    #[test]
+    fn everything_is_divided_by_the_requests_of_the_window() {
+        let cpu = CpuSplit { user_ns: 1_000_000, kernel_ns: 3_000_000, softirq_ns: 1_000_000, samples: 5 };
+        let csv = "404,,raw_syscalls:sys_enter,1,100.00,,\n200,,syscalls:sys_enter_read,1,100.00,,\n\
+                   196,,syscalls:sys_enter_sendto,1,100.00,,\n4,,syscalls:sys_enter_epoll_wait,1,100.00,,\n\
+                   0,,syscalls:sys_enter_close,1,100.00,,\n";
+        let profile = per_request(&cpu, &stat_counts(csv), (30, 10), 200.0);
+        assert_eq!(profile["cpu_us_per_request"]["user"], 5.0);
+        assert_eq!(profile["cpu_us_per_request"]["kernel"], 15.0);
+        assert_eq!(profile["cpu_us_per_request"]["total"], 25.0);
+        assert_eq!(profile["syscalls_per_request"], 2.02);
+        let names: Vec<&String> = profile["syscalls_by_name"].as_object().unwrap().keys().collect();
+        assert_eq!(names, ["read", "sendto", "epoll_wait"], "by count, the unused left out");
+        assert_eq!(profile["syscalls_by_name"]["epoll_wait"], 0.02);
+        assert_eq!(profile["context_switches_per_request"], 0.2);
+        assert_eq!(profile["wakeups_per_request"], 0.15);
+        assert_eq!(profile["hardware"], Value::Null);
+    }
+
+    #[test]
+    fn the_flame_graph_names_the_servers_functions_and_the_kernels() {
+        let svg = std::env::temp_dir().join(format!("lab-bench-flame-{}.svg", std::process::id()));
+        flame_graph(SCRIPT, "epoll, keep-alive", &svg).unwrap();
+        let text = fs::read_to_string(&svg).unwrap();
+        let _ = fs::remove_file(&svg);
+        assert!(text.contains("epoll, keep-alive"));
+        assert!(text.contains("lab_epoll::main"), "a function of the project");
+        assert!(text.contains("tcp_sendmsg"), "a function of the kernel");
+    }
+}
