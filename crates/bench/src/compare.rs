@@ -49,6 +49,16 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, String> {
                 flag(before),
                 flag(run)
             );
+            // With --profile on both sides: where the time went, side by side.
+            let (pa, pb) = (&before["profile"], &run["profile"]);
+            for (label, key) in
+                [("CPU µs/req", "cpu_us_per_request"), ("syscalls/req", "syscalls_per_request")]
+            {
+                let value = |p: &Value| p[key]["total"].as_f64().or_else(|| p[key].as_f64());
+                if let (Some(x), Some(y)) = (value(pa), value(pb)) {
+                    let _ = writeln!(out, "{:<24} {label:<14} {x:>14.3} {y:>14.3} {:>7.2}×", "", y / x);
+                }
+            }
         } else if let (Some(x), Some(y)) = (before["jain_requests"].as_f64(), run["jain_requests"].as_f64()) {
             let _ = writeln!(
                 out,
