@@ -275,7 +275,8 @@ const STATUS_TABLE: &[(&str, u16)] = &[
     ("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
     ("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     ("GET / HTTP/2.0\r\n\r\n", 505),
-    ("GET / HTTP/1.2\r\n\r\n", 505),
+    // RFC 9110 §2.5: a later HTTP/1 minor version is served as HTTP/1.1.
+    ("GET / HTTP/1.2\r\nHost: a\r\n\r\n", 200),
 ];
 
 #[test]
@@ -369,12 +370,12 @@ fn unknown_path_is_404_and_keeps_the_connection() {
 #[test]
 fn wrong_method_is_405_with_allow() {
     let cases = [
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"),
-        ("DELETE /spin?us=1 HTTP/1.1\r\nHost: a\r\n\r\n", "GET, HEAD"),
-        ("PUT /sleep?ms=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"),
-        ("POST /stats HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"),
-        ("GET /echo HTTP/1.1\r\nHost: a\r\n\r\n", "POST"),
-        ("PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "POST"),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD, OPTIONS"),
+        ("DELETE /spin?us=1 HTTP/1.1\r\nHost: a\r\n\r\n", "GET, HEAD, OPTIONS"),
+        ("PUT /sleep?ms=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD, OPTIONS"),
+        ("POST /stats HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD, OPTIONS"),
+        ("GET /echo HTTP/1.1\r\nHost: a\r\n\r\n", "POST, OPTIONS"),
+        ("PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "POST, OPTIONS"),
     ];
     let methods = |list: &str| list.split(',').map(|m| m.trim().to_string()).collect::<BTreeSet<_>>();
     for_each_server(|server| {
@@ -491,7 +492,7 @@ fn unsupported_transfer_coding_is_501() {
 fn other_http_versions_are_505() {
     for_each_server(|server| {
         let running = spawn(server, &[]);
-        for version in ["HTTP/2.0", "HTTP/1.2", "HTTP/3.0"] {
+        for version in ["HTTP/2.0", "HTTP/0.9", "HTTP/3.0"] {
             let request = format!("GET / {version}\r\nHost: a\r\n\r\n");
             let (_, response) = exchange(&running, request.as_bytes());
             assert_eq!(response.status, 505, "{request:?}: {response:?}");

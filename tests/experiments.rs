@@ -106,7 +106,10 @@ fn non_reading_client_is_held_in_the_kernel_not_in_the_server() {
     let Some(report) = experiment("non-reading-client") else { return };
     assert!(count(&report, "server_send_q") > 0);
     assert!(count(&report, "client_recv_q") > 0);
-    assert!(count(&report, "server_recv_q") >= 64 * 1024);
+    // Unread bytes stay in the server's Recv-Q through the load: it stopped reading that client.
+    // How many is the receive window at that moment, which autotuning sizes (51 KiB to 700 KiB seen).
+    assert!(count(&report, "server_recv_q") > 0);
+    assert_eq!(count(&report, "server_recv_q_after_load"), count(&report, "server_recv_q"));
     assert!(count(&report, "rss_growth_kib") < 2048);
     assert_eq!(count(&report, "errors_with"), 0);
 }

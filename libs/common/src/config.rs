@@ -1,0 +1,148 @@
+//! The command line every server shares (docs/spec.md, "Common command line").
+
+use std::net::SocketAddr;
+use std::process;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+use sys::cpu::{parse_cpu_list, CpuList};
+
+/// The common flags, flattened into each server's own `clap` parser.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address to listen on. Port 0: the kernel picks one (all workers share it).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// listen(2) backlog: the accept queue's capacity (the kernel caps it at net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 511)]
+    pub backlog: u32,
+    /// Worker threads / processes [default: one per CPU in --cpus, else per available CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+    /// Pin each thread / process to one CPU of the list, in order (acceptor or dispatcher first, then
+    /// the workers), wrapping around; e.g. 0-3,8.
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
+    /// Open connections at most; one more gets a 503 and is closed.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_conns: u64,
+    /// Close a connection idle this long; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// A request head must arrive whole within this many seconds of its first byte, else 408 and
+    /// close (slowloris); 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// MiB that large requests may hold, from their first byte read to their response's last byte
+    /// written, beyond 64 KiB of read buffer and 64 KiB being answered per connection; shared by all
+    /// (per process); past it a new large request gets 503 and is closed.
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_budget: u64,
+    /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
+    #[arg(long)]
+    pub no_nodelay: bool,
+    /// For experiments (lab-exp accept-queue): accept the first connection, then accept nothing for
+    /// SECS seconds, so the accept queue fills while that first connection can still ask /stats.
+    /// Per process (lab-reuseport: each worker process pauses after its own first connection).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub pause_accept: Option<Duration>,
+}
+
+/// Parses a number of seconds, fractions allowed (`2.5`).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("not a number of seconds: {text:?}"))
+}
+
+/// The resolved configuration every server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub backlog: u32,
+    pub workers: usize,
+    pub cpus: Option<Vec<usize>>,
+    pub max_conns: u64,
+    pub idle_timeout: Option<Duration>,
+    pub header_timeout: Option<Duration>,
+    /// `--memory-budget`, in bytes.
+    pub memory_budget: usize,
+    pub nodelay: bool,
+    /// `--pause-accept`: how long accepting stops after the first connection.
+    pub pause_accept: Option<Duration>,
+}
+
+impl Config {
+    /// The CPU the `index`-th thread or process is pinned to (0 is the acceptor or dispatcher, where
+    /// the architecture has one), or `None` without `--cpus`.
+    pub fn cpu_for(&self, index: usize) -> Option<usize> {
+        self.cpus.as_ref().map(|cpus| cpus[index % cpus.len()])
+    }
+}
+
+impl CommonArgs {
+    /// Resolves defaults. `max_workers`: the architecture's own limit (lab-epoll: exactly one).
+    pub fn resolve(&self, max_workers: Option<usize>) -> Result<Config, String> {
+        let available = || sys::cpu::allowed_cpus().map(|cpus| cpus.len()).unwrap_or(1).max(1);
+        let default_workers = match (&self.cpus, max_workers) {
+            (_, Some(max)) => max,
+            (Some(list), None) => list.0.len(),
+            (None, None) => available(),
+        };
+        let workers = self.workers.map_or(default_workers, usize::from);
+        if let Some(max) = max_workers.filter(|&max| workers > max) {
+            return Err(format!("--workers {workers}: this architecture runs exactly {max}"));
+        }
+        if matches!(&self.cpus, Some(list) if list.0.is_empty()) {
+            return Err("--cpus: empty list".to_string());
+        }
+        Ok(Config {
+            addr: self.addr,
+            backlog: self.backlog,
+            workers,
+            cpus: self.cpus.as_ref().map(|list| list.0.clone()),
+            max_conns: self.max_conns,
+            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            header_timeout: (self.header_timeout > 0).then(|| Duration::from_secs(self.header_timeout)),
+            memory_budget: usize::try_from(self.memory_budget.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+            nodelay: !self.no_nodelay,
+            pause_accept: self.pause_accept,
+        })
+    }
+}
+
+/// The name a flag of a server's own takes for `value` (`--accept exclusive`): for its log lines.
+pub fn value_name(value: impl ValueEnum) -> String {
+    value.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+/// Parses the command line of server `P`; a bad one exits 2 with a one-line reason (clap's own
+/// message, without its usage paragraph), `--help` and `--version` print and exit 0. A flag given
+/// twice takes its last value, as in most Unix tools, so scripts can append overrides.
+pub fn parse_or_exit<P: Parser>() -> P {
+    let command = P::command().args_override_self(true);
+    command.try_get_matches().and_then(|matches| P::from_arg_matches(&matches)).unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit();
+        }
+        let rendered = e.render().to_string();
+        let reason = rendered.lines().next().unwrap_or("bad command line");
+        eprintln!("{}: {}", program_name(), reason.trim_start_matches("error: "));
+        process::exit(2);
+    })
+}
+
+/// Exits 2 with a one-line reason: a command line that parsed but does not make sense.
+pub fn usage_error(reason: &str) -> ! {
+    eprintln!("{}: {reason}", program_name());
+    process::exit(2);
+}
+
+/// The name the binary was started as (`lab-epoll`), for messages.
+pub fn program_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|arg0| arg0.rsplit('/').next().map(str::to_owned))
+        .unwrap_or_else(|| "acceptlab".to_string())
+}

@@ -1,0 +1,81 @@
+//! SIGINT / SIGTERM: stop accepting, finish what is in flight for at most [`DRAIN_LIMIT`], exit 0.
+
+use std::io;
+use std::sync::Once;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sys::signal::ShutdownSignals;
+
+use crate::accept::Acceptor;
+use crate::conn::{Connections, Executor};
+
+/// How long a draining loop waits for the requests in flight before it exits anyway.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// One event loop's drain: not started, or running until a deadline.
+#[derive(Debug, Default)]
+pub struct Drain {
+    deadline: Option<Instant>,
+}
+
+impl Drain {
+    /// Starts draining; false if it had already started.
+    pub fn begin(&mut self) -> bool {
+        if self.deadline.is_some() {
+            return false;
+        }
+        self.deadline = Some(Instant::now() + DRAIN_LIMIT);
+        enforce_drain_limit();
+        true
+    }
+
+    /// The signalfd is readable: if it holds SIGINT or SIGTERM and this loop is not draining yet,
+    /// begins the drain of a loop that accepts for itself: stops `acceptor` listening, closes the
+    /// idle connections and lets the others finish what they have in flight. True if it began.
+    pub fn on_signal<E: Executor>(
+        &mut self,
+        signals: &ShutdownSignals,
+        acceptor: &mut Acceptor,
+        conns: &mut Connections<E>,
+    ) -> io::Result<bool> {
+        if signals.read()?.is_none() || !self.begin() {
+            return Ok(false);
+        }
+        crate::startup::log("draining: no new connections; finishing the requests in flight");
+        acceptor.stop_listening()?;
+        conns.begin_drain();
+        Ok(true)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// The time left, as a wait timeout (`None`: not draining).
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Draining, and either every connection is closed or the time is up.
+    pub fn is_done<E: Executor>(&self, conns: &Connections<E>) -> bool {
+        self.deadline.is_some_and(|at| conns.is_empty() || Instant::now() >= at)
+    }
+}
+
+/// Makes sure this process exits 0 by [`DRAIN_LIMIT`] after its first drain began, whatever is still
+/// executing: a loop only sees its deadline between requests, and a thread blocked in a long one
+/// (a `/sleep`, a queue of them on a worker) would otherwise keep the process alive past it.
+fn enforce_drain_limit() {
+    static WATCHDOG: Once = Once::new();
+    WATCHDOG.call_once(|| {
+        let started = thread::Builder::new().name("drain-limit".into()).spawn(|| {
+            thread::sleep(DRAIN_LIMIT);
+            crate::startup::log("drain limit reached: exiting with requests still executing");
+            std::process::exit(0);
+        });
+        if let Err(e) = started {
+            crate::startup::log(format!("spawn the drain-limit thread: {e}"));
+        }
+    });
+}

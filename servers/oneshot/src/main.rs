@@ -1,0 +1,273 @@
+//! lab-oneshot: one epoll instance that every worker thread waits on, holding the listener and every
+//! connection, each registered `EPOLLONESHOT` — a central queue with no central thread: the
+//! Leader/Followers pattern (POSA2), as in Java NIO.2's `EPollPort` or a Boost.Asio `io_context`
+//! run by N threads.
+//!
+//! ```text
+//!                                      ┌──────────────── one epoll: its ready list ───────────────┐
+//!   SYN ─► SYN queue ─► accept queue ─►│ listener · every connection · signalfd · sweep timerfd   │
+//!          (kernel)       (kernel)     └─────┬──────────────────────┬──────────────────────┬─────┘
+//!                                            ▼ epoll_wait: one      ▼ event per waiting    ▼ thread
+//!                                        worker_main 1          worker_main 2   ...    worker_main N
+//!                         accept a batch, or read ─► execute ─► write one connection, then re-arm it
+//! ```
+//!
+//! Trigger mode: level-triggered, `EPOLLONESHOT`: an event disarms its fd until the thread that
+//! took it re-arms it (`EPOLL_CTL_MOD`), so at most one thread touches a connection at a time.
+//!
+//! Trade-off: the kernel's ready list is one first-come-first-served queue for all the workers (the
+//! central FCFS queue of the model, RAMCloud's), so a request waits only while every worker is busy
+//! and a heavy connection slows nobody else; yet no thread carries everyone's I/O, as lab-ramcloud's
+//! dispatcher does. The price is paid per wake-up: an `epoll_ctl` to re-arm, a lock per connection,
+//! and a connection's cache lines moving to whichever core serves it next.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Release};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::accept::Acceptor;
+use common::config::{self, CommonArgs, Config};
+use common::conn::{Conn, ExecuteOn, Progress};
+use common::drain::Drain;
+use common::session::{self, Expired, Timeouts};
+use common::slots::{Slot, Slots};
+use common::startup::{self, fatal};
+use common::stats::{Role, WorkerStats};
+use common::token::{LISTENER, SIGNALS, TIMER, WAKER};
+use parking_lot::Mutex;
+use sys::epoll::{Event, Events, Interest, Poller};
+use sys::eventfd::Waker;
+use sys::signal::ShutdownSignals;
+use sys::timer::Timer;
+
+/// lab-oneshot: N threads share one epoll; each ready connection goes to one idle thread.
+#[derive(Parser)]
+#[command(name = "lab-oneshot", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// How often the deadlines of the connections, which no thread owns, are looked at.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+/// A connection waiting for its request bytes (or for its end, lingering).
+const READING: Interest = Interest::EPOLLIN.union(Interest::EPOLLRDHUP).union(Interest::EPOLLONESHOT);
+/// A connection whose output waits for the client to read: only `EPOLLOUT` (and a hang-up) helps.
+const WRITING: Interest = Interest::EPOLLOUT.union(Interest::EPOLLONESHOT);
+/// A connection to serve again after the others (its read budget is spent, or a slow request held
+/// the thread): writability, there at once, puts it back at the tail of the ready list.
+const AGAIN: Interest = READING.union(Interest::EPOLLOUT);
+/// The listener, the signalfd and the sweep timer: each to one thread, re-armed when it is done.
+const ONCE: Interest = Interest::EPOLLIN.union(Interest::EPOLLONESHOT);
+
+/// Everything the worker threads share: the one epoll and what is in it.
+struct Pool {
+    poller: Poller,
+    /// Every connection, reachable from every thread, each behind a lock that only the thread the
+    /// oneshot event went to takes (see `common::slots`).
+    conns: Slots<Conn>,
+    acceptor: Mutex<Acceptor>,
+    signals: ShutdownSignals,
+    sweep: Timer,
+    /// Written when the drain is done. Level-triggered and never read, so it wakes every thread.
+    exit: Waker,
+    drain: Mutex<Drain>,
+    draining: AtomicBool,
+    open: AtomicUsize,
+    timeouts: Timeouts,
+    nodelay: bool,
+    /// The listener's and the connections' counters (`accepted`, `conns`, `open`): no thread owns
+    /// a connection, so none has them; the threads' own slots count requests and wake-ups.
+    shared: WorkerStats,
+}
+
+fn main() {
+    let cli: Cli = config::parse_or_exit();
+    let config = startup::configure(&cli.common, None);
+    let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
+    let listener = startup::listen(&config, config.addr, false);
+    let stats = startup::stats("oneshot", config.workers + 1, &config, vec![listener.clone()]);
+    let shared = stats.worker(0, Role::Shared, None);
+    let acceptor = Acceptor::new(listener.clone(), shared.clone()).unwrap_or_else(|e| fatal(e));
+    let pool = Arc::new(Pool::new(&config, acceptor, signals, shared).unwrap_or_else(|e| fatal(e)));
+    // NOTE: one event per wait, so that a thread takes one ready connection from the central queue
+    // at a time and leaves the rest to the threads that are idle; a batch would be a queue of its
+    // own. One thread alone has no one to leave them to, and takes a batch as lab-epoll does.
+    let batch = if config.workers == 1 { 1024 } else { 1 };
+    let threads = (1..=config.workers)
+        .map(|id| {
+            let worker = stats.worker(id, Role::Worker, config.cpu_for(id - 1));
+            let pool = Arc::clone(&pool);
+            thread::spawn(move || {
+                startup::start_thread(&worker);
+                worker_main(&pool, batch, worker).unwrap_or_else(|e| fatal(e));
+            })
+        })
+        .collect();
+    startup::announce(listener.addr);
+    startup::join_all(threads);
+}
+
+/// A worker thread: waits on the shared epoll and serves whatever it is given.
+fn worker_main(pool: &Pool, batch: usize, worker: WorkerStats) -> io::Result<()> {
+    let mut events = Events::with_capacity(batch);
+    loop {
+        pool.poller.wait(&mut events, None)?;
+        common::exec::woke_up(&worker);
+        let now = Instant::now();
+        for event in events.iter() {
+            match event.token {
+                LISTENER => pool.accept(now),
+                SIGNALS => pool.on_signal(&worker, now)?,
+                TIMER => pool.sweep(&worker, now)?,
+                WAKER => return Ok(()), // the drain is done
+                token => pool.serve(token, &event, &worker, now),
+            }
+        }
+    }
+}
+
+impl Pool {
+    fn new(
+        config: &Config,
+        acceptor: Acceptor,
+        signals: ShutdownSignals,
+        shared: WorkerStats,
+    ) -> io::Result<Self> {
+        session::set_memory_budget(config.memory_budget);
+        let poller = Poller::new()?;
+        poller.add(acceptor.listener().fd.as_fd(), LISTENER, ONCE)?;
+        poller.add(signals.as_fd(), SIGNALS, ONCE)?;
+        let sweep = Timer::new()?;
+        sweep.set_after(SWEEP_INTERVAL)?;
+        poller.add(sweep.as_fd(), TIMER, ONCE)?;
+        let exit = Waker::new()?;
+        poller.add(exit.as_fd(), WAKER, Interest::EPOLLIN)?;
+        Ok(Pool {
+            poller,
+            conns: Slots::default(),
+            acceptor: Mutex::new(acceptor),
+            signals,
+            sweep,
+            exit,
+            drain: Mutex::new(Drain::default()),
+            draining: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+            timeouts: Timeouts { idle: config.idle_timeout, header: config.header_timeout },
+            nodelay: config.nodelay,
+            shared,
+        })
+    }
+
+    /// The listener's event: this thread accepts everything queued, then re-arms it — unless the
+    /// acceptor pauses (EMFILE, `--pause-accept`): its resume timer brings the next listener event.
+    fn accept(&self, now: Instant) {
+        let mut acceptor = self.acceptor.lock();
+        acceptor.accept_all(&self.poller, |fd| self.add(fd, now));
+        if !acceptor.paused_or_stopped() {
+            let _ = self.poller.modify(acceptor.listener().fd.as_fd(), LISTENER, ONCE);
+        }
+    }
+
+    /// Takes over an admitted connection: into a free slot, then into the epoll, disarmed only
+    /// while a thread serves it.
+    fn add(&self, fd: OwnedFd, now: Instant) {
+        self.shared.conn_opened();
+        self.open.fetch_add(1, AcqRel);
+        let Some((token, mut slot)) = self.conns.claim() else { return self.closed() };
+        let conn = slot.value.insert(Conn::new(fd, now));
+        let nodelay = !self.nodelay || sys::socket::set_nodelay(conn.fd(), true).is_ok();
+        if !nodelay || self.poller.add(conn.fd(), token, READING).is_err() {
+            self.close(token, &mut slot);
+        }
+    }
+
+    /// An event for connection `token`: this thread alone has it, until it re-arms it.
+    fn serve(&self, token: u64, event: &Event, worker: &WorkerStats, now: Instant) {
+        let Some(mut slot) = self.conns.lock(token) else { return }; // closed since it was queued
+        let Some(conn) = &mut slot.value else { return };
+        conn.ready(event);
+        let progress = conn.pump(now, &mut ExecuteOn(worker));
+        self.rearm_or_close(token, &mut slot, progress);
+    }
+
+    /// Hands the connection back to the kernel's ready list, armed for what it waits for.
+    fn rearm_or_close(&self, token: u64, slot: &mut Slot<Conn>, progress: Progress) {
+        let Some(conn) = &mut slot.value else { return };
+        let interest = match progress {
+            Progress::Done => return self.close(token, slot),
+            Progress::ReadyAgain => AGAIN,
+            Progress::Wait if conn.output_blocked() => WRITING,
+            Progress::Wait => READING,
+        };
+        // NOTE: the oneshot re-arm. Until this `epoll_ctl(EPOLL_CTL_MOD)` no thread can be given
+        // this connection; after it, the kernel checks the socket at once and queues it again if
+        // bytes came meanwhile. It is the one system call per wake-up the other designs do not
+        // make, made with the slot still locked: a thread woken by it waits the microsecond until
+        // the lock is let go, instead of racing a close with the fd's number.
+        if self.poller.modify(conn.fd(), token, interest).is_err() {
+            self.close(token, slot);
+        }
+    }
+
+    fn close(&self, token: u64, slot: &mut Slot<Conn>) {
+        if self.conns.release(token, slot).is_some() {
+            self.closed();
+        }
+    }
+
+    /// One connection fewer; the last one of a drain ends the process's threads.
+    fn closed(&self) {
+        self.shared.conn_closed();
+        if self.open.fetch_sub(1, AcqRel) == 1 && self.draining.load(Acquire) {
+            let _ = self.exit.wake();
+        }
+    }
+
+    /// The sweep timer: the deadlines of every connection not being served (one being served is
+    /// active), then the timer again, for whichever thread is idle then.
+    ///
+    /// NOTE: a shared timer in the same epoll rather than per-thread sweeps: no thread owns a
+    /// connection, so none could sweep "its own", and one timerfd wakes one thread, not N.
+    fn sweep(&self, worker: &WorkerStats, now: Instant) -> io::Result<()> {
+        self.sweep.clear()?;
+        self.conns.for_each(false, |token, slot| {
+            let Some(conn) = &mut slot.value else { return };
+            match conn.session().handle_timeout(now, &self.timeouts) {
+                Expired::Nothing => {}
+                Expired::Close => self.close(token, slot),
+                Expired::Answered => {
+                    let progress = conn.pump(now, &mut ExecuteOn(worker));
+                    self.rearm_or_close(token, slot, progress);
+                }
+            }
+        });
+        self.sweep.set_after(SWEEP_INTERVAL)?;
+        self.poller.modify(self.sweep.as_fd(), TIMER, ONCE)
+    }
+
+    /// SIGINT / SIGTERM: no new connections; each connection finishes what it has in flight.
+    fn on_signal(&self, worker: &WorkerStats, now: Instant) -> io::Result<()> {
+        if self.signals.read()?.is_none() || !self.drain.lock().begin() {
+            return self.poller.modify(self.signals.as_fd(), SIGNALS, ONCE);
+        }
+        startup::log("draining: no new connections; finishing the requests in flight");
+        self.acceptor.lock().stop_listening()?;
+        self.draining.store(true, Release);
+        self.conns.for_each(true, |token, slot| {
+            let Some(conn) = &mut slot.value else { return };
+            conn.session().begin_drain();
+            let progress = conn.pump(now, &mut ExecuteOn(worker));
+            self.rearm_or_close(token, slot, progress);
+        });
+        if self.open.load(Acquire) == 0 {
+            self.exit.wake()?;
+        }
+        Ok(())
+    }
+}
