@@ -33,11 +33,11 @@ $(addprefix run-,$(ARCHS)): run-%:
 
 # The conformance and fault suites drive the release binaries, so they are built first, and the debug
 # builds of the five servers too: only they have the fault route the panic test needs. lab-top's
-# screen is tested in tmux, installed here if missing.
+# screen is tested in tmux, and lab-bench --profile with perf: both installed here if missing.
 SERVER_BINS := $(foreach arch,$(ARCHS),--bin lab-$(arch))
 test: build
 	$(CARGO) build $(SERVER_BINS)
-	scripts/install-tools.sh tmux
+	scripts/install-tools.sh tmux perf
 	$(CARGO) test --release --workspace
 
 interop: build

@@ -51,12 +51,18 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, String> {
             );
             // With --profile on both sides: where the time went, side by side.
             let (pa, pb) = (&before["profile"], &run["profile"]);
-            for (label, key) in
-                [("CPU µs/req", "cpu_us_per_request"), ("syscalls/req", "syscalls_per_request")]
-            {
-                let value = |p: &Value| p[key]["total"].as_f64().or_else(|| p[key].as_f64());
+            for (label, key, part) in [
+                ("user µs/req", "cpu_us_per_request", Some("user")),
+                ("kernel µs/req", "cpu_us_per_request", Some("kernel")),
+                ("softirq µs/req", "cpu_us_per_request", Some("softirq")),
+                ("CPU µs/req", "cpu_us_per_request", Some("total")),
+                ("syscalls/req", "syscalls_per_request", None),
+                ("switches/req", "context_switches_per_request", None),
+            ] {
+                let value = |p: &Value| part.map_or(&p[key], |part| &p[key][part]).as_f64();
                 if let (Some(x), Some(y)) = (value(pa), value(pb)) {
-                    let _ = writeln!(out, "{:<24} {label:<14} {x:>14.3} {y:>14.3} {:>7.2}×", "", y / x);
+                    let times = if x > 0.0 { format!("{:>7.2}×", y / x) } else { format!("{:>8}", "–") };
+                    let _ = writeln!(out, "{:<24} {label:<14} {x:>14.3} {y:>14.3} {times}", "");
                 }
             }
         } else if let (Some(x), Some(y)) = (before["jain_requests"].as_f64(), run["jain_requests"].as_f64()) {

@@ -76,7 +76,7 @@ pub fn mix_classes(spec: &str) -> Option<Vec<(f64, f64)>> {
 /// The queue `run`'s server approximates, and its name for the tables.
 fn queues_of(run: &Value, connections: usize) -> (Queues, String) {
     match run["family"].as_str().unwrap_or("") {
-        "ramcloud" | "epoll" => (Queues::Central, "central FCFS".into()),
+        "ramcloud" | "epoll" | "oneshot" => (Queues::Central, "central FCFS".into()),
         "memcached" => (Queues::PerWorker(Assignment::RoundRobin), "per-worker, round-robin".into()),
         "reuseport" => (Queues::PerWorker(Assignment::Hash), "per-worker, hashed".into()),
         _ => {

@@ -17,7 +17,7 @@ pub enum Launch {
 pub struct Target {
     /// The row's name in the tables: `epoll`, `nginx-mutex`, `real-nginx-reuseport`, ...
     pub id: String,
-    /// The `--archs` name that selects it: `epoll` ... `reuseport`, or `real-nginx`.
+    /// The `--archs` name that selects it: `epoll` ... `oneshot`, or `real-nginx`.
     pub family: &'static str,
     /// Threads or processes that execute requests.
     pub workers: usize,
@@ -60,7 +60,7 @@ fn lab(
     }
 }
 
-/// Every server for `cpus`: the five architectures with `--workers` = the number of CPUs (lab-nginx
+/// Every server for `cpus`: the six architectures with `--workers` = the number of CPUs (lab-nginx
 /// once per accept mode, lab-reuseport with and without `--steer cpu`), then nginx with one worker
 /// and with N workers three ways. With a single CPU the variants that only differ in how several
 /// workers share the listener are left out: there is nothing for them to choose between.
@@ -84,6 +84,7 @@ pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
     if several {
         all.push(lab("reuseport-steer", "reuseport", "lab-reuseport", n, cpus, &["--steer", "cpu"]));
     }
+    all.push(lab("oneshot", "oneshot", "lab-oneshot", n, cpus, &[]));
     if with_nginx {
         use crate::nginx::{Accept, Config};
         let mut nginx = |id: &str, workers: usize, accept: Accept| {
@@ -185,9 +186,12 @@ mod tests {
     #[test]
     fn two_cores_split_into_one_server_cpu_and_its_variants() {
         let one: Vec<String> = targets(&[0], true).into_iter().map(|t| t.id).collect();
-        assert_eq!(one, ["epoll", "memcached", "ramcloud", "nginx-mutex", "reuseport", "real-nginx-1w"]);
+        assert_eq!(
+            one,
+            ["epoll", "memcached", "ramcloud", "nginx-mutex", "reuseport", "oneshot", "real-nginx-1w"]
+        );
         let eight = targets(&[0, 1, 2, 3, 4, 5, 6, 7], true);
-        assert_eq!(eight.len(), 12);
+        assert_eq!(eight.len(), 13);
         let ramcloud = eight.iter().find(|t| t.id == "ramcloud").unwrap();
         assert_eq!(ramcloud.workers, 7, "a core of its own for the dispatcher");
         let epoll = eight.iter().find(|t| t.id == "epoll").unwrap();

@@ -14,9 +14,10 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread::{self, JoinHandle};
+use std::process::{Child, Command, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use inferno::collapse::perf::{Folder, Options as CollapseOptions};
@@ -167,78 +168,194 @@ impl Perf {
     }
 }
 
-/// A window being recorded in the background.
-pub struct Recording {
-    handle: JoinHandle<Result<Raw, String>>,
-}
-
-/// What a window left behind, before it is read.
-struct Raw {
+/// perf attached to a server's process tree with its events off: `perf record` and `perf stat`,
+/// each driven through a pair of FIFOs (`--control`), so that their start-up (opening ~50
+/// tracepoints per thread takes perf stat a second or two of CPU) and their wind-down happen
+/// outside the measured window, and the window is exactly from `enable` to `disable`.
+pub struct Attached {
+    perfs: Vec<Controlled>,
     data: PathBuf,
     stat: PathBuf,
-    seconds: f64,
-    /// Voluntary and involuntary context switches of the server's threads over the window.
+    pids: Vec<u32>,
+    /// Voluntary and involuntary context switches at `enable`, then their growth by `disable`.
     switches: (u64, u64),
+    enabled: Option<Instant>,
+    seconds: f64,
 }
 
-/// Starts recording the process tree of `pid` `delay` seconds from now, for `seconds`.
-pub fn start(perf: &Perf, pid: u32, delay: f64, seconds: f64, scratch: &Path) -> Recording {
-    let (perf, scratch) = (perf.clone(), scratch.to_path_buf());
-    let handle = thread::spawn(move || {
-        thread::sleep(Duration::from_secs_f64(delay));
-        record_window(&perf, pid, seconds, &scratch)
-    });
-    Recording { handle }
+/// One perf process and its control FIFOs.
+struct Controlled {
+    what: &'static str,
+    child: Child,
+    ctl: fs::File,
+    ack: fs::File,
+    stderr: PathBuf,
 }
 
-fn record_window(perf: &Perf, pid: u32, seconds: f64, scratch: &Path) -> Result<Raw, String> {
+/// How long perf may take to attach, or to answer a command, before it is given up.
+const PERF_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Starts `perf record` and `perf stat` on the process tree of `pid`, events off, both pinned to
+/// `cpus` (CPUs the server does not use, where there are any), and returns once both answer.
+pub fn attach(perf: &Perf, pid: u32, cpus: &[usize], scratch: &Path) -> Result<Attached, String> {
     let pids = labkit::process_tree(pid);
     let pid_list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let (data, stat) = (scratch.join("perf.data"), scratch.join("perf-stat.csv"));
-    let window = format!("{seconds}");
-    let spawn = |args: Vec<String>| {
-        Command::new(&perf.bin)
-            .args(args)
-            .args(["-p", &pid_list, "--", "sleep", &window])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", perf.bin.display()))
-    };
-    let before = switches(&pids);
-    let started = Instant::now();
-    let mut record = spawn(
-        ["record", "-q", "-F", &SAMPLE_HZ.to_string(), "--call-graph", "dwarf", "-o"]
+    let record: Vec<String> = [
+        "record",
+        "-q",
+        "-F",
+        &SAMPLE_HZ.to_string(),
+        "--call-graph",
+        "dwarf",
+        // No build-id pass over every sample at the end: perf script finds the binaries by path.
+        "--no-buildid",
+        "-o",
+        &data.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let stat_args: Vec<String> =
+        ["stat", "-x", ",", "-o", &stat.display().to_string(), "-e", &perf.stat_events()]
             .iter()
             .map(|s| s.to_string())
-            .chain([data.display().to_string()])
-            .collect(),
-    )?;
-    let mut count = spawn(vec![
-        "stat".into(),
-        "-x".into(),
-        ",".into(),
-        "-o".into(),
-        stat.display().to_string(),
-        "-e".into(),
-        perf.stat_events(),
-    ])?;
-    let (recorded, counted) = (record.wait(), count.wait());
-    let seconds = started.elapsed().as_secs_f64().min(seconds);
-    let after = switches(&pids);
-    for (what, status) in [("record", recorded), ("stat", counted)] {
-        let status = status.map_err(|e| format!("wait for perf {what}: {e}"))?;
-        if !status.success() {
-            return Err(format!("perf {what} exited with {status}"));
+            .collect();
+    let mut perfs = Vec::new();
+    for (what, args) in [("record", record), ("stat", stat_args)] {
+        // Pushed at once, so that on an error the ones already started are stopped by Drop.
+        perfs.push(Controlled::spawn(perf, what, args, &pid_list, cpus, scratch)?);
+    }
+    let mut attached = Attached { perfs, data, stat, pids, switches: (0, 0), enabled: None, seconds: 0.0 };
+    for p in &mut attached.perfs {
+        p.command("ping")?;
+    }
+    Ok(attached)
+}
+
+impl Controlled {
+    fn spawn(
+        perf: &Perf,
+        what: &'static str,
+        args: Vec<String>,
+        pid_list: &str,
+        cpus: &[usize],
+        scratch: &Path,
+    ) -> Result<Controlled, String> {
+        let (ctl, ack) = (scratch.join(format!("perf-{what}.ctl")), scratch.join(format!("perf-{what}.ack")));
+        for fifo in [&ctl, &ack] {
+            let _ = fs::remove_file(fifo);
+            nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
+                .map_err(|e| format!("mkfifo {}: {e}", fifo.display()))?;
+        }
+        let stderr = scratch.join(format!("perf-{what}.err"));
+        let err_file = fs::File::create(&stderr).map_err(|e| format!("create {}: {e}", stderr.display()))?;
+        let mut command = Command::new(&perf.bin);
+        command
+            .args(args)
+            .args(["-D", "-1", "--control"])
+            .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
+            .args(["-p", pid_list])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err_file);
+        // The ack FIFO opened for reading first and without blocking, so that perf's open of it for
+        // writing does not wait for us; the control FIFO can only be opened once perf has it open.
+        let ack_file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&ack)
+            .map_err(|e| format!("open {}: {e}", ack.display()))?;
+        let mut child =
+            spawn_on(command, cpus).map_err(|e| format!("spawn {} {what}: {e}", perf.bin.display()))?;
+        let deadline = Instant::now() + PERF_PATIENCE;
+        let ctl = loop {
+            let opened = fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(&ctl);
+            match opened {
+                Ok(file) => break file,
+                // ENXIO: no reader yet, perf is still starting.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("open {}: {e}", ctl.display()));
+                }
+            }
+            exited(&mut child, what, &stderr)?;
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("perf {what} did not open its control FIFO within {PERF_PATIENCE:?}"));
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        Ok(Controlled { what, child, ctl, ack: ack_file, stderr })
+    }
+
+    /// Sends `command` and waits for perf's `ack`.
+    fn command(&mut self, command: &str) -> Result<(), String> {
+        use std::io::{Read, Write};
+        writeln!(self.ctl, "{command}").map_err(|e| format!("perf {} control: {e}", self.what))?;
+        let deadline = Instant::now() + PERF_PATIENCE;
+        let mut answer = Vec::new();
+        loop {
+            let mut buf = [0u8; 64];
+            match self.ack.read(&mut buf) {
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(format!("perf {} ack: {e}", self.what)),
+            }
+            if answer.contains(&b'\n') {
+                return Ok(());
+            }
+            exited(&mut self.child, self.what, &self.stderr)?;
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "perf {} did not answer {command:?} within {PERF_PATIENCE:?}",
+                    self.what
+                ));
+            }
+            thread::sleep(Duration::from_millis(1));
         }
     }
-    Ok(Raw {
-        data,
-        stat,
-        seconds,
-        switches: (after.0.saturating_sub(before.0), after.1.saturating_sub(before.1)),
-    })
+
+    /// SIGINT, as at a terminal: perf writes what it has and exits.
+    fn stop(&mut self) -> Result<(), String> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + PERF_PATIENCE;
+        loop {
+            // perf exits 0 or with the signal's status; what it wrote is checked by its reader.
+            if self.child.try_wait().map_err(|e| format!("waitpid perf {}: {e}", self.what))?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(format!(
+                    "perf {} still running {PERF_PATIENCE:?} after SIGINT; killed",
+                    self.what
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// An error naming perf's own complaint if it has exited.
+fn exited(child: &mut Child, what: &str, stderr: &Path) -> Result<(), String> {
+    match child.try_wait() {
+        Ok(None) => Ok(()),
+        Ok(Some(status)) => {
+            let text = fs::read_to_string(stderr).unwrap_or_default();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            Err(format!("perf {what} exited with {status}: {first}"))
+        }
+        Err(e) => Err(format!("waitpid perf {what}: {e}")),
+    }
 }
 
 /// Voluntary and involuntary context switches so far, summed over every thread of `pids`.
@@ -262,26 +379,93 @@ fn switches(pids: &[u32]) -> (u64, u64) {
     total
 }
 
-impl Recording {
-    /// Waits for the window, then draws `svg` (titled `title`) and returns the run's `profile`
-    /// object, per request of the `rps` lab-load measured over the same window.
-    pub fn finish(self, perf: &Perf, rps: f64, title: &str, svg: &Path) -> Result<Value, String> {
-        let raw = self.handle.join().map_err(|_| "the profiling thread panicked".to_string())??;
+impl Drop for Controlled {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Spawns `command` from a thread pinned to `cpus`, so that the child (which inherits the mask)
+/// runs there and not on the server's CPUs; the calling thread's own mask is left alone.
+fn spawn_on(mut command: Command, cpus: &[usize]) -> std::io::Result<Child> {
+    let cpus = cpus.to_vec();
+    thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                if !cpus.is_empty() {
+                    let mut set = nix::sched::CpuSet::new();
+                    for cpu in &cpus {
+                        set.set(*cpu).map_err(std::io::Error::from)?;
+                    }
+                    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                        .map_err(std::io::Error::from)?;
+                }
+                command.spawn()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+    })
+}
+
+impl Attached {
+    /// Switches the events on: the measured window begins.
+    pub fn enable(&mut self) -> Result<(), String> {
+        self.switches = switches(&self.pids);
+        for p in &mut self.perfs {
+            p.command("enable")?;
+        }
+        self.enabled = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Switches them off: the window ends.
+    pub fn disable(&mut self) -> Result<(), String> {
+        for p in &mut self.perfs {
+            p.command("disable")?;
+        }
+        self.seconds = self.enabled.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let after = switches(&self.pids);
+        self.switches = (after.0.saturating_sub(self.switches.0), after.1.saturating_sub(self.switches.1));
+        Ok(())
+    }
+
+    /// Stops perf and leaves nothing behind, for a profiled round whose samples are not drawn
+    /// (its throughput is all that is kept).
+    pub fn discard(mut self) {
+        for p in &mut self.perfs {
+            let _ = p.stop();
+        }
+        let _ = fs::remove_file(&self.data);
+        let _ = fs::remove_file(&self.stat);
+    }
+
+    /// Stops perf, draws `svg` (titled `title`) and returns the run's `profile` object, per
+    /// request of the `rps` lab-load measured over the same window.
+    pub fn finish(mut self, perf: &Perf, rps: f64, title: &str, svg: &Path) -> Result<Value, String> {
+        if self.enabled.is_none() || self.seconds <= 0.0 {
+            return Err("the window was never opened".into());
+        }
+        for p in &mut self.perfs {
+            p.stop()?;
+        }
         let script = Command::new(&perf.bin)
             .args(["script", "-i"])
-            .arg(&raw.data)
+            .arg(&self.data)
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .output()
             .map_err(|e| format!("perf script: {e}"))?;
-        let _ = fs::remove_file(&raw.data);
+        let _ = fs::remove_file(&self.data);
         let text = String::from_utf8_lossy(&script.stdout);
         flame_graph(&text, title, svg)?;
-        let stat = fs::read_to_string(&raw.stat).map_err(|e| format!("read perf stat's output: {e}"))?;
-        let _ = fs::remove_file(&raw.stat);
-        let requests = rps * raw.seconds;
-        let mut profile = per_request(&cpu_split(&text), &stat_counts(&stat), raw.switches, requests);
-        profile["window_s"] = json!(raw.seconds);
+        let stat = fs::read_to_string(&self.stat).map_err(|e| format!("read perf stat's output: {e}"))?;
+        let _ = fs::remove_file(&self.stat);
+        let requests = rps * self.seconds;
+        let mut profile = per_request(&cpu_split(&text), &stat_counts(&stat), self.switches, requests);
+        profile["window_s"] = json!(self.seconds);
         profile["requests"] = json!(requests.round());
         profile["flamegraph"] = json!(svg.file_name().and_then(|n| n.to_str()));
         profile["unwinding"] = json!("dwarf");

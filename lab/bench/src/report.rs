@@ -296,12 +296,18 @@ fn where_the_time_goes(doc: &Value) -> String {
     }
     let mut md = String::from(
         "## Where the time goes (--profile)\n\n\
-         Round 1's measured window, the server's process tree only: µs of server CPU per request from \
-         perf record's samples (user space; kernel: system calls and TCP; softirq: the network stack's \
-         receive work), system calls per request from perf stat's tracepoint counts (the commonest by \
-         name), context switches and wake-ups per request from /proc.\n\n\
-         | server | workload | user µs | kernel µs | softirq µs | CPU µs | syscalls | by name | switches | wake-ups | flame graph |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         Each round of each server ran twice, without perf and with it, back to back: the figures \
+         elsewhere in this summary are from the rounds without. The ones here are from the first \
+         round with: perf attached to the server's process tree beforehand, its events on for exactly \
+         lab-load's measured window, perf itself on CPUs the server does not use. µs of server CPU \
+         per request from perf record's samples (user space; kernel: system calls and TCP; softirq: \
+         the network stack's receive work), system calls per request from perf stat's tracepoint \
+         counts (the commonest by name), context switches and wake-ups per request from /proc. \
+         *under perf*: the median throughput of the rounds with perf over that of the rounds without, \
+         and the same for the server's CPU per request (from /proc, which other load on the machine \
+         disturbs less).\n\n\
+         | server | workload | user µs | kernel µs | softirq µs | CPU µs | syscalls | by name | switches | wake-ups | under perf: req/s, CPU/req | flame graph |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut hardware = None;
     for run in profiled {
@@ -315,9 +321,11 @@ fn where_the_time_goes(doc: &Value) -> String {
             .map(|(name, n)| format!("{name} {:.2}", n.as_f64().unwrap_or(0.0)))
             .collect();
         let svg = p["flamegraph"].as_str().unwrap_or("");
+        let times =
+            |key: &str| p["throughput"][key].as_f64().map_or("–".to_string(), |x| format!("{x:.2}×"));
         let _ = writeln!(
             md,
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {:.4} | {:.4} | [{svg}]({svg}) |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {:.4} | {:.4} | {}, {} | [{svg}]({svg}) |",
             run["server"].as_str().unwrap_or("?"),
             run["workload"].as_str().unwrap_or("?"),
             cpu("user"),
@@ -328,6 +336,8 @@ fn where_the_time_goes(doc: &Value) -> String {
             names.join(", "),
             p["context_switches_per_request"].as_f64().unwrap_or(f64::NAN),
             p["wakeups_per_request"].as_f64().unwrap_or(f64::NAN),
+            times("ratio"),
+            times("cpu_ratio"),
         );
         hardware = hardware.or(p["hardware"].as_str());
     }
