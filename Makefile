@@ -60,11 +60,14 @@ bench: build
 	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --sweep-server-cpus 0-1 --sweep-client-cpus 1 \
 		--duration 1 --warmup 0.3 $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
 
-# make profile: the throughput workloads with --profile on the same 2-core split as make bench: a flame
-# graph per server and workload, and the "Where the time goes" table in summary.md.
+# make profile: the throughput workloads with --profile on the same 2-core split as make bench, each
+# round once without perf and once with it (PROFILE_ROUNDS of them; the ratio of the two is in the
+# table): a flame graph per server and workload, and the "Where the time goes" table in summary.md.
+# Only perf is installed for it: nginx, the reference, is profiled where it is already there.
+PROFILE_ROUNDS ?= 3
 profile: build
-	scripts/install-tools.sh nginx perf
-	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --workloads throughput --rounds 1 \
+	scripts/install-tools.sh perf
+	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --workloads throughput --rounds $(PROFILE_ROUNDS) \
 		--duration 1 --warmup 0.3 --profile $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
 
 # make bench-lab: the full matrix on a many-core lab machine (<= 12 min on 16 CPUs), half the CPUs
