@@ -1,16 +1,20 @@
 //! `--profile`: where a server's time goes during a throughput run's measured window.
 //!
-//! Three things run beside lab-load, on the server's process tree only, for exactly the measured
-//! window (they start when lab-load's warm-up ends): `perf record` samples the CPU with whole
-//! stacks; `perf stat` counts every `syscalls:sys_enter_*` tracepoint (and the raw total), which
-//! costs a counter increment per system call rather than strace's two stops of the process; and
-//! /proc's per-thread context-switch counts are read before and after, which costs nothing.
+//! Two perf processes are attached to the server's process tree before lab-load starts, with their
+//! events off, and pinned to CPUs the server does not use; their events are switched on through
+//! their control FIFOs when lab-load's warm-up ends and off when its measured window does, so perf's
+//! own start-up and wind-down (perf stat takes a second or two of CPU to open its tracepoints) fall
+//! outside the window. `perf record` samples the CPU with whole stacks; `perf stat` counts the
+//! `raw_syscalls:sys_enter` tracepoint and 50 `syscalls:sys_enter_*` by name, which costs a counter
+//! increment per system call rather than strace's two stops of the process; /proc's per-thread
+//! context-switch counts are read at both ends, which costs nothing.
 //!
 //! Unwinding is DWARF (`--call-graph dwarf`), not frame pointers: the release build has none
 //! (`-C force-frame-pointers` would mean profiling a different build from the one measured), and
 //! neither has libc, so frame-pointer stacks stop at the system call wrapper. DWARF unwinds through
 //! both from the `.eh_frame` every binary carries and names inlined functions from the line tables.
-//! Its cost is an 8 KB stack copy per sample; at 499 samples a second that stays in the noise.
+//! Its cost is an 8 KB stack copy per sample, in the server's time; at 499 samples a second of its
+//! CPU that is a few ms a second (what it costs in all is measured by every run: `throughput`).
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -26,7 +30,7 @@ use inferno::flamegraph::{self, Options as FlameOptions};
 use serde_json::{json, Map, Value};
 
 /// Samples per second of CPU time: enough for a flame graph of a 1-2 s window, little enough that
-/// the stack copies do not slow the server (measured in docs/results/README.md).
+/// the stack copies do not slow the server (each run measures it; docs/results/README.md).
 const SAMPLE_HZ: u32 = 499;
 
 /// The system calls counted by name (those this kernel has): the ones the servers and nginx make.
