@@ -220,7 +220,9 @@ impl Bench {
         };
         let arrival = self.arrival_target().map_or(0, |_| arrival::runs(self.cli.rounds as usize));
         self.progress.runs = throughput + sweep + fairness + arrival;
-        self.progress.planned = self.progress.runs as f64 * per;
+        // Half the throughput runs are under perf, with its start-up and unwinding around them.
+        let under_perf = if self.perf.is_some() { throughput / 2 } else { 0 };
+        self.progress.planned = self.progress.runs as f64 * per + under_perf as f64 * PERF_SECONDS;
         eprintln!(
             "lab-bench: {} runs, about {:.0} s; servers on CPUs {:?}, clients on {:?}; results in {}",
             self.progress.runs,
