@@ -6,7 +6,7 @@ ARCHS := epoll memcached ramcloud nginx reuseport oneshot
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench bench-lab top fuzz soak idle docs-check $(addprefix run-,$(ARCHS))
+.PHONY: help build test interop lint bench profile bench-lab top fuzz soak idle docs-check $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
@@ -15,6 +15,7 @@ help:
 	@echo "make lint         rustfmt and clippy (warnings as errors), shellcheck on scripts/*.sh"
 	@echo "make docs-check   every name cited as file:line in docs/architectures.md is on that line"
 	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
+	@echo "make profile      where each server's time goes: flame graphs, CPU and syscalls per request (perf)"
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
 	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
 	@echo "make fuzz         coverage-guided fuzzing of the HTTP framing for FUZZ_SECS (default 300)"
@@ -32,11 +33,11 @@ $(addprefix run-,$(ARCHS)): run-%:
 
 # The conformance and fault suites drive the release binaries, so they are built first, and the debug
 # builds of the servers too: only they have the fault route the panic test needs. lab-top's
-# screen is tested in tmux, installed here if missing.
+# screen is tested in tmux, and lab-bench --profile with perf: both installed here if missing.
 SERVER_BINS := $(foreach arch,$(ARCHS),--bin lab-$(arch))
 test: build
 	$(CARGO) build $(SERVER_BINS)
-	scripts/install-tools.sh tmux
+	scripts/install-tools.sh tmux perf
 	$(CARGO) test --release --workspace
 
 interop: build
@@ -55,9 +56,19 @@ lint:
 # make bench: this 2-core machine's side-by-side (<= 6 min): servers on CPU 0, lab-load on CPU 1; the
 # latency sweep and fairness with the servers on both CPUs. OUT=DIR picks the results directory.
 bench: build
-	scripts/install-tools.sh nginx
+	scripts/install-tools.sh nginx perf
 	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --sweep-server-cpus 0-1 --sweep-client-cpus 1 \
 		--duration 1 --warmup 0.3 $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
+
+# make profile: the throughput workloads with --profile on the same 2-core split as make bench, each
+# round once without perf and once with it (PROFILE_ROUNDS of them; the ratio of the two is in the
+# table): a flame graph per server and workload, and the "Where the time goes" table in summary.md.
+# Only perf is installed for it: nginx, the reference, is profiled where it is already there.
+PROFILE_ROUNDS ?= 3
+profile: build
+	scripts/install-tools.sh perf
+	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --workloads throughput --rounds $(PROFILE_ROUNDS) \
+		--duration 1 --warmup 0.3 --profile $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
 
 # make bench-lab: the full matrix on a many-core lab machine (<= 12 min on 16 CPUs), half the CPUs
 # each side. With .lab/env.sh sourced (a lab machine without cargo) it runs the lab-bench on PATH.

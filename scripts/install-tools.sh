@@ -2,7 +2,7 @@
 # install-tools.sh: installs the named client/server tools (curl wrk ab h2load nginx ...) with apt-get when missing.
 #
 # Usage: scripts/install-tools.sh TOOL...
-#   TOOL is a command name: curl, wrk, ab, h2load, nginx, strace, taskset, shellcheck, tmux, ip, ss.
+#   TOOL is a command name: curl, wrk, ab, h2load, nginx, strace, perf, taskset, shellcheck, tmux, ip, ss.
 #   With no arguments: curl wrk ab h2load.
 # Runs `apt-get update` only when something is missing; uses sudo only when not root.
 set -euo pipefail
@@ -16,6 +16,7 @@ package_for() {
         h2load) echo nghttp2-client ;;
         nginx) echo nginx ;;
         strace) echo strace ;;
+        perf) echo linux-perf ;;
         valgrind) echo valgrind ;;
         taskset) echo util-linux ;;
         shellcheck) echo shellcheck ;;
@@ -37,8 +38,10 @@ main() {
             echo "install-tools: unknown tool '$tool'" >&2
             exit 2
         fi
-        # nginx lives in /usr/sbin, which is not on every user's PATH.
-        if ! command -v "$tool" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$tool" ]]; then
+        # nginx lives in /usr/sbin, which is not on every user's PATH; Debian's linux-perf may
+        # install only a versioned /usr/bin/perf_X.Y.
+        if ! command -v "$tool" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$tool" ]] \
+            && ! compgen -G "/usr/bin/${tool}_[0-9]*" >/dev/null; then
             missing+=("$pkg")
         fi
     done

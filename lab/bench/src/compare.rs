@@ -49,6 +49,22 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, String> {
                 flag(before),
                 flag(run)
             );
+            // With --profile on both sides: where the time went, side by side.
+            let (pa, pb) = (&before["profile"], &run["profile"]);
+            for (label, key, part) in [
+                ("user µs/req", "cpu_us_per_request", Some("user")),
+                ("kernel µs/req", "cpu_us_per_request", Some("kernel")),
+                ("softirq µs/req", "cpu_us_per_request", Some("softirq")),
+                ("CPU µs/req", "cpu_us_per_request", Some("total")),
+                ("syscalls/req", "syscalls_per_request", None),
+                ("switches/req", "context_switches_per_request", None),
+            ] {
+                let value = |p: &Value| part.map_or(&p[key], |part| &p[key][part]).as_f64();
+                if let (Some(x), Some(y)) = (value(pa), value(pb)) {
+                    let times = if x > 0.0 { format!("{:>7.2}×", y / x) } else { format!("{:>8}", "–") };
+                    let _ = writeln!(out, "{:<24} {label:<14} {x:>14.3} {y:>14.3} {times}", "");
+                }
+            }
         } else if let (Some(x), Some(y)) = (before["jain_requests"].as_f64(), run["jain_requests"].as_f64()) {
             let _ = writeln!(
                 out,

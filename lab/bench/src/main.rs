@@ -29,6 +29,7 @@ mod measure;
 mod model_curves;
 mod nginx;
 mod plan;
+mod profile;
 mod report;
 mod results;
 mod stats;
@@ -85,6 +86,13 @@ pub struct Cli {
     /// One round of 1 s each: a first look in about a third of the time.
     #[arg(long)]
     quick: bool,
+    /// Where the time goes: each throughput round also runs with perf attached (after the round
+    /// without, or before it, in turn): a flame graph (perf record, DWARF stacks), the server's CPU
+    /// per request as user/kernel/softirq, system calls and context switches per request (perf
+    /// stat), and the throughput with perf over that without. The run's figures stay those without.
+    /// Without a usable perf: one line, and the run goes on.
+    #[arg(long)]
+    profile: bool,
     /// Leave nginx out even where it is installed.
     #[arg(long)]
     no_nginx: bool,

@@ -35,12 +35,17 @@ impl Server {
         }
     }
 
-    /// CPU time so far of the server and every process it started.
-    pub fn cpu_time(&self) -> Duration {
-        labkit::cpu_time(match self {
+    /// The process the server was started as (its workers, if any, are below it).
+    pub fn pid(&self) -> u32 {
+        match self {
             Server::Lab(running) => running.pid(),
             Server::Nginx(running) => running.pid(),
-        })
+        }
+    }
+
+    /// CPU time so far of the server and every process it started.
+    pub fn cpu_time(&self) -> Duration {
+        labkit::cpu_time(self.pid())
     }
 
     /// The server's /stats, on a connection of its own (the project's servers only).

@@ -17,7 +17,7 @@ pub enum Launch {
 pub struct Target {
     /// The row's name in the tables: `epoll`, `nginx-mutex`, `real-nginx-reuseport`, ...
     pub id: String,
-    /// The `--archs` name that selects it: `epoll` ... `reuseport`, or `real-nginx`.
+    /// The `--archs` name that selects it: `epoll` ... `oneshot`, or `real-nginx`.
     pub family: &'static str,
     /// Threads or processes that execute requests.
     pub workers: usize,

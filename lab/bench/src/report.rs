@@ -126,6 +126,7 @@ pub fn summary(doc: &Value) -> String {
         }
         let _ = writeln!(md, "\nChart: [throughput.svg](throughput.svg)\n");
     }
+    md.push_str(&where_the_time_goes(doc));
 
     // Latency against load.
     for mix in doc["settings"]["mixes"].as_array().into_iter().flatten() {
@@ -279,5 +280,70 @@ fn arrival_summary(doc: &Value) -> String {
         ));
     }
     md.push_str("\nChart: [dispatch.svg](dispatch.svg)\n\n");
+    md
+}
+
+/// The `--profile` table: the server's CPU per request by where it went, and its system calls
+/// and context switches per request, each row with its flame graph.
+fn where_the_time_goes(doc: &Value) -> String {
+    let profiled: Vec<&Value> = THROUGHPUT
+        .iter()
+        .flat_map(|w| runs(doc, w))
+        .filter(|r| r["profile"]["cpu_us_per_request"].is_object())
+        .collect();
+    if profiled.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "## Where the time goes (--profile)\n\n\
+         Each round of each server ran twice, without perf and with it, back to back: the figures \
+         elsewhere in this summary are from the rounds without. The ones here are from the first \
+         round with: perf attached to the server's process tree beforehand, its events on for exactly \
+         lab-load's measured window, perf itself on CPUs the server does not use. µs of server CPU \
+         per request from perf record's samples (user space; kernel: system calls and TCP; softirq: \
+         the network stack's receive work), system calls per request from perf stat's tracepoint \
+         counts (the commonest by name), context switches and wake-ups per request from /proc. \
+         *under perf*: the median throughput of the rounds with perf over that of the rounds without, \
+         and the same for the server's CPU per request (from /proc, which other load on the machine \
+         disturbs less).\n\n\
+         | server | workload | user µs | kernel µs | softirq µs | CPU µs | syscalls | by name | switches | wake-ups | under perf: req/s, CPU/req | flame graph |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut hardware = None;
+    for run in profiled {
+        let p = &run["profile"];
+        let cpu = |k: &str| p["cpu_us_per_request"][k].as_f64().unwrap_or(f64::NAN);
+        let names: Vec<String> = p["syscalls_by_name"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .take(3)
+            .map(|(name, n)| format!("{name} {:.2}", n.as_f64().unwrap_or(0.0)))
+            .collect();
+        let svg = p["flamegraph"].as_str().unwrap_or("");
+        let times =
+            |key: &str| p["throughput"][key].as_f64().map_or("–".to_string(), |x| format!("{x:.2}×"));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {:.4} | {:.4} | {}, {} | [{svg}]({svg}) |",
+            run["server"].as_str().unwrap_or("?"),
+            run["workload"].as_str().unwrap_or("?"),
+            cpu("user"),
+            cpu("kernel"),
+            cpu("softirq"),
+            cpu("total"),
+            p["syscalls_per_request"].as_f64().unwrap_or(f64::NAN),
+            names.join(", "),
+            p["context_switches_per_request"].as_f64().unwrap_or(f64::NAN),
+            p["wakeups_per_request"].as_f64().unwrap_or(f64::NAN),
+            times("ratio"),
+            times("cpu_ratio"),
+        );
+        hardware = hardware.or(p["hardware"].as_str());
+    }
+    if let Some(reason) = hardware {
+        let _ = writeln!(md, "\nHardware counters (cycles, instructions, cache misses): {reason}.");
+    }
+    md.push('\n');
     md
 }

@@ -9,12 +9,17 @@ use serde_json::{json, Value};
 
 use crate::measure::{run_loads, Load, Measured, Server};
 use crate::plan::{self, Target, MIXES, SWEEP_SERVERS};
+use crate::profile::{self, Perf};
 use crate::results::{self, SCHEMA};
 use crate::stats::{jain, median, spread_pct, sweep_rates, SWEEP_LOADS};
 use crate::{arrival, machine, model_curves, Cli};
 
 /// The heavy connections' request in the fairness workload.
 const HEAVY_SPIN_US: u64 = 1000;
+
+/// Seconds a profiled round adds to its load, for the estimate: perf's start-up before the window,
+/// and perf script's unwinding after it.
+const PERF_SECONDS: f64 = 3.0;
 
 pub struct Bench {
     cli: Cli,
@@ -28,6 +33,10 @@ pub struct Bench {
     scratch: PathBuf,
     doc: Value,
     progress: Progress,
+    /// perf, with --profile where it may be used.
+    perf: Option<Perf>,
+    /// Where perf itself runs: CPUs neither the server nor lab-load uses, else lab-load's.
+    perf_cpus: Vec<usize>,
 }
 
 /// One line per run on stderr, with an estimate of the time left.
@@ -102,6 +111,14 @@ impl Bench {
         if targets.is_empty() {
             return Err(format!("--archs {:?} selects no server", cli.archs.join(",")));
         }
+        let perf = if cli.profile {
+            Perf::find()
+                .map_err(|reason| eprintln!("lab-bench: --profile: {reason}; running without it"))
+                .ok()
+        } else {
+            None
+        };
+        let perf_cpus = perf_cpus(&server_cpus, &client_cpus);
         let (started_utc, stamp) = machine::utc_now();
         let out = cli
             .out
@@ -137,6 +154,8 @@ impl Bench {
                 "sweep_loads": SWEEP_LOADS,
                 "mixes": MIXES.iter().map(|m| json!({"name": m.name, "mix": m.spec, "about": m.about})).collect::<Vec<_>>(),
                 "fairness_heavy_path": format!("/spin?us={HEAVY_SPIN_US}"),
+                "profile": perf.is_some(),
+                "perf_cpus": perf.as_ref().map(|_| perf_cpus.clone()),
             },
             "runs": earlier.as_ref().map_or(json!([]), |doc| doc["runs"].clone()),
         });
@@ -151,6 +170,8 @@ impl Bench {
             out,
             scratch,
             doc,
+            perf,
+            perf_cpus,
             progress: Progress { started: Instant::now(), planned: 0.0, done: 0.0, runs_done: 0, runs: 0 },
         };
         bench.plan_progress();
@@ -185,7 +206,9 @@ impl Bench {
 
     fn plan_progress(&mut self) {
         let per = self.run_seconds();
-        let throughput = self.cli.rounds as usize * self.targets.len() * self.throughput_workloads().len();
+        let passes = if self.perf.is_some() { 2 } else { 1 };
+        let throughput =
+            passes * self.cli.rounds as usize * self.targets.len() * self.throughput_workloads().len();
         let sweep = self.sweep_list().len() * self.sweep_mixes().len() * (1 + SWEEP_LOADS.len());
         let fairness = if self.workloads.contains(&"fairness") {
             arrival::with_dispatch_variants(&self.sweep_targets)
@@ -197,7 +220,9 @@ impl Bench {
         };
         let arrival = self.arrival_target().map_or(0, |_| arrival::runs(self.cli.rounds as usize));
         self.progress.runs = throughput + sweep + fairness + arrival;
-        self.progress.planned = self.progress.runs as f64 * per;
+        // Half the throughput runs are under perf, with its start-up and unwinding around them.
+        let under_perf = if self.perf.is_some() { throughput / 2 } else { 0 };
+        self.progress.planned = self.progress.runs as f64 * per + under_perf as f64 * PERF_SECONDS;
         eprintln!(
             "lab-bench: {} runs, about {:.0} s; servers on CPUs {:?}, clients on {:?}; results in {}",
             self.progress.runs,
@@ -254,6 +279,11 @@ impl Bench {
 
     /// Rounds outermost, so each server's rounds are spread over the whole bench rather than taken
     /// back to back: a noisy minute then spoils one round of each, not every round of one.
+    ///
+    /// With `--profile`, each round is run twice on the same server, without perf and with it, in
+    /// turn (odd rounds without first, even rounds with): the run's figures are from the rounds
+    /// without, exactly as a run without `--profile`, and the profiled rounds' throughput is kept
+    /// beside them, so every run says what profiling cost it. The first profiled round is drawn.
     fn run_throughput(&mut self) -> Result<(), String> {
         let workloads = self.throughput_workloads();
         if workloads.is_empty() {
@@ -261,40 +291,124 @@ impl Bench {
         }
         let mut rounds: Vec<Vec<Vec<Result<Measured, String>>>> =
             vec![vec![Vec::new(); workloads.len()]; self.targets.len()];
+        let mut profiled: Vec<Vec<Vec<Result<Measured, String>>>> = rounds.clone();
+        let mut profiles: Vec<Vec<Option<Value>>> = vec![vec![None; workloads.len()]; self.targets.len()];
         for round in 1..=self.cli.rounds {
             for (t, target) in self.targets.clone().iter().enumerate() {
                 let server = Server::start(target, &self.scratch);
                 for (w, workload) in workloads.iter().enumerate() {
                     let flags = plan::throughput_flags(workload).expect("a throughput workload");
                     let load = self.load("/", &self.client_cpus.clone(), flags);
-                    let result = match &server {
-                        Ok(server) => run_loads(server, target.cpus.len(), &[load], &self.scratch)
+                    let passes: &[bool] = match (&self.perf, round % 2) {
+                        (None, _) => &[false],
+                        (Some(_), 1) => &[false, true],
+                        (Some(_), _) => &[true, false],
+                    };
+                    for &with_perf in passes {
+                        let result = match (&server, with_perf) {
+                            (Err(reason), _) => Err(reason.clone()),
+                            (Ok(server), false) => run_loads(
+                                server,
+                                target.cpus.len(),
+                                std::slice::from_ref(&load),
+                                &self.scratch,
+                            )
                             .map(|mut m| m.remove(0)),
-                        Err(reason) => Err(reason.clone()),
-                    };
-                    let line = match &result {
-                        Ok(m) => format!(
-                            "{} {workload} round {round}/{}: {:.0} req/s, p99 {:.0} µs{}",
-                            target.id,
-                            self.cli.rounds,
-                            m.rps(),
-                            m.latency_us("p99"),
-                            problems_of(m).map(|p| format!(" [{p}]")).unwrap_or_default()
-                        ),
-                        Err(reason) => format!("{} {workload} round {round}: FAILED: {reason}", target.id),
-                    };
-                    self.progress.step(self.run_seconds(), &line);
-                    rounds[t][w].push(result);
+                            (Ok(server), true) => {
+                                let (result, profile) =
+                                    self.profiled_round(server, target, workload, &load, round == 1);
+                                if let Some(profile) = profile {
+                                    profiles[t][w] = Some(profile);
+                                }
+                                result
+                            }
+                        };
+                        let line = match &result {
+                            Ok(m) => format!(
+                                "{} {workload} round {round}/{}{}: {:.0} req/s, p99 {:.0} µs{}",
+                                target.id,
+                                self.cli.rounds,
+                                if with_perf { " under perf" } else { "" },
+                                m.rps(),
+                                m.latency_us("p99"),
+                                problems_of(m).map(|p| format!(" [{p}]")).unwrap_or_default()
+                            ),
+                            Err(reason) => {
+                                format!("{} {workload} round {round}: FAILED: {reason}", target.id)
+                            }
+                        };
+                        self.progress
+                            .step(self.run_seconds() + if with_perf { PERF_SECONDS } else { 0.0 }, &line);
+                        let kept = if with_perf { &mut profiled } else { &mut rounds };
+                        kept[t][w].push(result);
+                    }
                 }
             }
         }
         for (t, target) in self.targets.clone().iter().enumerate() {
             for (w, workload) in workloads.iter().enumerate() {
-                let record = throughput_record(target, workload, &rounds[t][w]);
+                let mut record = throughput_record(target, workload, &rounds[t][w]);
+                if let Some(mut profile) = profiles[t][w].take() {
+                    profile["throughput"] = profile_cost(target.cpus.len(), &rounds[t][w], &profiled[t][w]);
+                    record["profile"] = profile;
+                }
                 self.record(record)?;
             }
         }
         Ok(())
+    }
+
+    /// One round with perf attached to the server beforehand and its events on for exactly
+    /// lab-load's measured window; with `draw`, the round's `profile` object (its flame graph beside
+    /// summary.md), else only its throughput (perf's samples are dropped unread).
+    fn profiled_round(
+        &self,
+        server: &Server,
+        target: &Target,
+        workload: &str,
+        load: &Load,
+        draw: bool,
+    ) -> (Result<Measured, String>, Option<Value>) {
+        let perf = self.perf.as_ref().expect("profiled rounds only with perf");
+        let failed = |reason: String| {
+            eprintln!("lab-bench: --profile {} {workload}: {reason}", target.id);
+            draw.then(|| json!({"error": reason}))
+        };
+        let mut attached = match profile::attach(perf, server.pid(), &self.perf_cpus, &self.scratch) {
+            Ok(attached) => attached,
+            Err(reason) => return (Err(format!("perf: {reason}")), failed(reason)),
+        };
+        let (warmup, duration) = (load.warmup, load.duration);
+        let (result, window) = std::thread::scope(|scope| {
+            let window = scope.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_secs_f64(warmup));
+                attached.enable()?;
+                std::thread::sleep(std::time::Duration::from_secs_f64(duration));
+                attached.disable()
+            });
+            let result = run_loads(server, target.cpus.len(), std::slice::from_ref(load), &self.scratch)
+                .map(|mut m| m.remove(0));
+            (result, window.join().unwrap_or_else(|_| Err("the window's thread panicked".into())))
+        });
+        if let Err(reason) = window {
+            attached.discard();
+            return (result, failed(reason));
+        }
+        if !draw {
+            attached.discard();
+            return (result, None);
+        }
+        let rps = result.as_ref().map_or(0.0, Measured::rps);
+        let svg = self.out.join(format!("flame-{}-{workload}.svg", target.id));
+        let title = format!(
+            "{}, {workload}: CPU of the server's process tree (perf record, DWARF stacks)",
+            target.id
+        );
+        let profile = attached.finish(perf, rps, &title, &svg).unwrap_or_else(|reason| {
+            failed(reason.clone());
+            json!({"error": reason})
+        });
+        (result, Some(profile))
     }
 
     fn run_sweeps(&mut self) -> Result<(), String> {
@@ -449,6 +563,49 @@ fn target_json(target: &Target, workload: &str) -> Value {
 }
 
 /// A throughput workload's record: every round, and the median and spread of the valid ones only.
+/// Where perf runs: the allowed CPUs that are neither the server's nor lab-load's; where there are
+/// none (2 cores: one each), lab-load's, so that perf never takes CPU from the server it measures.
+fn perf_cpus(server: &[usize], client: &[usize]) -> Vec<usize> {
+    let spare: Vec<usize> =
+        labkit::allowed_cpus().into_iter().filter(|c| !server.contains(c) && !client.contains(c)).collect();
+    if spare.is_empty() {
+        client.to_vec()
+    } else {
+        spare
+    }
+}
+
+/// What profiling cost a run: the throughput of its rounds under perf against the same rounds
+/// without it (run back to back on the same server), as the ratio of the medians; and the same
+/// for the server's CPU per request, which other load on the machine disturbs less (it takes CPU
+/// from the server, which lowers the throughput, but leaves each request's cost as it was).
+fn profile_cost(
+    cpus: usize,
+    plain: &[Result<Measured, String>],
+    profiled: &[Result<Measured, String>],
+) -> Value {
+    let valid = |rounds: &[Result<Measured, String>]| -> Vec<Measured> {
+        rounds.iter().filter_map(|r| r.as_ref().ok()).filter(|m| problems_of(m).is_none()).cloned().collect()
+    };
+    let (without, with) = (valid(plain), valid(profiled));
+    let rps = |rounds: &[Measured]| rounds.iter().map(Measured::rps).collect::<Vec<f64>>();
+    let cpu_us = |rounds: &[Measured]| {
+        rounds.iter().map(|m| m.server_cpu * cpus as f64 / m.rps() * 1e6).collect::<Vec<f64>>()
+    };
+    let ratio = |a: &[f64], b: &[f64]| match (median(a), median(b)) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    json!({
+        "rps_without": rps(&without),
+        "rps_with": rps(&with),
+        "ratio": ratio(&rps(&with), &rps(&without)),
+        "cpu_us_per_request_without": cpu_us(&without),
+        "cpu_us_per_request_with": cpu_us(&with),
+        "cpu_ratio": ratio(&cpu_us(&with), &cpu_us(&without)),
+    })
+}
+
 fn throughput_record(target: &Target, workload: &str, rounds: &[Result<Measured, String>]) -> Value {
     let mut record = target_json(target, workload);
     let mut problems = Vec::new();

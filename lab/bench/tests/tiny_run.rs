@@ -130,3 +130,27 @@ fn bad_arguments_get_one_line_and_exit_2() {
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("CPU 9999 is not one this process may use"));
 }
+
+/// Without a usable perf, `--profile` says so in one line and the run goes on, unprofiled.
+#[test]
+fn profile_without_perf_says_so_once_and_runs_on() {
+    let out = std::env::temp_dir().join(format!("lab-bench-noperf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_lab-bench"))
+        .env("LAB_BENCH_PERF", "/nonexistent/perf")
+        .args(["--archs", "epoll", "--workloads", "keep-alive", "--duration", "0.3", "--warmup", "0.1"])
+        .args(["--rounds", "1", "--no-nginx", "--profile", "--out", out.to_str().unwrap()])
+        .output()
+        .expect("run lab-bench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "lab-bench failed: {stderr}");
+    let about_perf: Vec<&str> = stderr.lines().filter(|l| l.contains("--profile")).collect();
+    assert_eq!(about_perf.len(), 1, "{stderr}");
+    assert!(about_perf[0].contains("/nonexistent/perf"), "names what failed: {}", about_perf[0]);
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(doc["runs"].as_array().unwrap().len(), 1);
+    assert!(doc["runs"][0]["rps"]["median"].as_f64().unwrap() > 0.0);
+    assert!(doc["runs"][0].get("profile").is_none());
+    let _ = std::fs::remove_dir_all(&out);
+}
