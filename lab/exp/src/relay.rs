@@ -90,15 +90,16 @@ pub fn has_header(message: &[u8], name: &str, value: &str) -> bool {
 }
 
 /// Listens on 127.0.0.1 (a port the kernel picks) and runs `serve` on each accepted connection in a
-/// thread of its own, for the rest of the experiment.
-pub fn listen(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+/// thread of its own, for the rest of the experiment, with the connection's place in accept order
+/// (0, 1, 2, …; the order the connections opened, as the accept queue is first in, first out).
+pub fn listen(serve: impl Fn(TcpStream, usize) + Send + Sync + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
     let addr = listener.local_addr().expect("getsockname");
     let serve = std::sync::Arc::new(serve);
     thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
+        for (seq, stream) in listener.incoming().flatten().enumerate() {
             let serve = std::sync::Arc::clone(&serve);
-            thread::spawn(move || serve(stream));
+            thread::spawn(move || serve(stream, seq));
         }
     });
     addr

@@ -60,7 +60,7 @@ type Attempts = Arc<Mutex<HashMap<Vec<u8>, u64>>>;
 fn dropping_relay(backend: SocketAddr) -> (SocketAddr, Attempts) {
     let attempts: Attempts = Arc::default();
     let seen = Arc::clone(&attempts);
-    let addr = relay::listen(move |client| {
+    let addr = relay::listen(move |client, _| {
         let mut client = Framed::new(client);
         let Ok(mut upstream) = Framed::connect(backend) else { return client.close() };
         while let Ok(Some(request)) = client.read_message() {
