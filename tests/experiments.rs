@@ -188,11 +188,17 @@ fn layer_7_balancing_spreads_requests_and_separates_the_heavy_connections() {
     let number = |value: &Value, key: &str| value[key].as_f64().unwrap_or_else(|| panic!("{key}: {value}"));
     assert!(number(l7, "jain") > number(l4, "jain") + 0.1, "{l4} {l7}");
     assert!(number(l7, "jain") > 0.9, "{l7}");
-    assert!(number(l7, "heavy_p99_ms") < 0.75 * number(l4, "heavy_p99_ms"), "{l4} {l7}");
-    // Layer 4: both heavy connections on one backend, which executed nothing else.
-    let per_backend: Vec<i64> =
+    // The median, not the p99: a tie in requests in flight can still put one heavy request behind
+    // the other under layer 7 now and then; under layer 4 every one of them waits.
+    assert!(number(l7, "heavy_p50_ms") < 0.75 * number(l4, "heavy_p50_ms"), "{l4} {l7}");
+    // Layer 4: both heavy connections on one backend, which executed nothing else, and both light
+    // ones on the other (the round-robin turn follows the order the connections opened).
+    let mut per_backend: Vec<i64> =
         l4["per_backend"].as_array().expect("per_backend").iter().filter_map(Value::as_i64).collect();
-    assert!(per_backend.contains(&l4["heavy_requests"].as_i64().unwrap_or(-1)), "{l4}");
+    per_backend.sort_unstable();
+    let requests = |key: &str| l4[key].as_i64().unwrap_or_else(|| panic!("{key}: {l4}"));
+    let (heavy, light) = (requests("heavy_requests"), requests("light_requests"));
+    assert!(light > heavy && per_backend == [heavy, light], "{l4}");
 }
 
 #[test]
