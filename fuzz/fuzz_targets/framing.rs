@@ -65,7 +65,11 @@ fn resumed(stream: &[u8], cuts: &[usize]) -> Verdict {
         while buffer.len() >= need.max(1) {
             match parse_request_resuming(&buffer, &mut progress) {
                 Ok(Parsed::Complete { request, consumed }) => {
-                    assert!(consumed > 0 && consumed <= buffer.len(), "consumed {consumed} of {}", buffer.len());
+                    assert!(
+                        consumed > 0 && consumed <= buffer.len(),
+                        "consumed {consumed} of {}",
+                        buffer.len()
+                    );
                     framed.push((format!("{request:?}"), consumed));
                     buffer.drain(..consumed);
                     progress = Progress::default();
