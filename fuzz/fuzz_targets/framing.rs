@@ -1,19 +1,59 @@
 //! Fuzzes the framing of a pipelined request stream, as a connection feeds it: the input's first
-//! byte seeds where the stream is cut into reads, the rest is the stream. Checks that nothing
-//! panics, that a complete request never claims more bytes than it has and a partial one always
-//! asks for more, that resuming a partial request frames exactly what framing the whole buffer
-//! from scratch does, and that every framed request routes.
+//! byte seeds where the stream is cut into reads, the rest is the stream.
+//!
+//! The property (issue 23 §7): however the stream is cut, resuming call after call as a connection
+//! does gives the verdict of framing the whole stream from scratch — the same requests (method,
+//! target, connection, body, key) using the same bytes, and then the same end: incomplete, or an
+//! error with the same status. Checked for the cuts the first byte seeds (up to 15 reads), and for
+//! a stream of up to [`EVERY_SPLIT`] bytes also for every split into two pieces and for the stream
+//! fed one byte at a time. Beside it: nothing panics, a complete request never claims more bytes
+//! than it has, a partial one always asks for more, and every framed request routes.
 #![no_main]
 
-use http::{parse_request, parse_request_resuming, route, Parsed, Progress};
+use http::{parse_request, parse_request_resuming, route, Parsed, Progress, Status};
 use libfuzzer_sys::fuzz_target;
 
-/// The paths and bodies framed from `stream` arriving cut at `cuts`, and whether it ended
-/// unfinished (an error, or a partial request left over); `resume` says whether each call goes on
-/// from the last (as a connection does) or starts over. A resumed head is parsed again only once a
-/// new line arrives, so a bad byte is found at the end of its line: a stream that stops before
-/// that ends partial where framing it whole ends in an error, and both count as unfinished.
-fn frame(stream: &[u8], cuts: &[usize], resume: bool) -> (Vec<(String, Vec<u8>)>, bool) {
+/// Streams up to this long are also checked at every two-piece split and byte by byte.
+const EVERY_SPLIT: usize = 512;
+
+/// How framing a stream ended, after the requests it framed.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Waiting for more bytes (nothing left over, or a partial request).
+    Incomplete,
+    /// Refused with this status.
+    Refused(Status),
+}
+
+/// What framing a stream gives: each complete request (as its fields print) with the bytes it
+/// used, and how it ended.
+type Verdict = (Vec<(String, usize)>, End);
+
+/// The stream framed from scratch, all of it at once: each request parsed on the whole rest.
+fn whole(stream: &[u8]) -> Verdict {
+    let mut framed = Vec::new();
+    let mut rest = stream;
+    loop {
+        match parse_request(rest) {
+            Ok(Parsed::Complete { request, consumed }) => {
+                assert!(consumed > 0 && consumed <= rest.len(), "consumed {consumed} of {}", rest.len());
+                framed.push((format!("{request:?}"), consumed));
+                let _ = route(request);
+                rest = &rest[consumed..];
+            }
+            Ok(Parsed::Partial { need, .. }) => {
+                assert!(need > rest.len(), "partial, asking for {need} with {} in", rest.len());
+                return (framed, End::Incomplete);
+            }
+            Err(e) => return (framed, End::Refused(e.status)),
+        }
+    }
+}
+
+/// The stream arriving cut at `cuts` (ascending offsets), framed as a connection does: after each
+/// read, resumed from what the calls before saw, and called again only once the buffer holds the
+/// `need` the last partial verdict asked for.
+fn resumed(stream: &[u8], cuts: &[usize]) -> Verdict {
     let mut buffer = Vec::new();
     let mut framed = Vec::new();
     let mut progress = Progress::default();
@@ -23,34 +63,32 @@ fn frame(stream: &[u8], cuts: &[usize], resume: bool) -> (Vec<(String, Vec<u8>)>
         buffer.extend_from_slice(&stream[fed..cut]);
         fed = cut;
         while buffer.len() >= need.max(1) {
-            let parsed = match resume {
-                true => parse_request_resuming(&buffer, &mut progress),
-                false => parse_request(&buffer),
-            };
-            match parsed {
+            match parse_request_resuming(&buffer, &mut progress) {
                 Ok(Parsed::Complete { request, consumed }) => {
-                    assert!(consumed > 0 && consumed <= buffer.len(), "consumed {consumed} of {}", buffer.len());
-                    let path = request.path.to_string();
-                    let body = request.body.to_vec();
-                    let _ = route(request);
-                    framed.push((path, body));
+                    assert!(
+                        consumed > 0 && consumed <= buffer.len(),
+                        "consumed {consumed} of {}",
+                        buffer.len()
+                    );
+                    framed.push((format!("{request:?}"), consumed));
                     buffer.drain(..consumed);
                     progress = Progress::default();
                     need = 0;
                 }
                 Ok(Parsed::Partial { need: more, .. }) => {
                     assert!(more > buffer.len(), "partial, asking for {more} with {} in", buffer.len());
-                    need = if resume { more } else { buffer.len() + 1 };
+                    need = more;
                 }
-                Err(_) => return (framed, true),
+                Err(e) => return (framed, End::Refused(e.status)),
             }
         }
     }
-    (framed, !buffer.is_empty())
+    (framed, End::Incomplete)
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, stream)) = data.split_first() else { return };
+    let expected = whole(stream);
     // Cut points from a small generator seeded by the first byte: up to 15 reads.
     let mut state = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
     let mut cuts: Vec<usize> = (0..seed % 16)
@@ -62,8 +100,12 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     cuts.sort_unstable();
-    // Where a request fails may depend on how much of it had arrived (a head over the limit is 431
-    // before a bad byte beyond it arrives), but not whether the stream ends unfinished, nor what
-    // was framed before.
-    assert_eq!(frame(stream, &[], false), frame(stream, &cuts, true));
+    assert_eq!(resumed(stream, &cuts), expected, "cut at {cuts:?}");
+    if stream.len() <= EVERY_SPLIT {
+        for cut in 1..stream.len() {
+            assert_eq!(resumed(stream, &[cut]), expected, "cut at {cut}");
+        }
+        let every_byte: Vec<usize> = (1..stream.len()).collect();
+        assert_eq!(resumed(stream, &every_byte), expected, "fed one byte at a time");
+    }
 });

@@ -646,3 +646,22 @@ fn resumed_chunked_parsing_goes_on_from_the_last_whole_chunk() {
     assert_eq!(consumed, request.len());
     assert_eq!(framed.body.len(), 1000 + 16);
 }
+
+/// The remembered Host stands only for the very same bytes: a value of any length from 1 to 30
+/// differing from a valid one just seen in any single byte is judged on its own.
+#[test]
+fn a_remembered_host_stands_only_for_the_same_bytes() {
+    let request = |host: &[u8]| [b"GET / HTTP/1.1\r\nHost: ".as_slice(), host, b"\r\n\r\n"].concat();
+    for len in 1..=30 {
+        let valid: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        for at in 0..len {
+            assert!(matches!(parse_request(&request(&valid)), Ok(Parsed::Complete { .. })), "{len}");
+            let mut invalid = valid.clone();
+            invalid[at] = b'@';
+            match parse_request(&request(&invalid)) {
+                Err(e) => assert_eq!(e.status, Status::BadRequest, "{:?}", String::from_utf8_lossy(&invalid)),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(&invalid)),
+            }
+        }
+    }
+}
