@@ -105,20 +105,7 @@ impl Acceptor {
     fn accept_one(&mut self) -> io::Result<Option<OwnedFd>> {
         loop {
             match sys::socket::accept(self.listener.fd.as_fd()) {
-                Ok(fd) => {
-                    #[cfg(debug_assertions)]
-                    injected_fault();
-                    self.worker.accepted();
-                    if let Some(pause) = &self.listener.pause_after_first {
-                        pause.accepted();
-                    }
-                    if self.worker.stats().admit() {
-                        return Ok(Some(fd));
-                    }
-                    self.worker.rejected();
-                    turn_away(&fd);
-                    return Ok(None);
-                }
+                Ok(fd) => return Ok(self.admit(fd)),
                 // The client gave up between handshake and accept, or a signal came: try the next.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -130,6 +117,24 @@ impl Acceptor {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A connection the kernel accepted (here, or for a completion loop, by a multishot accept):
+    /// counted, admitted against `--max-conns`, or answered 503 and closed (`None`). Starts the
+    /// `--pause-accept` pause with the first one.
+    pub fn admit(&mut self, fd: OwnedFd) -> Option<OwnedFd> {
+        #[cfg(debug_assertions)]
+        injected_fault();
+        self.worker.accepted();
+        if let Some(pause) = &self.listener.pause_after_first {
+            pause.accepted();
+        }
+        if self.worker.stats().admit() {
+            return Some(fd);
+        }
+        self.worker.rejected();
+        turn_away(&fd);
+        None
     }
 
     /// Stops listening for good: `shutdown(SHUT_RD)` on the socket, for every thread that shares it.
@@ -151,7 +156,7 @@ impl Acceptor {
     }
 
     /// When the pause in force ends (out of fds, or `--pause-accept`); `None`: accepting.
-    fn paused_until(&self) -> Option<Instant> {
+    pub fn paused_until(&self) -> Option<Instant> {
         let now = Instant::now();
         let after_first = self.listener.pause_after_first.as_ref().and_then(|pause| pause.until());
         [self.out_of_fds_until, after_first.copied()].into_iter().flatten().filter(|&until| until > now).max()
@@ -175,7 +180,7 @@ impl Acceptor {
     }
 
     /// EMFILE (or another failure of accept4 that leaves the connection queued): pause.
-    fn out_of_fds(&mut self, error: &io::Error) {
+    pub fn out_of_fds(&mut self, error: &io::Error) {
         let now = Instant::now();
         self.out_of_fds_until = Some(now + EMFILE_PAUSE);
         if self.last_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5)) {
