@@ -41,7 +41,8 @@ pub struct Acceptor {
     /// Fires when a pause ends. It is watched under the listener's token, so the end of a pause
     /// reaches the loop as a listener event: an edge-triggered listener would not report the
     /// connections that queued meanwhile, and no loop has to remember to look.
-    resume: Timer,
+    /// `None` for a loop that times its pauses itself ([`Acceptor::timed_by_caller`]).
+    resume: Option<Timer>,
     resume_watched: bool,
     /// The end of the pause the timer is armed for.
     resume_armed: Option<Instant>,
@@ -57,7 +58,19 @@ impl Acceptor {
     /// process is out of fds, it could not be.
     pub fn new(listener: Listener, worker: WorkerStats) -> io::Result<Self> {
         let resume = Timer::new()?;
-        Ok(Acceptor {
+        Ok(Acceptor::with_resume(listener, worker, Some(resume)))
+    }
+
+    /// An acceptor for a loop that does not accept through [`Acceptor::accept_all`] but hands each
+    /// connection the kernel accepted to [`Acceptor::admit`], and times the end of a pause itself
+    /// from [`Acceptor::paused_until`] (lab-uring: a ring timeout). It needs no resume timer, so
+    /// it costs no file descriptor.
+    pub fn timed_by_caller(listener: Listener, worker: WorkerStats) -> Self {
+        Acceptor::with_resume(listener, worker, None)
+    }
+
+    fn with_resume(listener: Listener, worker: WorkerStats, resume: Option<Timer>) -> Self {
+        Acceptor {
             listener,
             worker,
             resume,
@@ -66,7 +79,7 @@ impl Acceptor {
             out_of_fds_until: None,
             last_warning: None,
             stopped: false,
-        })
+        }
     }
 
     /// Call on every return from epoll_wait of a loop that only accepts: counts the wake-up.
@@ -167,9 +180,10 @@ impl Acceptor {
         if self.resume_armed == Some(until) {
             return;
         }
-        let mut armed = self.resume.set_after(until.saturating_duration_since(Instant::now()));
+        let Some(resume) = &self.resume else { return };
+        let mut armed = resume.set_after(until.saturating_duration_since(Instant::now()));
         if armed.is_ok() && !self.resume_watched {
-            armed = poller.add(self.resume.as_fd(), LISTENER, READABLE_EDGE);
+            armed = poller.add(resume.as_fd(), LISTENER, READABLE_EDGE);
             self.resume_watched = armed.is_ok();
         }
         match armed {

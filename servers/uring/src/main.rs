@@ -28,7 +28,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -113,20 +113,26 @@ fn main() {
     ));
     let wakers = (0..config.workers).map(|_| Waker::new().unwrap_or_else(|e| fatal(e))).collect();
     let shared = Arc::new(Shared { signals, wakers });
+    // Every ring is made (an fd each) before `listening on`: a crowd arriving then under a low fd
+    // limit must find accepting paused (EMFILE), not a ring that cannot be made.
+    let ready = Arc::new(Barrier::new(config.workers + 1));
     let threads: Vec<_> = (0..config.workers)
         .map(|id| {
             let worker = stats.worker(id, Role::Loop, config.cpu_for(id));
             let listener = listeners[id % listeners.len()].clone();
-            let acceptor = Acceptor::new(listener, worker.clone()).unwrap_or_else(|e| fatal(e));
-            let (config, shared, buffers) = (config.clone(), Arc::clone(&shared), cli.buffers);
+            let acceptor = Acceptor::timed_by_caller(listener, worker.clone());
+            let (config, shared, ready, buffers) =
+                (config.clone(), Arc::clone(&shared), Arc::clone(&ready), cli.buffers);
             thread::spawn(move || {
                 startup::start_thread(&worker);
                 // The ring is made here: SINGLE_ISSUER ties it to the thread that makes it.
                 let ring = ring(buffers).unwrap_or_else(|e| fatal(e));
+                ready.wait();
                 worker_main(&config, ring, acceptor, &shared, id, worker).unwrap_or_else(|e| fatal(e));
             })
         })
         .collect();
+    ready.wait();
     startup::announce(listeners[0].addr);
     startup::join_all(threads);
 }
