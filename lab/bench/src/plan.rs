@@ -194,11 +194,21 @@ mod tests {
         let one: Vec<String> = targets(&[0], true).into_iter().map(|t| t.id).collect();
         assert_eq!(
             one,
-            ["epoll", "memcached", "ramcloud", "nginx-mutex", "reuseport", "oneshot", "uring", "real-nginx-1w"]
+            [
+                "epoll",
+                "memcached",
+                "ramcloud",
+                "nginx-mutex",
+                "reuseport",
+                "oneshot",
+                "uring",
+                "real-nginx-1w"
+            ]
         );
         let eight = targets(&[0, 1, 2, 3, 4, 5, 6, 7], true);
         assert_eq!(eight.len(), 15);
-        let uring: Vec<_> = eight.iter().filter(|t| t.family == "uring").map(|t| (t.id.as_str(), t.workers)).collect();
+        let uring: Vec<_> =
+            eight.iter().filter(|t| t.family == "uring").map(|t| (t.id.as_str(), t.workers)).collect();
         assert_eq!(uring, [("uring", 1), ("uring-reuseport", 8)]);
         let ramcloud = eight.iter().find(|t| t.id == "ramcloud").unwrap();
         assert_eq!(ramcloud.workers, 7, "a core of its own for the dispatcher");

@@ -88,7 +88,10 @@ pub fn for_each_server(test: impl Fn(&Server) + Sync) {
         match server.unavailable() {
             None => rows.push((server.name.to_string(), server)),
             Some(reason) if env::var_os("ACCEPTLAB_REQUIRE_ALL_ROWS").is_some_and(|v| v == "1") => failures
-                .push((server.name.to_string(), format!("cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1"))),
+                .push((
+                    server.name.to_string(),
+                    format!("cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1"),
+                )),
             Some(reason) => skipped(server, &reason),
         }
     }
@@ -164,7 +167,11 @@ pub fn bin_path(bin: &str) -> PathBuf {
 
 /// `bin` with `args`, run to its end in a child that may not make an io_uring (`io_uring_setup`
 /// fails with EPERM, as under a container's seccomp profile): its exit status, stdout and stderr.
-pub fn run_without_io_uring(bin: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+pub fn run_without_io_uring(
+    bin: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
     let mut command = Command::new(bin);
     command.args(args).envs(envs.iter().copied()).stdin(Stdio::null());
     sys::process::deny_io_uring_setup(&mut command);

@@ -58,7 +58,10 @@ fn main() {
         if let Some(reason) = server.unavailable() {
             match std::env::var_os("ACCEPTLAB_REQUIRE_ALL_ROWS").is_some_and(|v| v == "1") {
                 true => {
-                    eprintln!("lab-soak: FAIL {}: cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1", server.name);
+                    eprintln!(
+                        "lab-soak: FAIL {}: cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1",
+                        server.name
+                    );
                     failed = true;
                 }
                 false => labkit::skipped(server, &reason),

@@ -121,6 +121,7 @@ impl UringConnections {
     /// No connections yet, on `ring` (its buffers provided already), counted into `worker`.
     pub fn new(config: &Config, ring: Ring, worker: WorkerStats) -> Self {
         session::set_memory_budget(config.memory_budget);
+        worker.ring([0; 4]); // in /stats from the start, before the first wait returns
         UringConnections {
             ring,
             slots: Vec::new(),

@@ -150,7 +150,12 @@ pub fn deny_io_uring_setup(command: &mut std::process::Command) {
         }
         // SAFETY: `program` points to `filter`, alive for the call; the kernel copies the program.
         let set = unsafe {
-            libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &program as *const libc::sock_fprog)
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &program as *const libc::sock_fprog,
+            )
         };
         match set {
             0 => Ok(()),

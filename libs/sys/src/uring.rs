@@ -160,7 +160,8 @@ impl Ring {
     /// or a seccomp profile) is an error that reads `io_uring_setup (N entries): EPERM: ...`.
     pub fn new(entries: u32) -> io::Result<Ring> {
         let cq = entries.saturating_mul(4);
-        let tuned = IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_cqsize(cq).build(entries);
+        let tuned =
+            IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_cqsize(cq).build(entries);
         let (ring, setup) = match tuned {
             Ok(ring) => (ring, Setup::DeferTaskrun),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -169,7 +170,15 @@ impl Ring {
             }
             Err(e) => return Err(setup_error(entries, &e)),
         };
-        Ok(Ring { ring, setup, ops: Vec::new(), free: Vec::new(), in_flight: 0, bufs: None, counters: Counters::default() })
+        Ok(Ring {
+            ring,
+            setup,
+            ops: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            bufs: None,
+            counters: Counters::default(),
+        })
     }
 
     /// How the ring was set up.
@@ -185,7 +194,8 @@ impl Ring {
     /// `io_uring_register_buf_ring`: lends `count` buffers of `size` bytes (count a power of two,
     /// at most 32768) to the kernel, for the receives of this ring to pick from.
     pub fn provide_buffers(&mut self, count: u16, size: usize) -> io::Result<()> {
-        let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("provided buffers: {why}"));
+        let invalid =
+            |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("provided buffers: {why}"));
         if self.bufs.is_some() {
             return Err(invalid("already provided"));
         }
@@ -203,13 +213,15 @@ impl Ring {
         let mut bufs = BufRing { entries, layout, memory, size, count, tail: 0 };
         // SAFETY: `entries` is `count` page-aligned entries that live in `self.bufs` as long as the
         // ring (they are freed in `Drop`, after the ring's fd is closed, or leaked).
-        let registered = unsafe {
-            self.ring.submitter().register_buf_ring_with_flags(entries as u64, count, GROUP, 0)
-        };
+        let registered =
+            unsafe { self.ring.submitter().register_buf_ring_with_flags(entries as u64, count, GROUP, 0) };
         if let Err(e) = registered {
             // SAFETY: allocated above with `layout`; the kernel did not take it.
             unsafe { alloc::dealloc(entries.cast(), layout) };
-            return Err(io::Error::new(e.kind(), format!("io_uring_register PBUF_RING ({count} × {size} bytes): {e}")));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("io_uring_register PBUF_RING ({count} × {size} bytes): {e}"),
+            ));
         }
         for id in 0..count {
             bufs.lend(id);
@@ -253,7 +265,8 @@ impl Ring {
     pub fn send(&mut self, fd: BorrowedFd<'_>, buf: Vec<u8>, from: usize, tag: u64) -> io::Result<Op> {
         let rest = &buf[from.min(buf.len())..];
         let len = rest.len().min(u32::MAX as usize) as u32;
-        let entry = opcode::Send::new(Fd(fd.as_raw_fd()), rest.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build();
+        let entry =
+            opcode::Send::new(Fd(fd.as_raw_fd()), rest.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build();
         // The Vec's heap buffer does not move when the Vec itself is moved into the table.
         self.push(entry, InFlight { tag, kind: Kind::Other, owned: Some(buf), _timespec: None })
     }

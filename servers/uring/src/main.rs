@@ -195,7 +195,8 @@ fn worker_main(
                 SIGNALS | WAKER if completion.result.is_ok() && drain.begin() => {
                     if completion.tag == SIGNALS {
                         startup::log("draining: no new connections; finishing the requests in flight");
-                        shared.wakers.iter().for_each(|waker| _ = waker.wake()); // the others drain too
+                        shared.wakers.iter().for_each(|waker| _ = waker.wake());
+                        // the others drain too
                     }
                     acceptor.stop_listening()?;
                     if let Some(op) = accept.op {
