@@ -82,6 +82,8 @@ struct Conn {
     pending: Vec<u8>,
     /// The end of the stream arrived (after `pending`).
     eof: bool,
+    /// The last receive left bytes in the socket (`IORING_CQE_F_SOCK_NONEMPTY`): more will arrive.
+    socket_nonempty: bool,
     /// The last pump ended with the session wanting to receive (or to discard, lingering).
     receiving: bool,
     /// Lingering: whatever arrives is dropped.
@@ -188,6 +190,7 @@ impl UringConnections {
             send_buf: Vec::new(),
             pending: Vec::new(),
             eof: false,
+            socket_nonempty: false,
             receiving: false,
             discarding: false,
         });
@@ -211,6 +214,7 @@ impl UringConnections {
                     conn.recv = None;
                     conn.cancelling = false;
                 }
+                conn.socket_nonempty = completion.socket_nonempty;
                 match completion.result {
                     Ok(0) => conn.eof = true,
                     Ok(_) => {
@@ -370,9 +374,10 @@ impl Conn {
                 }
                 Want::Wait => return Progress::Wait,
                 Want::Yield => return Progress::ReadyAgain,
-                // Closing with bytes the kernel may still hold would send a reset: shut our side
-                // and discard until the client closes, unless its end of stream is already here.
-                Want::Finish { unread_input } if unread_input || !self.eof || !self.pending.is_empty() => {
+                // Closing with bytes the kernel still holds would send a reset: shut our side and
+                // discard until the client closes. As under epoll, the socket counts as empty when
+                // the last receive said so (no IORING_CQE_F_SOCK_NONEMPTY): then close at once.
+                Want::Finish { unread_input } if unread_input || self.socket_nonempty || !self.pending.is_empty() => {
                     if sys::socket::shutdown_write(self.fd.as_fd()).is_err() {
                         return Progress::Done;
                     }

@@ -82,6 +82,8 @@ pub struct Completion {
     pub result: Result<u32, Errno>,
     /// A multishot operation goes on (`IORING_CQE_F_MORE`); false: this was its last completion.
     pub more: bool,
+    /// A receive left more bytes in the socket (`IORING_CQE_F_SOCK_NONEMPTY`).
+    pub socket_nonempty: bool,
     /// A receive's bytes, in a provided buffer.
     pub buffer: Option<Buffer>,
     /// The buffer a send or a read owned, given back (a read's bytes are its first `result`).
@@ -391,7 +393,8 @@ impl Ring {
                 op.and_then(|op| op.owned)
             }
         };
-        Some(Completion { op: Op(index), tag, result, more, buffer, owned })
+        let socket_nonempty = cqueue::sock_nonempty(cqe.flags());
+        Some(Completion { op: Op(index), tag, result, more, socket_nonempty, buffer, owned })
     }
 }
 
