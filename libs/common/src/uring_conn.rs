@@ -33,7 +33,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use sys::uring::{Completion, Errno, Op, Ring};
+use sys::uring::{Completion, Errno, Ring};
 
 use crate::config::Config;
 use crate::conn::ExecuteOn;
@@ -52,7 +52,7 @@ const SEND: u64 = 2 << 60;
 pub const IGNORED: u64 = 3 << 60;
 const KIND: u64 = 0xf << 60;
 
-/// Whether a completion's tag is one of a connection's (a loop's own tags have the top 4 bits set).
+/// Whether a completion's tag is one of a connection's (a loop's own tags have those 4 bits clear).
 pub fn is_connection_tag(tag: u64) -> bool {
     matches!(tag & KIND, RECV | SEND | IGNORED)
 }
@@ -66,28 +66,65 @@ fn index_of(token: u64) -> usize {
     (token & u64::from(u32::MAX)) as usize
 }
 
-/// One connection: its socket, its session, and what the ring is doing with it.
+/// One connection: its socket, its session, and what the ring is doing with it. Kept small: an
+/// idle connection is this, its slot and an armed receive (which costs no memory here).
 struct Conn {
     fd: OwnedFd,
     session: Session,
-    /// The multishot receive, while armed.
-    recv: Option<Op>,
-    /// A cancel of `recv` has been submitted.
-    cancelling: bool,
-    /// A send is in flight (the ring owns the buffer until it completes).
-    sending: bool,
-    /// The send buffer, while no send is in flight.
+    /// What the ring is doing with it and what has arrived: the `Flags` bits.
+    flags: u8,
+    /// The buffers of a connection that has received or sent, made at its first use.
+    io: Option<Box<Io>>,
+}
+
+/// A connection's buffers.
+#[derive(Default)]
+struct Io {
+    /// The send buffer, while no send is in flight (the ring owns it meanwhile).
     send_buf: Vec<u8>,
     /// Bytes received that the session has not asked for yet, in order.
     pending: Vec<u8>,
+}
+
+/// The bits of `Conn::flags`.
+struct Flags;
+
+impl Flags {
+    /// The multishot receive is armed (its `Op` is `Ring::receive_op` of the connection's tag).
+    const RECV_ARMED: u8 = 1;
+    /// A cancel of the receive has been submitted.
+    const CANCELLING: u8 = 1 << 1;
+    /// A send is in flight.
+    const SENDING: u8 = 1 << 2;
     /// The end of the stream arrived (after `pending`).
-    eof: bool,
+    const EOF: u8 = 1 << 3;
     /// The last receive left bytes in the socket (`IORING_CQE_F_SOCK_NONEMPTY`): more will arrive.
-    socket_nonempty: bool,
+    const SOCKET_NONEMPTY: u8 = 1 << 4;
     /// The last pump ended with the session wanting to receive (or to discard, lingering).
-    receiving: bool,
+    const RECEIVING: u8 = 1 << 5;
     /// Lingering: whatever arrives is dropped.
-    discarding: bool,
+    const DISCARDING: u8 = 1 << 6;
+}
+
+impl Conn {
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        match on {
+            true => self.flags |= flag,
+            false => self.flags &= !flag,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        self.io.as_ref().map_or(&[], |io| &io.pending)
+    }
+
+    fn io(&mut self) -> &mut Io {
+        self.io.get_or_insert_with(Box::default)
+    }
 }
 
 struct Slot {
@@ -181,19 +218,7 @@ impl UringConnections {
             self.slots.len() - 1
         });
         let token = token_of(index, self.slots[index].generation);
-        self.slots[index].conn = Some(Conn {
-            fd,
-            session: Session::new(self.now),
-            recv: None,
-            cancelling: false,
-            sending: false,
-            send_buf: Vec::new(),
-            pending: Vec::new(),
-            eof: false,
-            socket_nonempty: false,
-            receiving: false,
-            discarding: false,
-        });
+        self.slots[index].conn = Some(Conn { fd, session: Session::new(self.now), flags: 0, io: None });
         self.pump(token);
     }
 
@@ -211,22 +236,24 @@ impl UringConnections {
         match kind {
             RECV => {
                 if !completion.more {
-                    conn.recv = None;
-                    conn.cancelling = false;
+                    conn.set(Flags::RECV_ARMED | Flags::CANCELLING, false);
                 }
-                conn.socket_nonempty = completion.socket_nonempty;
+                conn.set(Flags::SOCKET_NONEMPTY, completion.socket_nonempty);
                 match completion.result {
-                    Ok(0) => conn.eof = true,
+                    Ok(0) => conn.set(Flags::EOF, true),
                     Ok(_) => {
                         if let Some(buffer) = completion.buffer {
                             let bytes = self.ring.buffer(&buffer);
-                            match (conn.discarding, conn.receiving && conn.pending.is_empty()) {
+                            let direct = conn.has(Flags::RECEIVING) && conn.pending().is_empty();
+                            match (conn.has(Flags::DISCARDING), direct) {
                                 (true, _) => {} // lingering: dropped
                                 (false, true) => {
                                     let took = conn.session.receive(bytes);
-                                    conn.pending.extend_from_slice(&bytes[took..]);
+                                    if took < bytes.len() {
+                                        conn.io().pending.extend_from_slice(&bytes[took..]);
+                                    }
                                 }
-                                (false, false) => conn.pending.extend_from_slice(bytes),
+                                (false, false) => conn.io().pending.extend_from_slice(bytes),
                             }
                             self.ring.recycle(buffer);
                         }
@@ -238,20 +265,20 @@ impl UringConnections {
                     Err(Errno::ECANCELED) => {}
                     Err(_) => return self.close(index_of(token)), // a reset: as a failed read(2)
                 }
-                if !conn.receiving {
+                if !conn.has(Flags::RECEIVING) {
                     // The session waits for something else (its send): it takes these bytes when
                     // it next wants some. Unless too many pile up: then stop receiving.
-                    if conn.pending.len() >= PENDING_LIMIT {
+                    if conn.pending().len() >= PENDING_LIMIT {
                         stop_receiving(&mut self.ring, conn, token);
                     }
                     return;
                 }
             }
             SEND => {
-                conn.sending = false;
+                conn.set(Flags::SENDING, false);
                 if let Some(mut buf) = completion.owned {
                     buf.clear();
-                    conn.send_buf = buf;
+                    conn.io().send_buf = buf;
                 }
                 match completion.result {
                     Ok(n) => conn.session.sent(n as usize),
@@ -314,11 +341,11 @@ impl UringConnections {
     /// token find a new generation and are dropped.
     fn close(&mut self, index: usize) {
         let slot = &mut self.slots[index];
-        let Some(mut conn) = slot.conn.take() else { return };
+        let Some(conn) = slot.conn.take() else { return };
         let token = token_of(index, slot.generation);
         slot.generation = (slot.generation + 1) & 0x07ff_ffff;
-        if let Some(recv) = conn.recv.take() {
-            let _ = self.ring.cancel(recv, IGNORED | token);
+        if conn.has(Flags::RECV_ARMED) {
+            let _ = self.ring.cancel(Ring::receive_op(RECV | token), IGNORED | token);
         }
         if self.ring.close(conn.fd, IGNORED | token).is_err() {
             // Not queued: the fd was consumed into the entry that failed; nothing more to do.
@@ -339,37 +366,39 @@ fn conn_mut(slots: &mut [Slot], token: u64) -> Option<&mut Conn> {
 
 /// Cancels a connection's multishot receive (once): it is armed again when the session wants more.
 fn stop_receiving(ring: &mut Ring, conn: &mut Conn, token: u64) {
-    if let (Some(recv), false) = (conn.recv, conn.cancelling) {
-        conn.cancelling = ring.cancel(recv, IGNORED | token).is_ok();
+    if conn.has(Flags::RECV_ARMED) && !conn.has(Flags::CANCELLING) {
+        let cancelling = ring.cancel(Ring::receive_op(RECV | token), IGNORED | token).is_ok();
+        conn.set(Flags::CANCELLING, cancelling);
     }
 }
 
 impl Conn {
     /// Does what the session asks until it must wait: for a completion, or for its next turn.
     fn pump(&mut self, ring: &mut Ring, token: u64, now: Instant, executor: &mut ExecuteOn<'_>) -> Progress {
-        self.receiving = false;
+        self.set(Flags::RECEIVING, false);
         loop {
             match self.session.next(now, executor) {
-                Want::Send if self.sending => return Progress::Wait,
+                Want::Send if self.has(Flags::SENDING) => return Progress::Wait,
                 Want::Send => {
-                    let mut buf = std::mem::take(&mut self.send_buf);
+                    let mut buf = std::mem::take(&mut self.io().send_buf);
                     buf.extend_from_slice(self.session.output());
                     match ring.send(self.fd.as_fd(), buf, 0, SEND | token) {
-                        Ok(_) => self.sending = true,
+                        Ok(_) => self.set(Flags::SENDING, true),
                         Err(_) => return Progress::Done,
                     }
                     return Progress::Wait;
                 }
-                Want::Receive if !self.pending.is_empty() => {
-                    let took = self.session.receive(&self.pending);
-                    self.pending.drain(..took);
+                Want::Receive if !self.pending().is_empty() => {
+                    let io = self.io.as_mut().expect("pending bytes live in io");
+                    let took = self.session.receive(&io.pending);
+                    io.pending.drain(..took);
                 }
-                Want::Receive if self.eof => self.session.received_eof(),
+                Want::Receive if self.has(Flags::EOF) => self.session.received_eof(),
                 Want::Receive => {
                     if !self.arm_receive(ring, token) {
                         return Progress::Done;
                     }
-                    self.receiving = true;
+                    self.set(Flags::RECEIVING, true);
                     return Progress::Wait;
                 }
                 Want::Wait => return Progress::Wait,
@@ -377,7 +406,9 @@ impl Conn {
                 // Closing with bytes the kernel still holds would send a reset: shut our side and
                 // discard until the client closes. As under epoll, the socket counts as empty when
                 // the last receive said so (no IORING_CQE_F_SOCK_NONEMPTY): then close at once.
-                Want::Finish { unread_input } if unread_input || self.socket_nonempty || !self.pending.is_empty() => {
+                Want::Finish { unread_input }
+                    if unread_input || self.has(Flags::SOCKET_NONEMPTY) || !self.pending().is_empty() =>
+                {
                     if sys::socket::shutdown_write(self.fd.as_fd()).is_err() {
                         return Progress::Done;
                     }
@@ -385,12 +416,12 @@ impl Conn {
                 }
                 Want::Finish { .. } | Want::Close => return Progress::Done,
                 Want::Discard => {
-                    self.discarding = true;
-                    self.pending.clear();
-                    if self.eof {
+                    self.set(Flags::DISCARDING, true);
+                    self.io = None;
+                    if self.has(Flags::EOF) {
                         return Progress::Done;
                     }
-                    self.receiving = true;
+                    self.set(Flags::RECEIVING, true);
                     if !self.arm_receive(ring, token) {
                         return Progress::Done;
                     }
@@ -400,18 +431,14 @@ impl Conn {
         }
     }
 
-    /// Submits the multishot receive unless one is armed (and not being cancelled); false if the
-    /// ring refused it.
+    /// Submits the multishot receive unless one is armed; false if the ring refused it. (One being
+    /// cancelled completes with ECANCELED, and the connection is pumped and armed again then.)
     fn arm_receive(&mut self, ring: &mut Ring, token: u64) -> bool {
-        if self.recv.is_some() {
-            return true; // a cancelled one completes with ECANCELED and is armed again then
+        if self.has(Flags::RECV_ARMED) {
+            return true;
         }
-        match ring.recv_multishot(self.fd.as_fd(), RECV | token) {
-            Ok(op) => {
-                self.recv = Some(op);
-                true
-            }
-            Err(_) => false,
-        }
+        let armed = ring.recv_multishot(self.fd.as_fd(), RECV | token).is_ok();
+        self.set(Flags::RECV_ARMED, armed);
+        armed
     }
 }

@@ -19,10 +19,12 @@
 //!
 //! Soundness: the kernel reads and writes memory named in a submission until its completion, so
 //! every buffer an operation uses is owned by the ring, in a table of operations in flight, from
-//! submission to last completion; the caller names an operation by an [`Op`] the ring hands out
-//! (its index in that table), never by a raw `user_data` that could collide. The provided buffers
-//! and their ring live as long as the ring. A ring dropped with operations still in flight leaks
-//! their memory instead of freeing what the kernel may still write.
+//! submission to last completion, under a `user_data` that is its index in that table: the caller's
+//! tag can never make two of them collide. Operations that own no memory (accept, receive, close,
+//! cancel) take no entry there: their `user_data` is the caller's tag with a mark bit, so that an
+//! idle connection's armed receive costs the process nothing. The provided buffers and their ring
+//! live as long as the ring. A ring dropped with operations still in flight leaks their memory
+//! instead of freeing what the kernel may still write.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -60,9 +62,20 @@ pub struct Counters {
     pub enobufs: u64,
 }
 
-/// An operation in flight, as the ring names it: valid until its last completion (`more` false).
+/// An operation in flight, as the ring names it (its `user_data`): valid until its last completion
+/// (`more` false).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Op(u32);
+pub struct Op(u64);
+
+/// `user_data` of an operation that owns no memory (accept, receive, close, cancel): the caller's
+/// tag itself, with this bit set, and no entry in the table of operations in flight — so that an
+/// idle connection's receive costs the process no memory at all. Tags must leave the top two bits
+/// clear (see [`TAG_BITS`]).
+const UNTRACKED: u64 = 1 << 63;
+/// With [`UNTRACKED`]: the operation is a receive (for the ENOBUFS count).
+const RECEIVE: u64 = 1 << 62;
+/// The bits a tag may use.
+pub const TAG_BITS: u64 = (1 << 62) - 1;
 
 /// A provided buffer a receive filled: read it with [`Ring::buffer`], then [`Ring::recycle`] it.
 #[derive(Debug)]
@@ -90,18 +103,12 @@ pub struct Completion {
     pub owned: Option<Vec<u8>>,
 }
 
-/// What an operation in flight owns until its last completion.
+/// What an operation in flight owns until its last completion (a send's or read's bytes, a
+/// timeout's timespec).
 struct InFlight {
     tag: u64,
-    kind: Kind,
     owned: Option<Vec<u8>>,
     _timespec: Option<Box<Timespec>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Recv,
-    Other,
 }
 
 /// A ring of `count` buffers of `size` bytes lent to the kernel (`IORING_REGISTER_PBUF_RING`).
@@ -251,7 +258,7 @@ impl Ring {
     pub fn accept_multishot(&mut self, listener: BorrowedFd<'_>, tag: u64) -> io::Result<Op> {
         let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
         let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd())).flags(flags).build();
-        self.push(entry, InFlight { tag, kind: Kind::Other, owned: None, _timespec: None })
+        self.push_untracked(entry, UNTRACKED, tag)
     }
 
     /// `io_uring_prep_recv_multishot(fd, NULL, 0, 0)` with `IOSQE_BUFFER_SELECT` from the provided
@@ -259,7 +266,13 @@ impl Ring {
     /// stream, and `ENOBUFS` means no buffer was free (the multishot ends; counted).
     pub fn recv_multishot(&mut self, fd: BorrowedFd<'_>, tag: u64) -> io::Result<Op> {
         let entry = opcode::RecvMulti::new(Fd(fd.as_raw_fd()), GROUP).build();
-        self.push(entry, InFlight { tag, kind: Kind::Recv, owned: None, _timespec: None })
+        self.push_untracked(entry, UNTRACKED | RECEIVE, tag)
+    }
+
+    /// The [`Op`] of the multishot receive submitted with `tag` (a receive is named by its tag, so
+    /// that a connection need not store it to cancel it).
+    pub fn receive_op(tag: u64) -> Op {
+        Op(UNTRACKED | RECEIVE | (tag & TAG_BITS))
     }
 
     /// `io_uring_prep_send(fd, buf + from, len - from, MSG_NOSIGNAL)`: the ring owns `buf` until the
@@ -270,7 +283,7 @@ impl Ring {
         let entry =
             opcode::Send::new(Fd(fd.as_raw_fd()), rest.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build();
         // The Vec's heap buffer does not move when the Vec itself is moved into the table.
-        self.push(entry, InFlight { tag, kind: Kind::Other, owned: Some(buf), _timespec: None })
+        self.push(entry, InFlight { tag, owned: Some(buf), _timespec: None })
     }
 
     /// `io_uring_prep_read(fd, buf, len, 0)` into a buffer of `len` bytes the ring owns until the
@@ -278,13 +291,13 @@ impl Ring {
     pub fn read(&mut self, fd: BorrowedFd<'_>, len: usize, tag: u64) -> io::Result<Op> {
         let mut buf = vec![0u8; len];
         let entry = opcode::Read::new(Fd(fd.as_raw_fd()), buf.as_mut_ptr(), len as u32).build();
-        self.push(entry, InFlight { tag, kind: Kind::Other, owned: Some(buf), _timespec: None })
+        self.push(entry, InFlight { tag, owned: Some(buf), _timespec: None })
     }
 
     /// `io_uring_prep_close(fd)`: the fd is the kernel's from now on.
     pub fn close(&mut self, fd: OwnedFd, tag: u64) -> io::Result<Op> {
         let entry = opcode::Close::new(Fd(fd.as_raw_fd())).build();
-        let op = self.push(entry, InFlight { tag, kind: Kind::Other, owned: None, _timespec: None })?;
+        let op = self.push_untracked(entry, UNTRACKED, tag)?;
         let _ = fd.into_raw_fd(); // queued: the close is the kernel's now (not queued: dropped, closed)
         Ok(op)
     }
@@ -293,18 +306,19 @@ impl Ring {
     /// comes with `ECANCELED` (or its own result, if it was already finishing). This submission's
     /// own completion: 0, or `ENOENT` / `EALREADY`.
     pub fn cancel(&mut self, op: Op, tag: u64) -> io::Result<Op> {
-        let entry = opcode::AsyncCancel::new(u64::from(op.0)).build();
-        self.push(entry, InFlight { tag, kind: Kind::Other, owned: None, _timespec: None })
+        let entry = opcode::AsyncCancel::new(op.0).build();
+        self.push_untracked(entry, UNTRACKED, tag)
     }
 
     /// `io_uring_prep_timeout(after, 0, 0)`: a completion (`ETIME`) once `after` has passed.
     pub fn timeout(&mut self, after: Duration, tag: u64) -> io::Result<Op> {
         let timespec = Box::new(Timespec::from(after));
         let entry = opcode::Timeout::new(&*timespec).build();
-        self.push(entry, InFlight { tag, kind: Kind::Other, owned: None, _timespec: Some(timespec) })
+        self.push(entry, InFlight { tag, owned: None, _timespec: Some(timespec) })
     }
 
-    /// Queues `entry` for `op`, submitting what is queued first if the submission queue is full.
+    /// Queues `entry`, which owns what `op` holds, under an index in the table of operations in
+    /// flight; submits what is queued first if the submission queue is full.
     fn push(&mut self, entry: squeue::Entry, op: InFlight) -> io::Result<Op> {
         let index = match self.free.pop() {
             Some(index) => index,
@@ -313,23 +327,44 @@ impl Ring {
                 (self.ops.len() - 1) as u32
             }
         };
-        let entry = entry.user_data(u64::from(index));
-        if self.ring.submission().is_full() {
-            if let Err(e) = self.enter(0, None) {
+        match self.queue(entry.user_data(u64::from(index))) {
+            Ok(()) => {
+                self.ops[index as usize] = Some(op);
+                Ok(Op(u64::from(index)))
+            }
+            Err(e) => {
                 self.free.push(index);
-                return Err(e);
+                Err(e)
             }
         }
-        // SAFETY: every buffer the entry names is owned by `op`, stored below in `ops` until the
-        // operation's last completion (or leaked if the ring is dropped before it).
+    }
+
+    /// Queues `entry`, which owns no memory, under its `tag` with the `marks` bits.
+    fn push_untracked(&mut self, entry: squeue::Entry, marks: u64, tag: u64) -> io::Result<Op> {
+        if tag & !TAG_BITS != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("io_uring tag {tag:#x} uses the top two bits"),
+            ));
+        }
+        let user_data = marks | tag;
+        self.queue(entry.user_data(user_data))?;
+        Ok(Op(user_data))
+    }
+
+    fn queue(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        if self.ring.submission().is_full() {
+            self.enter(0, None)?;
+        }
+        // SAFETY: every buffer the entry names is owned by the operation's entry in `ops` (stored
+        // by the caller once this succeeds) until its last completion, or is the ring's own (the
+        // provided buffers); leaked if the ring is dropped before then.
         let pushed = unsafe { self.ring.submission().push(&entry) };
         if pushed.is_err() {
-            self.free.push(index);
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "io_uring submission queue full"));
         }
-        self.ops[index as usize] = Some(op);
         self.in_flight += 1;
-        Ok(Op(index))
+        Ok(())
     }
 
     /// `io_uring_enter(queued, min_complete, GETEVENTS | EXT_ARG)`: submits what is queued and, if
@@ -371,30 +406,39 @@ impl Ring {
     pub fn next_completion(&mut self) -> Option<Completion> {
         let cqe = self.ring.completion().next()?;
         self.counters.completions += 1;
-        let index = cqe.user_data() as u32;
+        let user_data = cqe.user_data();
         let more = cqueue::more(cqe.flags());
         let result = match cqe.result() {
             n if n >= 0 => Ok(n as u32),
             errno => Err(Errno::from_raw(-errno)),
         };
-        let slot = self.ops.get_mut(index as usize)?;
-        let (tag, kind) = slot.as_ref().map(|op| (op.tag, op.kind))?;
-        if kind == Kind::Recv && result == Err(Errno::ENOBUFS) {
-            self.counters.enobufs += 1;
-        }
         let buffer = cqueue::buffer_select(cqe.flags())
             .map(|id| Buffer { id, len: *result.as_ref().unwrap_or(&0) as usize });
-        let owned = match more {
-            true => None,
-            false => {
-                let op = slot.take();
-                self.free.push(index);
-                self.in_flight -= 1;
-                op.and_then(|op| op.owned)
+        let socket_nonempty = cqueue::sock_nonempty(cqe.flags());
+        if !more {
+            self.in_flight -= 1;
+        }
+        let (tag, owned) = match user_data & UNTRACKED {
+            0 => {
+                let index = user_data as u32;
+                let slot = self.ops.get_mut(index as usize)?;
+                let tag = slot.as_ref()?.tag;
+                match more {
+                    true => (tag, None),
+                    false => {
+                        self.free.push(index);
+                        (tag, slot.take().and_then(|op| op.owned))
+                    }
+                }
+            }
+            _ => {
+                if user_data & RECEIVE != 0 && result == Err(Errno::ENOBUFS) {
+                    self.counters.enobufs += 1;
+                }
+                (user_data & TAG_BITS, None)
             }
         };
-        let socket_nonempty = cqueue::sock_nonempty(cqe.flags());
-        Some(Completion { op: Op(index), tag, result, more, socket_nonempty, buffer, owned })
+        Some(Completion { op: Op(user_data), tag, result, more, socket_nonempty, buffer, owned })
     }
 }
 

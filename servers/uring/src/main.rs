@@ -38,14 +38,17 @@ use common::config::{self, CommonArgs, Config};
 use common::drain::Drain;
 use common::startup::{self, fatal};
 use common::stats::{Role, WorkerStats};
-use common::token::{LISTENER, SIGNALS, WAKER};
 use common::uring_conn::{is_connection_tag, UringConnections, IGNORED};
 use sys::eventfd::Waker;
 use sys::signal::ShutdownSignals;
 use sys::uring::{Errno, Op, Ring, Setup};
 
-/// The end of an accept pause (EMFILE, `--pause-accept`): a ring timeout's tag.
-const RESUME: u64 = u64::MAX - 4;
+/// The loop's own tags (a connection's have their top bits set: `common::uring_conn`): the accept,
+/// the signalfd and eventfd reads, the end of an accept pause (EMFILE, `--pause-accept`).
+const LISTENER: u64 = 1;
+const SIGNALS: u64 = 2;
+const WAKER: u64 = 3;
+const RESUME: u64 = 4;
 /// Submission queue entries per ring (the completion queue has four times as many).
 const ENTRIES: u32 = 4096;
 /// Bytes of each provided buffer: one receive completion carries at most this much.
@@ -75,10 +78,8 @@ struct Cli {
 }
 
 fn parse_buffers(text: &str) -> Result<u16, String> {
-    match text.parse::<u16>() {
-        Ok(n) if n.is_power_of_two() && n <= 32768 => Ok(n),
-        _ => Err(format!("not a power of two from 1 to 32768: {text:?}")),
-    }
+    let n = text.parse::<u16>().ok().filter(|n| n.is_power_of_two() && *n <= 32768);
+    n.ok_or_else(|| format!("not a power of two from 1 to 32768: {text:?}"))
 }
 
 /// What the rings share: the signalfd (ring 0 reads it) and one eventfd per ring to wake it.
@@ -172,10 +173,8 @@ fn worker_main(
                         accept.op = None;
                     }
                     match (completion.take_fd(), completion.result) {
-                        (Some(fd), _) => match acceptor.admit(fd) {
-                            Some(fd) => conns.add(fd),
-                            None => {} // over --max-conns: answered 503 and closed
-                        },
+                        // Over --max-conns, `admit` answers 503 and closes it.
+                        (Some(fd), _) => acceptor.admit(fd).into_iter().for_each(|fd| conns.add(fd)),
                         // Out of fds (the connection stays queued): pause, as every loop here does.
                         (None, Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM))) => {
                             acceptor.out_of_fds(&io::Error::from(e))
