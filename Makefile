@@ -1,7 +1,7 @@
 # acceptlab: build, run, test and measure the accept architectures. `make help` lists the targets.
 
 CARGO ?= cargo
-ARCHS := epoll memcached ramcloud nginx reuseport oneshot
+ARCHS := epoll memcached ramcloud nginx reuseport oneshot uring
 # Address for `make run-<arch>`; ARGS passes more flags, e.g. make run-nginx ARGS="--accept herd".
 ADDR ?= 127.0.0.1:8080
 ARGS ?=

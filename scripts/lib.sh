@@ -7,7 +7,7 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RELEASE_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 # The servers; the other lab-* binaries (lab-load, lab-bench, lab-exp, lab-top) are tools.
-SERVERS=(lab-epoll lab-memcached lab-ramcloud lab-nginx lab-reuseport lab-oneshot)
+SERVERS=(lab-epoll lab-memcached lab-ramcloud lab-nginx lab-reuseport lab-oneshot lab-uring)
 
 LISTEN_ADDR= # set by wait_listening: the IP:PORT the server announced
 FIRST_LINE=  # set by wait_listening: the first line the server wrote, whatever it was

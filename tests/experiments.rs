@@ -224,3 +224,16 @@ fn copy_on_write_copies_exactly_the_pages_the_child_writes() {
         );
     }
 }
+
+#[test]
+fn a_uring_ring_not_reaped_leaves_its_accept_queue_to_fill() {
+    let Some(report) = experiment("uring-accept-queue") else { return };
+    let backlog = count(&report, "backlog");
+    let clients = count(&report, "clients");
+    assert_eq!(count(&report, "completed_at_once"), backlog + 1);
+    assert_eq!(count(&report, "ss_recv_q"), backlog + 1);
+    assert_eq!(count(&report, "syn_sent_clients"), clients - backlog - 1);
+    assert!(count(&report, "listen_overflows") >= clients - backlog - 1);
+    assert_eq!(count(&report, "ss_recv_q_after"), 0);
+    assert_eq!(count(&report, "served_after_hold"), clients);
+}

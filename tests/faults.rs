@@ -884,3 +884,50 @@ fn a_slow_request_delays_only_what_shares_its_worker_unless_the_queue_is_central
         }
     });
 }
+
+/// Where io_uring is refused (here by a seccomp filter installed in the child, as a container's
+/// default profile refuses it), lab-uring exits 1 before it listens, with one line naming
+/// `io_uring_setup` and the errno.
+#[test]
+fn uring_refused_by_the_platform_exits_1_naming_io_uring_setup() {
+    let finished = acceptlab_tests::run_without_io_uring(
+        &acceptlab_tests::bin_path("lab-uring"),
+        &["--addr", "127.0.0.1:0"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert_eq!(finished.status.code(), Some(1), "{finished:?}");
+    assert!(finished.stdout.is_empty(), "it must not announce a port: {finished:?}");
+    assert_eq!(stderr, "lab-uring: io_uring_setup (2 entries): EPERM: Operation not permitted\n");
+}
+
+/// Every row answers `GET /`: the test the next one runs again where io_uring is refused.
+#[test]
+fn every_row_answers_root() {
+    for_each_server(|server| assert_eq!(spawn(server, &[]).connect().get("/").status, 200));
+}
+
+/// Where io_uring is refused, a suite skips the uring row loudly, with the reason, on the stderr
+/// the harness does not capture, and the others still run; with `ACCEPTLAB_REQUIRE_ALL_ROWS=1`
+/// (CI's) the skip is a failure. This suite's own binary runs `every_row_answers_root` again, in
+/// a child that may not make an io_uring.
+#[test]
+fn a_row_the_platform_refuses_is_skipped_loudly_or_fails_when_every_row_is_required() {
+    let suite = std::env::current_exe().expect("the suite's own path");
+    let args = ["--exact", "every_row_answers_root", "--test-threads", "1"];
+    let skipping =
+        acceptlab_tests::run_without_io_uring(&suite, &args, &[("ACCEPTLAB_REQUIRE_ALL_ROWS", "0")]);
+    let stderr = String::from_utf8_lossy(&skipping.stderr);
+    assert!(skipping.status.success(), "the other rows must pass: {skipping:?}");
+    assert!(
+        stderr.contains(
+            "SKIPPED server row `uring` in every_row_answers_root: io_uring_setup (2 entries): EPERM"
+        ),
+        "no loud skip: {stderr}"
+    );
+    let requiring =
+        acceptlab_tests::run_without_io_uring(&suite, &args, &[("ACCEPTLAB_REQUIRE_ALL_ROWS", "1")]);
+    let stdout = String::from_utf8_lossy(&requiring.stdout);
+    assert!(!requiring.status.success(), "a required row skipped must fail: {requiring:?}");
+    assert!(stdout.contains("server row `uring`: cannot run here (io_uring_setup"), "{stdout}");
+}

@@ -56,7 +56,7 @@ pub struct Cli {
     /// Client CPUs for the latency sweep and the fairness workload [default: --client-cpus].
     #[arg(long, value_name = "LIST")]
     sweep_client_cpus: Option<String>,
-    /// Servers to run, by architecture (epoll, memcached, ramcloud, nginx, reuseport, oneshot, real-nginx)
+    /// Servers to run, by architecture (epoll, memcached, ramcloud, nginx, reuseport, oneshot, uring, real-nginx)
     /// or by row name (nginx-exclusive, real-nginx-1w, ...) [default: all].
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     archs: Vec<String>,

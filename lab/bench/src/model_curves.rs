@@ -78,7 +78,8 @@ fn queues_of(run: &Value, connections: usize) -> (Queues, String) {
     match run["family"].as_str().unwrap_or("") {
         "ramcloud" | "oneshot" | "epoll" => (Queues::Central, "central FCFS".into()),
         "memcached" => (Queues::PerWorker(Assignment::RoundRobin), "per-worker, round-robin".into()),
-        "reuseport" => (Queues::PerWorker(Assignment::Hash), "per-worker, hashed".into()),
+        "uring" if run["workers"].as_u64() == Some(1) => (Queues::Central, "central FCFS".into()),
+        "reuseport" | "uring" => (Queues::PerWorker(Assignment::Hash), "per-worker, hashed".into()),
         _ => {
             let counts = pinned_counts(run, connections);
             let text = counts.iter().map(usize::to_string).collect::<Vec<_>>().join("/");

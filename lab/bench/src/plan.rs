@@ -60,7 +60,7 @@ fn lab(
     }
 }
 
-/// Every server for `cpus`: the six architectures with `--workers` = the number of CPUs (lab-nginx
+/// Every server for `cpus`: the seven architectures with `--workers` = the number of CPUs (lab-nginx
 /// once per accept mode, lab-reuseport with and without `--steer cpu`), then nginx with one worker
 /// and with N workers three ways. With a single CPU the variants that only differ in how several
 /// workers share the listener are left out: there is nothing for them to choose between.
@@ -85,6 +85,12 @@ pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
         all.push(lab("reuseport-steer", "reuseport", "lab-reuseport", n, cpus, &["--steer", "cpu"]));
     }
     all.push(lab("oneshot", "oneshot", "lab-oneshot", n, cpus, &[]));
+    // lab-uring: one ring (lab-epoll's completion twin, on one CPU), and one ring per CPU, each
+    // with its own SO_REUSEPORT socket.
+    all.push(lab("uring", "uring", "lab-uring", 1, &cpus[..1], &[]));
+    if several {
+        all.push(lab("uring-reuseport", "uring", "lab-uring", n, cpus, &["--listen", "reuseport"]));
+    }
     if with_nginx {
         use crate::nginx::{Accept, Config};
         let mut nginx = |id: &str, workers: usize, accept: Accept| {
@@ -188,10 +194,22 @@ mod tests {
         let one: Vec<String> = targets(&[0], true).into_iter().map(|t| t.id).collect();
         assert_eq!(
             one,
-            ["epoll", "memcached", "ramcloud", "nginx-mutex", "reuseport", "oneshot", "real-nginx-1w"]
+            [
+                "epoll",
+                "memcached",
+                "ramcloud",
+                "nginx-mutex",
+                "reuseport",
+                "oneshot",
+                "uring",
+                "real-nginx-1w"
+            ]
         );
         let eight = targets(&[0, 1, 2, 3, 4, 5, 6, 7], true);
-        assert_eq!(eight.len(), 13);
+        assert_eq!(eight.len(), 15);
+        let uring: Vec<_> =
+            eight.iter().filter(|t| t.family == "uring").map(|t| (t.id.as_str(), t.workers)).collect();
+        assert_eq!(uring, [("uring", 1), ("uring-reuseport", 8)]);
         let ramcloud = eight.iter().find(|t| t.id == "ramcloud").unwrap();
         assert_eq!(ramcloud.workers, 7, "a core of its own for the dispatcher");
         let epoll = eight.iter().find(|t| t.id == "epoll").unwrap();

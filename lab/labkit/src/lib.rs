@@ -43,6 +43,7 @@ pub const SERVERS: &[Server] = &[
     Server { name: "nginx-herd", bin: "lab-nginx", args: &["--workers", "2", "--accept", "herd"], single_threaded: false },
     Server { name: "reuseport", bin: "lab-reuseport", args: &["--workers", "2"], single_threaded: false },
     Server { name: "oneshot", bin: "lab-oneshot", args: &["--workers", "2"], single_threaded: false },
+    Server { name: "uring", bin: "lab-uring", args: &["--workers", "2"], single_threaded: false },
 ];
 
 /// Whether a /stats worker of this `role` executes requests (docs/spec.md): `loop`, `worker` and
@@ -58,6 +59,16 @@ impl Server {
         Server { name, bin, args, single_threaded: false }
     }
 
+    /// Why this row cannot run on this machine, if it cannot: lab-uring where this process may not
+    /// make an io_uring (old kernel, `kernel.io_uring_disabled`, a seccomp profile), with the
+    /// refusal as lab-uring would print it.
+    pub fn unavailable(&self) -> Option<String> {
+        if self.bin != "lab-uring" {
+            return None;
+        }
+        sys::uring::probe().err().map(|e| e.to_string())
+    }
+
     /// The `arch` the binary reports in /stats: its name without the `lab-` prefix.
     pub fn arch(&self) -> &'static str {
         self.bin.strip_prefix("lab-").unwrap_or(self.bin)
@@ -66,14 +77,39 @@ impl Server {
 
 /// Runs `test` once for every row of [`SERVERS`], each in its own thread named after the row, and
 /// fails naming every row whose run panicked.
+///
+/// A row this machine cannot run (lab-uring where io_uring is refused: see [`Server::unavailable`])
+/// is skipped, loudly: a `SKIPPED` line on the real stderr, which the test harness does not capture.
+/// With `ACCEPTLAB_REQUIRE_ALL_ROWS=1` (CI, where io_uring works) a skip is a failure instead.
 pub fn for_each_server(test: impl Fn(&Server) + Sync) {
-    let failures =
-        run_threads(SERVERS.iter().map(|server| (server.name.to_string(), server)).collect(), |server| {
-            test(server)
-        });
+    let mut failures = Vec::new();
+    let mut rows = Vec::new();
+    for server in SERVERS {
+        match server.unavailable() {
+            None => rows.push((server.name.to_string(), server)),
+            Some(reason) if env::var_os("ACCEPTLAB_REQUIRE_ALL_ROWS").is_some_and(|v| v == "1") => failures
+                .push((
+                    server.name.to_string(),
+                    format!("cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1"),
+                )),
+            Some(reason) => skipped(server, &reason),
+        }
+    }
+    failures.extend(run_threads(rows, |server| test(server)));
     let failures: Vec<String> =
         failures.into_iter().map(|(row, message)| format!("server row `{row}`: {message}")).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Says on the real stderr (not the harness's captured one) that `server`'s row was not run, and why.
+pub fn skipped(server: &Server, reason: &str) {
+    let thread = thread::current();
+    let _ = writeln!(
+        io::stderr(),
+        "SKIPPED server row `{}` in {}: {reason} (ACCEPTLAB_REQUIRE_ALL_ROWS=1 makes this a failure)",
+        server.name,
+        thread.name().unwrap_or("a test"),
+    );
 }
 
 /// Runs `task` on every item at once, one thread each, and fails with the first failure's message
@@ -127,6 +163,19 @@ pub fn binary_body(len: usize) -> Vec<u8> {
 /// else its `target/debug`.
 pub fn bin_path(bin: &str) -> PathBuf {
     find_bin(bin).unwrap_or_else(|reason| panic!("{reason}"))
+}
+
+/// `bin` with `args`, run to its end in a child that may not make an io_uring (`io_uring_setup`
+/// fails with EPERM, as under a container's seccomp profile): its exit status, stdout and stderr.
+pub fn run_without_io_uring(
+    bin: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
+    let mut command = Command::new(bin);
+    command.args(args).envs(envs.iter().copied()).stdin(Stdio::null());
+    sys::process::deny_io_uring_setup(&mut command);
+    command.output().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
 }
 
 /// [`bin_path`], with an error instead of a panic.

@@ -26,6 +26,19 @@ pub struct WorkerRates {
     pub requests: f64,
     pub wakeups: f64,
     pub context_switches: f64,
+    /// Its io_uring's counters per second (lab-uring), where /stats has them.
+    pub ring: Option<RingRates>,
+}
+
+/// One io_uring's counters per second, and its `io_uring_enter` calls per request executed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RingRates {
+    pub submissions: f64,
+    pub completions: f64,
+    pub enters: f64,
+    pub enobufs: f64,
+    /// None while it executed no request.
+    pub enters_per_request: Option<f64>,
 }
 
 impl Rates {
@@ -52,6 +65,18 @@ impl Rates {
                     requests: rate(|w| w.requests),
                     wakeups: rate(|w| w.wakeups),
                     context_switches: rate(|w| w.context_switches),
+                    ring: worker.ring.map(|ring| {
+                        let earlier = earlier.and_then(|w| w.ring).unwrap_or(ring);
+                        let enters = per_second(earlier.enters, ring.enters);
+                        let requests = rate(|w| w.requests);
+                        RingRates {
+                            submissions: per_second(earlier.submissions, ring.submissions),
+                            completions: per_second(earlier.completions, ring.completions),
+                            enters,
+                            enobufs: per_second(earlier.enobufs, ring.enobufs),
+                            enters_per_request: (requests > 0.0).then(|| enters / requests),
+                        }
+                    }),
                 }
             })
             .collect();
@@ -115,6 +140,7 @@ mod tests {
             wakeups,
             context_switches: wakeups / 2,
             open: 1,
+            ring: None,
         }
     }
 
@@ -141,11 +167,37 @@ mod tests {
         assert_eq!(rates.accepted, 100.0);
         assert_eq!(
             rates.workers[0],
-            WorkerRates { id: 0, accepted: 0.0, requests: 0.0, wakeups: 40.0, context_switches: 20.0 }
+            WorkerRates {
+                id: 0,
+                accepted: 0.0,
+                requests: 0.0,
+                wakeups: 40.0,
+                context_switches: 20.0,
+                ring: None
+            }
         );
         assert_eq!(rates.workers[1].requests, 2000.0);
         assert_eq!(rates.workers[1].wakeups, 400.0);
         assert_eq!(rates.kernel, None);
+    }
+
+    #[test]
+    fn a_rings_counters_become_rates_and_enters_per_request() {
+        use crate::sample::Ring;
+        let ring = |enters, enobufs| {
+            Some(Ring { submissions: enters * 3, completions: enters * 4, enters, enobufs })
+        };
+        let mut before = worker(0, "loop", 1000, 10);
+        before.ring = ring(100, 0);
+        let mut after = worker(0, "loop", 3000, 30);
+        after.ring = ring(600, 5);
+        let rates = Rates::between(&sample(0, vec![before], None), &sample(500, vec![after], None)).unwrap();
+        let ring = rates.workers[0].ring.unwrap();
+        assert_eq!(
+            (ring.submissions, ring.completions, ring.enters, ring.enobufs),
+            (3000.0, 4000.0, 1000.0, 10.0)
+        );
+        assert_eq!(ring.enters_per_request, Some(0.25));
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub struct Worker {
     pub wakeups: u64,
     pub context_switches: u64,
     pub open: u64,
+    /// The counters of the io_uring the worker drives (lab-uring), where /stats has them.
+    pub ring: Option<Ring>,
+}
+
+/// One io_uring's counters (/stats `workers[].ring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ring {
+    pub submissions: u64,
+    pub completions: u64,
+    pub enters: u64,
+    pub enobufs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +102,15 @@ impl Sample {
                         wakeups: count(worker, "wakeups")?,
                         context_switches: count(worker, "context_switches")?,
                         open: count(worker, "open")?,
+                        ring: match worker.get("ring") {
+                            None => None,
+                            Some(ring) => Some(Ring {
+                                submissions: count(ring, "submissions")?,
+                                completions: count(ring, "completions")?,
+                                enters: count(ring, "enters")?,
+                                enobufs: count(ring, "enobufs")?,
+                            }),
+                        },
                     })
                 })
                 .collect::<Result<_, String>>()?,

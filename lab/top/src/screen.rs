@@ -19,7 +19,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Cell, Gauge, Paragraph, Row, Sparkline, Table};
 use ratatui::{Frame, Terminal};
 
-use crate::rates::{executes_requests, Rates};
+use crate::rates::{executes_requests, Rates, RingRates};
 use crate::sample::Sample;
 
 /// Readings of the accept queue kept for the sparkline (at 250 ms, the last 30 seconds).
@@ -269,9 +269,15 @@ fn draw_queues(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
 
 fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
     const FIXED: [u16; 8] = [3, 10, 3, 10, 10, 9, 8, 6];
+    // lab-uring's rings add two columns, io_uring_enter calls per request and receives per second
+    // that found no provided buffer, and their submissions, completions and enters per second to
+    // the title.
+    const RING: [u16; 2] = [9, 8];
+    let rings = sample.workers.iter().any(|worker| worker.ring.is_some());
+    let fixed: Vec<u16> = FIXED.iter().chain(if rings { &RING[..] } else { &[] }).copied().collect();
     // The share column takes what the others leave: a bar, a space and `100%`.
-    let columns = FIXED.len() as u16 + 1;
-    let share_width = area.width.saturating_sub(2 + FIXED.iter().sum::<u16>() + columns - 1).max(6);
+    let columns = fixed.len() as u16 + 1;
+    let share_width = area.width.saturating_sub(2 + fixed.iter().sum::<u16>() + columns - 1).max(6);
     let bar_width = usize::from(share_width - 5);
     let rates = watch.rates.as_ref();
     let total: f64 = rates.map_or(0.0, |r| r.workers.iter().map(|w| w.requests).sum());
@@ -285,7 +291,7 @@ fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
             let rate = rates.map(|r| &r.workers[index]);
             let share =
                 rate.filter(|_| total > 0.0 && executes_requests(&worker.role)).map(|r| r.requests / total);
-            Row::new(vec![
+            let mut cells = vec![
                 Cell::from(worker.id.to_string()),
                 Cell::from(worker.role.as_str()),
                 Cell::from(worker.cpu.map_or("-".into(), |cpu| cpu.to_string())),
@@ -294,17 +300,47 @@ fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
                 Cell::from(Line::from(per_second(rate.map(|r| r.wakeups))).right_aligned()),
                 Cell::from(Line::from(per_second(rate.map(|r| r.context_switches))).right_aligned()),
                 Cell::from(Line::from(grouped(worker.open)).right_aligned()),
+            ];
+            if rings {
+                let ring = rate.and_then(|r| r.ring);
+                cells.extend([
+                    Cell::from(
+                        Line::from(
+                            ring.and_then(|r| r.enters_per_request).map_or("-".into(), |n| format!("{n:.3}")),
+                        )
+                        .right_aligned(),
+                    ),
+                    Cell::from(Line::from(per_second(ring.map(|r| r.enobufs))).right_aligned()),
+                ]);
+            }
+            cells.push(
                 Cell::from(share.map_or(String::new(), |share| {
                     format!("{} {:>3.0}%", bar(share, bar_width), share * 100.0)
                 }))
                 .fg(Color::Green),
-            ])
+            );
+            Row::new(cells)
         });
-    let header =
-        Row::new(["id", "role", "cpu", "accepted/s", "requests/s", "wakeups/s", "ctx sw/s", "open", "share"])
-            .add_modifier(Modifier::BOLD);
-    let widths = FIXED.map(Constraint::Length).into_iter().chain([Constraint::Fill(1)]);
-    let title = format!(" workers: {}, per second ", sample.workers.len());
+    let mut names = vec!["id", "role", "cpu", "accepted/s", "requests/s", "wakeups/s", "ctx sw/s", "open"];
+    if rings {
+        names.extend(["enter/req", "nobufs/s"]);
+    }
+    names.push("share");
+    let header = Row::new(names).add_modifier(Modifier::BOLD);
+    let widths: Vec<Constraint> =
+        fixed.into_iter().map(Constraint::Length).chain([Constraint::Fill(1)]).collect();
+    let mut title = format!(" workers: {}, per second ", sample.workers.len());
+    if let (true, Some(rates)) = (rings, rates) {
+        let sum = |counter: fn(&RingRates) -> f64| {
+            rates.workers.iter().filter_map(|w| w.ring.as_ref()).map(counter).sum()
+        };
+        title += &format!(
+            "; rings: {} sqe/s, {} cqe/s, {} io_uring_enter/s ",
+            per_second(Some(sum(|r| r.submissions))),
+            per_second(Some(sum(|r| r.completions))),
+            per_second(Some(sum(|r| r.enters)))
+        );
+    }
     frame.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title(title)), area);
 }
 
@@ -396,6 +432,7 @@ mod tests {
             wakeups: 0,
             context_switches: 0,
             open: 0,
+            ring: None,
         };
         Sample {
             arch: "epoll".into(),

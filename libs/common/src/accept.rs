@@ -41,7 +41,8 @@ pub struct Acceptor {
     /// Fires when a pause ends. It is watched under the listener's token, so the end of a pause
     /// reaches the loop as a listener event: an edge-triggered listener would not report the
     /// connections that queued meanwhile, and no loop has to remember to look.
-    resume: Timer,
+    /// `None` for a loop that times its pauses itself ([`Acceptor::timed_by_caller`]).
+    resume: Option<Timer>,
     resume_watched: bool,
     /// The end of the pause the timer is armed for.
     resume_armed: Option<Instant>,
@@ -57,7 +58,19 @@ impl Acceptor {
     /// process is out of fds, it could not be.
     pub fn new(listener: Listener, worker: WorkerStats) -> io::Result<Self> {
         let resume = Timer::new()?;
-        Ok(Acceptor {
+        Ok(Acceptor::with_resume(listener, worker, Some(resume)))
+    }
+
+    /// An acceptor for a loop that does not accept through [`Acceptor::accept_all`] but hands each
+    /// connection the kernel accepted to [`Acceptor::admit`], and times the end of a pause itself
+    /// from [`Acceptor::paused_until`] (lab-uring: a ring timeout). It needs no resume timer, so
+    /// it costs no file descriptor.
+    pub fn timed_by_caller(listener: Listener, worker: WorkerStats) -> Self {
+        Acceptor::with_resume(listener, worker, None)
+    }
+
+    fn with_resume(listener: Listener, worker: WorkerStats, resume: Option<Timer>) -> Self {
+        Acceptor {
             listener,
             worker,
             resume,
@@ -66,7 +79,7 @@ impl Acceptor {
             out_of_fds_until: None,
             last_warning: None,
             stopped: false,
-        })
+        }
     }
 
     /// Call on every return from epoll_wait of a loop that only accepts: counts the wake-up.
@@ -105,20 +118,7 @@ impl Acceptor {
     fn accept_one(&mut self) -> io::Result<Option<OwnedFd>> {
         loop {
             match sys::socket::accept(self.listener.fd.as_fd()) {
-                Ok(fd) => {
-                    #[cfg(debug_assertions)]
-                    injected_fault();
-                    self.worker.accepted();
-                    if let Some(pause) = &self.listener.pause_after_first {
-                        pause.accepted();
-                    }
-                    if self.worker.stats().admit() {
-                        return Ok(Some(fd));
-                    }
-                    self.worker.rejected();
-                    turn_away(&fd);
-                    return Ok(None);
-                }
+                Ok(fd) => return Ok(self.admit(fd)),
                 // The client gave up between handshake and accept, or a signal came: try the next.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -130,6 +130,24 @@ impl Acceptor {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A connection the kernel accepted (here, or for a completion loop, by a multishot accept):
+    /// counted, admitted against `--max-conns`, or answered 503 and closed (`None`). Starts the
+    /// `--pause-accept` pause with the first one.
+    pub fn admit(&mut self, fd: OwnedFd) -> Option<OwnedFd> {
+        #[cfg(debug_assertions)]
+        injected_fault();
+        self.worker.accepted();
+        if let Some(pause) = &self.listener.pause_after_first {
+            pause.accepted();
+        }
+        if self.worker.stats().admit() {
+            return Some(fd);
+        }
+        self.worker.rejected();
+        turn_away(&fd);
+        None
     }
 
     /// Stops listening for good: `shutdown(SHUT_RD)` on the socket, for every thread that shares it.
@@ -151,7 +169,7 @@ impl Acceptor {
     }
 
     /// When the pause in force ends (out of fds, or `--pause-accept`); `None`: accepting.
-    fn paused_until(&self) -> Option<Instant> {
+    pub fn paused_until(&self) -> Option<Instant> {
         let now = Instant::now();
         let after_first = self.listener.pause_after_first.as_ref().and_then(|pause| pause.until());
         [self.out_of_fds_until, after_first.copied()].into_iter().flatten().filter(|&until| until > now).max()
@@ -162,9 +180,10 @@ impl Acceptor {
         if self.resume_armed == Some(until) {
             return;
         }
-        let mut armed = self.resume.set_after(until.saturating_duration_since(Instant::now()));
+        let Some(resume) = &self.resume else { return };
+        let mut armed = resume.set_after(until.saturating_duration_since(Instant::now()));
         if armed.is_ok() && !self.resume_watched {
-            armed = poller.add(self.resume.as_fd(), LISTENER, READABLE_EDGE);
+            armed = poller.add(resume.as_fd(), LISTENER, READABLE_EDGE);
             self.resume_watched = armed.is_ok();
         }
         match armed {
@@ -175,7 +194,7 @@ impl Acceptor {
     }
 
     /// EMFILE (or another failure of accept4 that leaves the connection queued): pause.
-    fn out_of_fds(&mut self, error: &io::Error) {
+    pub fn out_of_fds(&mut self, error: &io::Error) {
         let now = Instant::now();
         self.out_of_fds_until = Some(now + EMFILE_PAUSE);
         if self.last_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5)) {

@@ -10,7 +10,9 @@
 //!    the bytes received and the time, frames and routes requests (with the `http` crate), hands each
 //!    to an executor, keeps the responses in order, and says what to send, when its next deadline is
 //!    and whether to pause reading, linger or close. [`conn`] is its epoll driver: the connections of
-//!    one event loop, their fds, edge-triggered readiness and the loop's timers.
+//!    one event loop, their fds, edge-triggered readiness and the loop's timers;
+//!    [`uring_conn`] is its io_uring driver, where the kernel reports what it has done (accepted,
+//!    received into a provided buffer, sent) instead of what is ready.
 //! 4. [`exec`] executes a request on whichever thread is given it: `/`, `/spin`, `/sleep`, `/echo`,
 //!    `/stats`, and `/ledger` through [`idempotency`] (the ledger and its Idempotency-Key store).
 //! 5. [`drain`] times the graceful stop on SIGINT / SIGTERM.
@@ -31,6 +33,7 @@ pub mod session;
 pub mod slots;
 pub mod startup;
 pub mod stats;
+pub mod uring_conn;
 
 /// Tokens an event loop reserves for its own fds; connection tokens never reach these values.
 pub mod token {

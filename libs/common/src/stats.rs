@@ -66,6 +66,12 @@ enum Field {
     Role,
     /// The id of the thread that runs this worker (0: not known yet), for /proc.
     ThreadId,
+    /// 1: this worker drives an io_uring (lab-uring), whose counters follow.
+    Ring,
+    RingSubmissions,
+    RingCompletions,
+    RingEnters,
+    RingEnobufs,
 }
 
 /// u64s per worker slot: 16 × 8 bytes = 128 bytes.
@@ -169,7 +175,7 @@ impl Stats {
             for (total, value) in totals.iter_mut().zip([accepted, requests, open, rejected]) {
                 *total += value;
             }
-            workers.push(json!({
+            let mut entry = json!({
                 "id": id,
                 "role": role.name(),
                 "cpu": get(Field::Cpu).checked_sub(1),
@@ -182,7 +188,16 @@ impl Stats {
                     0 => None,
                     tid => sys::cpu::voluntary_context_switches(tid).ok(),
                 },
-            }));
+            });
+            if get(Field::Ring) == 1 {
+                entry["ring"] = json!({
+                    "submissions": get(Field::RingSubmissions),
+                    "completions": get(Field::RingCompletions),
+                    "enters": get(Field::RingEnters),
+                    "enobufs": get(Field::RingEnobufs),
+                });
+            }
+            workers.push(entry);
         }
         let [accepted, requests, open, rejected] = totals;
         let report = json!({
@@ -284,6 +299,16 @@ impl WorkerStats {
     /// This worker returned from epoll_wait (or from its queue).
     pub fn wakeup(&self) {
         self.bump(Field::Wakeups, 1);
+    }
+
+    /// The counters of the io_uring this worker drives (lab-uring), as they stand now: submissions,
+    /// completions, `io_uring_enter` calls, receives that found no provided buffer (ENOBUFS).
+    pub fn ring(&self, [submissions, completions, enters, enobufs]: [u64; 4]) {
+        self.set(Field::Ring, 1);
+        self.set(Field::RingSubmissions, submissions);
+        self.set(Field::RingCompletions, completions);
+        self.set(Field::RingEnters, enters);
+        self.set(Field::RingEnobufs, enobufs);
     }
 
     /// Records that the calling thread runs this worker, so /stats can report its

@@ -12,6 +12,8 @@
 //!   the load generator's open-loop schedule).
 //! - [`cpu`], [`rlimit`], [`shared`]: the `--cpus` list and pinning threads to CPUs, raising the fd
 //!   limit, and counters in memory that forked worker processes share.
+//! - [`uring`]: io_uring, the completion API (lab-uring): a ring with its operations in flight and a
+//!   ring of provided buffers; multishot accept and receive, send, close, cancel, timeouts, reads.
 //! - [`client`]: the other end, for the load generator: nonblocking `connect(2)` from a chosen source
 //!   address, `SO_ERROR`, `SO_LINGER` 0.
 //! - [`netns`]: a network namespace of one's own, with its loopback up, for lab-exp's experiments.
@@ -40,6 +42,7 @@ pub mod shared;
 pub mod signal;
 pub mod socket;
 pub mod timer;
+pub mod uring;
 
 use std::fmt::Display;
 use std::io;

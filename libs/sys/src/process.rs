@@ -125,3 +125,44 @@ pub fn terminate(pid: Pid) -> io::Result<()> {
 pub fn kill(pid: Pid) -> io::Result<()> {
     signal::kill(pid, Signal::SIGKILL).map_err(|e| os_error("kill SIGKILL pid", pid, e))
 }
+
+/// Makes `command`'s child refuse `io_uring_setup(2)` with `EPERM`, as a container's default seccomp
+/// profile does: `prctl(PR_SET_NO_NEW_PRIVS)` + `seccomp(SECCOMP_SET_MODE_FILTER)` with a four-line
+/// BPF program, installed between fork and exec. Every other system call is allowed. For the test
+/// that lab-uring's refusal line is what a platform without io_uring gets.
+pub fn deny_io_uring_setup(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    const LOAD_NR: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JUMP_EQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let filter = [
+        // A = seccomp_data.nr (offset 0); if A == io_uring_setup, skip to the EPERM return.
+        libc::sock_filter { code: LOAD_NR, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter { code: JUMP_EQ, jt: 1, jf: 0, k: libc::SYS_io_uring_setup as u32 },
+        libc::sock_filter { code: RET, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+        libc::sock_filter { code: RET, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32 },
+    ];
+    let hook = move || {
+        let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+        // SAFETY: prctl with integer arguments only; async-signal-safe, as the child of a fork needs.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `program` points to `filter`, alive for the call; the kernel copies the program.
+        let set = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &program as *const libc::sock_fprog,
+            )
+        };
+        match set {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    };
+    // SAFETY: the hook runs in the forked child before exec and makes only the two system calls
+    // above, allocating nothing and taking no lock.
+    unsafe { command.pre_exec(hook) };
+}

@@ -15,6 +15,7 @@ mod reuseport_balance;
 mod slow_reader;
 mod small_backlog;
 mod syn_flood;
+mod uring_accept_queue;
 
 /// One experiment: its name, its claim, and the function that measures it.
 pub struct Experiment {
@@ -49,4 +50,5 @@ pub const EXPERIMENTS: &[Experiment] = &[
     idempotency::EXPERIMENT,
     l4_vs_l7::EXPERIMENT,
     copy_on_write::EXPERIMENT,
+    uring_accept_queue::EXPERIMENT,
 ];
