@@ -95,7 +95,7 @@ pub fn for_each_server(test: impl Fn(&Server) + Sync) {
             Some(reason) => skipped(server, &reason),
         }
     }
-    failures.extend(run_threads(rows, |server| test(server)));
+    failures.extend(run_threads(rows, test));
     let failures: Vec<String> =
         failures.into_iter().map(|(row, message)| format!("server row `{row}`: {message}")).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
