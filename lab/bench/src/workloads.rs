@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::measure::{run_loads, Load, Measured, Server};
+use crate::measure::{run_loads, set_network, Load, Measured, Network, Server};
 use crate::plan::{self, Target, MIXES, SWEEP_SERVERS};
 use crate::profile::{self, Perf};
 use crate::results::{self, SCHEMA};
 use crate::stats::{jain, median, spread_pct, sweep_rates, SWEEP_LOADS};
-use crate::{arrival, machine, model_curves, Cli};
+use crate::veth::{self, Veth};
+use crate::{arrival, machine, model_curves, Cli, Net};
 
 /// The heavy connections' request in the fairness workload.
 const HEAVY_SPIN_US: u64 = 1000;
@@ -37,6 +38,8 @@ pub struct Bench {
     perf: Option<Perf>,
     /// Where perf itself runs: CPUs neither the server nor lab-load uses, else lab-load's.
     perf_cpus: Vec<usize>,
+    /// With `--net veth`: the namespaces, removed (and the host checked) at the end.
+    veth: Option<Veth>,
 }
 
 /// One line per run on stderr, with an estimate of the time left.
@@ -111,6 +114,13 @@ impl Bench {
         if targets.is_empty() {
             return Err(format!("--archs {:?} selects no server", cli.archs.join(",")));
         }
+        let mut all_server_cpus: Vec<usize> = server_cpus.iter().chain(&sweep_server_cpus).copied().collect();
+        all_server_cpus.sort_unstable();
+        all_server_cpus.dedup();
+        let (veth, network) = network_of(&cli, &all_server_cpus)?;
+        set_network(network.clone());
+        let clients =
+            network.clients.iter().map(|prefix| machine::client(prefix)).collect::<Result<Vec<_>, _>>()?;
         let perf = if cli.profile {
             Perf::find()
                 .map_err(|reason| eprintln!("lab-bench: --profile: {reason}; running without it"))
@@ -129,9 +139,11 @@ impl Bench {
         fs::create_dir_all(&scratch).map_err(|e| format!("mkdir {}: {e}", scratch.display()))?;
         let earlier = if cli.append { results::load(&out).ok() } else { None };
         let command: Vec<String> = std::env::args().collect();
+        let mut machine = machine::describe();
+        machine["clients"] = json!(clients);
         let doc = json!({
             "schema": SCHEMA,
-            "machine": machine::describe(),
+            "machine": machine,
             "commit": machine::commit(),
             "command": command.join(" "),
             "earlier_commands": earlier.as_ref().map(|doc| {
@@ -156,6 +168,14 @@ impl Bench {
                 "fairness_heavy_path": format!("/spin?us={HEAVY_SPIN_US}"),
                 "profile": perf.is_some(),
                 "perf_cpus": perf.as_ref().map(|_| perf_cpus.clone()),
+                "network": veth.as_ref().map_or_else(
+                    || json!({
+                        "net": "loopback",
+                        "server_addr": network.server_ip.to_string(),
+                        "client_exec": cli.client_exec,
+                    }),
+                    Veth::describe,
+                ),
             },
             "runs": earlier.as_ref().map_or(json!([]), |doc| doc["runs"].clone()),
         });
@@ -172,6 +192,7 @@ impl Bench {
             doc,
             perf,
             perf_cpus,
+            veth,
             progress: Progress { started: Instant::now(), planned: 0.0, done: 0.0, runs_done: 0, runs: 0 },
         };
         bench.plan_progress();
@@ -271,9 +292,26 @@ impl Bench {
             }
         }
         model_curves::annotate(&mut self.doc);
+        let mut host_problem = None;
+        if let Some(mut veth) = self.veth.take() {
+            // Every server has stopped: each run's is dropped at its end.
+            let network = &mut self.doc["settings"]["network"];
+            network["host_checked"] = json!(veth.checked());
+            match veth.remove() {
+                Ok(()) => network["host_unchanged"] = json!(true),
+                Err(reason) => {
+                    network["host_unchanged"] = json!(false);
+                    network["host_problem"] = json!(reason);
+                    host_problem = Some(reason);
+                }
+            }
+        }
         self.doc["finished_utc"] = json!(machine::utc_now().0);
         results::save(&self.doc, &self.out)?;
         let _ = fs::remove_dir_all(&self.scratch);
+        if let Some(reason) = host_problem {
+            return Err(format!("--net veth: {reason}"));
+        }
         Ok((self.out, self.doc))
     }
 
@@ -546,10 +584,48 @@ impl Bench {
     }
 }
 
-/// Errors or lost requests, as one line; `None` for a clean run.
+/// Where the servers listen and the clients run, from `--net`, `--rps`, `--server-addr` and
+/// `--client-exec`; with `--net veth` the namespaces made and this thread moved into the servers'.
+fn network_of(cli: &Cli, server_cpus: &[usize]) -> Result<(Option<Veth>, Network), String> {
+    if cli.rps && cli.net != Net::Veth {
+        return Err("--rps needs --net veth (on loopback there is no receive queue to spread)".into());
+    }
+    if cli.net == Net::Veth {
+        if !cli.client_exec.is_empty() || cli.server_addr.is_some() {
+            return Err("--net veth makes its own client namespace and addresses: not with --client-exec or --server-addr".into());
+        }
+        let mut made = Veth::create(cli.rps.then_some(server_cpus))?;
+        made.enter_server()?;
+        let network = Network { server_ip: veth::SERVER_IP.into(), clients: vec![made.client_prefix()] };
+        return Ok((Some(made), network));
+    }
+    let server_ip = cli.server_addr.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    std::net::TcpListener::bind((server_ip, 0))
+        .map_err(|e| format!("--server-addr {server_ip}: bind {server_ip}:0: {e}"))?;
+    let mut clients = Vec::new();
+    for prefix in &cli.client_exec {
+        let words: Vec<String> = prefix.split_whitespace().map(str::to_owned).collect();
+        if words.is_empty() {
+            return Err("--client-exec: an empty prefix".into());
+        }
+        clients.push(words);
+    }
+    if clients.is_empty() {
+        clients.push(Vec::new());
+    }
+    Ok((None, Network { server_ip, clients }))
+}
+
+/// Errors or lost requests, or a server that counted other than the clients read, as one line;
+/// `None` for a clean run.
 fn problems_of(m: &Measured) -> Option<String> {
     let (errors, lost) = (m.errors(), m.lost());
-    (errors > 0 || lost > 0).then(|| format!("{errors} errors, {lost} lost"))
+    let mut problems = Vec::new();
+    if errors > 0 || lost > 0 {
+        problems.push(format!("{errors} errors, {lost} lost"));
+    }
+    problems.extend(m.count_mismatch());
+    (!problems.is_empty()).then(|| problems.join("; "))
 }
 
 fn target_json(target: &Target, workload: &str) -> Value {
