@@ -434,3 +434,76 @@ pub fn run_loads(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::Histogram;
+
+    /// A lab-load document with `latencies` (ns, count) in its histograms.
+    fn document(latencies: &[(u64, u64)], errors: u64, cpu: f64) -> (Value, Histogram<u64>) {
+        let mut histogram = Histogram::new_with_bounds(1, 100_000_000_000, 3).unwrap();
+        for &(ns, count) in latencies {
+            histogram.record_n(ns, count).unwrap();
+        }
+        let requests = histogram.len();
+        let doc = json!({
+            "requests": requests, "responses_total": requests + 10, "rps": requests as f64 / 2.0,
+            "sent": requests, "lost": 0, "late": 0, "connections": 4, "threads": 1, "duration_s": 2.0,
+            "errors": {"connect": errors, "reset": 0}, "first_errors": {}, "statuses": {"200": requests},
+            "latency_us": latency_json(&histogram), "uncorrected_latency_us": latency_json(&histogram),
+            "latency_histogram": histwire::encode(&histogram),
+            "uncorrected_latency_histogram": histwire::encode(&histogram),
+            "client_cpu": {"cpu_s": 1.0, "utilization": cpu},
+            "paths": [{"path": "/", "weight": 100.0, "requests": requests}],
+        });
+        (doc, histogram)
+    }
+
+    #[test]
+    fn several_clients_merge_into_the_union_of_their_histograms() {
+        let (fast, mut all) = document(&[(50_000, 9_900)], 0, 0.4);
+        let (slow, slow_histogram) = document(&[(80_000, 50), (20_000_000, 50)], 2, 0.95);
+        all.add(&slow_histogram).unwrap();
+        let merged = merge(vec![fast.clone(), slow.clone()]).unwrap();
+        assert_eq!(merged["requests"], 10_000);
+        assert_eq!(merged["responses_total"], 10_020);
+        assert_eq!(merged["rps"], 5_000.0);
+        assert_eq!(merged["errors"]["connect"], 2);
+        assert_eq!(merged["statuses"]["200"], 10_000);
+        assert_eq!(merged["paths"][0]["requests"], 10_000);
+        assert_eq!(merged["client_cpu"]["utilization"], 0.95, "the busiest client");
+        assert_eq!(merged["latency_us"], latency_json(&all), "the union's percentiles");
+        // The union's p99.9 is the slow client's tail (20 ms, 0.5% of all); the mean of the two
+        // clients' p99.9s (50 µs and 20 ms) is 10 ms, a latency no request had.
+        let p999 = merged["latency_us"]["p999"].as_f64().unwrap();
+        let averaged = (fast["latency_us"]["p999"].as_f64().unwrap()
+            + slow["latency_us"]["p999"].as_f64().unwrap())
+            / 2.0;
+        assert!((p999 - 20_000.0).abs() < 20.0, "p99.9 {p999} µs");
+        assert!((averaged - p999).abs() > 5_000.0, "an average would be {averaged} µs");
+        assert_eq!(merged["clients"].as_array().unwrap().len(), 2);
+        // One client's document is kept as it is.
+        assert_eq!(merge(vec![fast.clone()]).unwrap(), fast);
+    }
+
+    #[test]
+    fn a_load_is_split_between_clients() {
+        let load = Load {
+            path: "/".into(),
+            connections: 5,
+            client_cpus: vec![2, 3],
+            duration: 1.0,
+            warmup: 0.1,
+            flags: vec!["--rate".into(), "900".into()],
+        };
+        let shares = split(&load, 2);
+        assert_eq!(shares.iter().map(|s| s.connections).collect::<Vec<_>>(), [3, 2]);
+        assert!(shares.iter().all(|s| s.flags == ["--rate", "450"]));
+        let mut one = load.clone();
+        one.connections = 1;
+        let shares = split(&one, 3);
+        assert_eq!(shares.len(), 1, "no client without a connection");
+        assert_eq!(shares[0].client_cpus, [2], "no more threads than connections");
+    }
+}

@@ -9,9 +9,9 @@
 //! its pid), the pair and the addresses, moves its own main thread into the server namespace
 //! (`setns(2)`; everything started afterwards, the servers and the threads that read /stats, is
 //! there too) and runs each lab-load through `ip netns exec` into the client namespace. At the end
-//! it goes back to the host's namespace, deletes both (the veth goes with them) and checks that the
-//! host reads as before: its interfaces, its named namespaces and its network sysctls, the way
-//! lab-exp checks its experiments. Traffic only ever goes to addresses inside the two namespaces.
+//! it goes back to the host's namespace, deletes both (the veth goes with them) and checks the host,
+//! the way lab-exp checks its experiments: its network sysctls read as before, and neither
+//! namespace nor either end of the pair is left. Traffic only ever goes to addresses inside the two namespaces.
 
 use std::fs::{self, File};
 use std::net::Ipv4Addr;
@@ -37,30 +37,27 @@ const WATCHED_SYSCTLS: &[&str] = &[
     "net/ipv4/tcp_wmem",
 ];
 
-/// What the host must read the same before and after: (what, value) pairs.
-pub fn host_state() -> Vec<(String, String)> {
-    let mut state: Vec<(String, String)> = WATCHED_SYSCTLS
+/// The host's watched sysctls, as (name, value) pairs.
+pub fn host_sysctls() -> Vec<(String, String)> {
+    WATCHED_SYSCTLS
         .iter()
         .map(|name| {
             let value = fs::read_to_string(format!("/proc/sys/{name}")).unwrap_or_default();
             (name.to_string(), value.split_whitespace().collect::<Vec<_>>().join(" "))
         })
+        .collect()
+}
+
+/// The names in a directory (`/sys/class/net`: the interfaces; `/run/netns`: the named namespaces).
+fn names_in(dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    let names = |dir: &str| {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names.join(" ")
-    };
-    // /sys shows the interfaces of the namespace it was mounted in: the host's, whatever
-    // namespace the reading thread is in.
-    state.push(("interfaces".into(), names("/sys/class/net")));
-    state.push(("named network namespaces".into(), names("/run/netns")));
-    state
+    names.sort();
+    names
 }
 
 /// Runs `ip` with `args`; the error names the command and what ip said.
@@ -88,6 +85,7 @@ pub struct Veth {
     pub server_ns: String,
     pub client_ns: String,
     server_if: String,
+    client_if: String,
     /// The host's network namespace, to go back to.
     host: File,
     before: Vec<(String, String)>,
@@ -110,14 +108,15 @@ impl Veth {
             server_ns: format!("lab-bench-{id}-srv"),
             client_ns: format!("lab-bench-{id}-cli"),
             server_if: format!("lbs{id}"),
+            client_if: format!("lbc{id}"),
             host,
-            before: host_state(),
+            before: host_sysctls(),
             rps: None,
             entered: false,
             removed: false,
         };
-        let client_if = format!("lbc{id}");
-        let (s, c, sif) = (veth.server_ns.clone(), veth.client_ns.clone(), veth.server_if.clone());
+        let (s, c) = (veth.server_ns.clone(), veth.client_ns.clone());
+        let (sif, client_if) = (veth.server_if.clone(), veth.client_if.clone());
         ip(&["netns", "add", &s])?;
         ip(&["netns", "add", &c])?;
         ip(&["link", "add", &sif, "netns", &s, "type", "veth", "peer", "name", &client_if, "netns", &c])?;
@@ -188,7 +187,22 @@ impl Veth {
                 problems.push(e);
             }
         }
-        let after = host_state();
+        // Other programs may make namespaces and interfaces meanwhile: what must be gone is ours.
+        // /sys shows the interfaces of the namespace it was mounted in (the host's), whatever
+        // namespace this thread is in.
+        let left: Vec<String> = names_in("/run/netns")
+            .into_iter()
+            .filter(|n| *n == self.server_ns || *n == self.client_ns)
+            .chain(
+                names_in("/sys/class/net")
+                    .into_iter()
+                    .filter(|n| *n == self.server_if || *n == self.client_if),
+            )
+            .collect();
+        if !left.is_empty() {
+            problems.push(format!("still there after ip netns del: {}", left.join(", ")));
+        }
+        let after = host_sysctls();
         let changed: Vec<String> = self
             .before
             .iter()
@@ -206,9 +220,14 @@ impl Veth {
         }
     }
 
-    /// What was checked on the host, for results.json.
+    /// What is checked on the host, for results.json.
     pub fn checked(&self) -> Vec<String> {
-        self.before.iter().map(|(what, _)| what.clone()).collect()
+        let mut checked: Vec<String> = self.before.iter().map(|(what, _)| what.clone()).collect();
+        checked.push(format!(
+            "{} and {} gone from /run/netns, {} and {} from the host's interfaces",
+            self.server_ns, self.client_ns, self.server_if, self.client_if
+        ));
+        checked
     }
 }
 
