@@ -82,18 +82,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn days_become_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
-    }
-}
-
 /// A client's machine, asked through its `--client-exec` prefix (empty: this machine): `uname -a`
 /// and `nproc` there. An error if the prefix cannot run them, before any load is sent through it.
 pub fn client(prefix: &[String]) -> Result<Value, String> {
@@ -128,4 +116,16 @@ pub fn client(prefix: &[String]) -> Result<Value, String> {
         "uname": ask("uname", &["-a"])?,
         "nproc": ask("nproc", &[])?.parse::<u64>().ok(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_become_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+    }
 }

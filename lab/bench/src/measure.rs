@@ -266,7 +266,7 @@ impl LoadChild {
         let stdout = self.stdout.join().unwrap_or_default();
         let stderr = String::from_utf8_lossy(&self.stderr.join().unwrap_or_default()).into_owned();
         if !status.success() {
-            let last = stderr.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").to_string();
+            let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").to_string();
             return Err(format!("lab-load exited with {status}: {}", last.trim()));
         }
         serde_json::from_slice::<Value>(&stdout).map_err(|e| format!("lab-load's JSON: {e}"))
