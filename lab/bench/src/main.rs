@@ -58,6 +58,13 @@ pub struct Cli {
     /// Client CPUs for the latency sweep and the fairness workload [default: --client-cpus].
     #[arg(long, value_name = "LIST")]
     sweep_client_cpus: Option<String>,
+    /// Server CPUs for churn [default: chosen from the machine: a quarter of the CPUs (at least
+    /// one), with 4 or more and no --server-cpus/--client-cpus; else --server-cpus].
+    #[arg(long, value_name = "LIST", requires = "churn_client_cpus")]
+    churn_server_cpus: Option<String>,
+    /// Client CPUs for churn [default: the rest of the CPUs when lab-bench chooses, else --client-cpus].
+    #[arg(long, value_name = "LIST", requires = "churn_server_cpus")]
+    churn_client_cpus: Option<String>,
     /// Servers to run, by architecture (epoll, memcached, ramcloud, nginx, reuseport, oneshot, real-nginx)
     /// or by row name (nginx-exclusive, real-nginx-1w, ...) [default: all].
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
