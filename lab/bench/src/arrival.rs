@@ -8,14 +8,12 @@
 //! Every lab-load measures the same 3 s after the last arrival (its warm-up lasts until then), and
 //! /stats before and after gives each worker's share of the requests.
 
-use std::fs;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::measure::{load_command, Load, Server};
+use crate::measure::{network, spawn_load, Load, LoadChild, Server};
 use crate::plan::{Launch, Target};
 use crate::stats::{jain, median};
 
@@ -143,7 +141,9 @@ fn run_once(target: &Target, order: &[&str], client_cpus: &[usize], scratch: &Pa
     let before = server.stats()?;
     let started = Instant::now();
     let last_arrival = (order.len() - 1) as f64 * GAP_S;
-    let mut children: Vec<(Child, std::path::PathBuf)> = Vec::new();
+    // Every connection from the first client: one connection each, nothing to split.
+    let prefix = &network().clients[0];
+    let mut children: Vec<LoadChild> = Vec::new();
     for (i, path) in order.iter().enumerate() {
         let arrival = i as f64 * GAP_S;
         std::thread::sleep(Duration::from_secs_f64(arrival).saturating_sub(started.elapsed()));
@@ -155,21 +155,12 @@ fn run_once(target: &Target, order: &[&str], client_cpus: &[usize], scratch: &Pa
             warmup: last_arrival - arrival,
             flags: Vec::new(),
         };
-        let json = scratch.join(format!("arrival-{}-{i}.json", std::process::id()));
-        let _ = fs::remove_file(&json);
-        let child =
-            load_command(&load, server.addr(), &json).spawn().map_err(|e| format!("spawn lab-load: {e}"))?;
-        children.push((child, json));
+        children.push(spawn_load(&load, server.addr(), prefix)?);
     }
+    let deadline = Instant::now() + Duration::from_secs_f64(last_arrival + WINDOW_S + 15.0);
     let mut documents = Vec::new();
-    for (mut child, json) in children {
-        let status = child.wait().map_err(|e| format!("waitpid lab-load: {e}"))?;
-        if !status.success() {
-            return Err(format!("lab-load exited with {status}"));
-        }
-        let text = fs::read_to_string(&json).map_err(|e| format!("read {}: {e}", json.display()))?;
-        let _ = fs::remove_file(&json);
-        documents.push(serde_json::from_str::<Value>(&text).map_err(|e| format!("lab-load's JSON: {e}"))?);
+    for child in children {
+        documents.push(child.finish(deadline)?);
     }
     let after = server.stats()?;
     let (mut heavy_requests, mut heavy_p99, mut light_p99) = (0, 0.0f64, 0.0f64);

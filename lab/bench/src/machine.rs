@@ -82,6 +82,42 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
+/// A client's machine, asked through its `--client-exec` prefix (empty: this machine): `uname -a`
+/// and `nproc` there. An error if the prefix cannot run them, before any load is sent through it.
+pub fn client(prefix: &[String]) -> Result<Value, String> {
+    let ask = |program: &str, args: &[&str]| -> Result<String, String> {
+        let mut command = match prefix.split_first() {
+            None => Command::new(program),
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(program);
+                command
+            }
+        };
+        let shown = format!("{} {program} {}", prefix.join(" "), args.join(" "));
+        let output = command
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("client {:?}: {}: {e}", prefix.join(" "), shown.trim()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "client {:?}: {} exited with {}: {}",
+                prefix.join(" "),
+                shown.trim(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    Ok(json!({
+        "exec": prefix.join(" "),
+        "uname": ask("uname", &["-a"])?,
+        "nproc": ask("nproc", &[])?.parse::<u64>().ok(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

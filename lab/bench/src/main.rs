@@ -33,8 +33,10 @@ mod profile;
 mod report;
 mod results;
 mod stats;
+mod veth;
 mod workloads;
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
@@ -56,6 +58,13 @@ pub struct Cli {
     /// Client CPUs for the latency sweep and the fairness workload [default: --client-cpus].
     #[arg(long, value_name = "LIST")]
     sweep_client_cpus: Option<String>,
+    /// Server CPUs for churn [default: chosen from the machine: a quarter of the CPUs (at least
+    /// one), with 4 or more and no --server-cpus/--client-cpus; else --server-cpus].
+    #[arg(long, value_name = "LIST", requires = "churn_client_cpus")]
+    churn_server_cpus: Option<String>,
+    /// Client CPUs for churn [default: the rest of the CPUs when lab-bench chooses, else --client-cpus].
+    #[arg(long, value_name = "LIST", requires = "churn_server_cpus")]
+    churn_client_cpus: Option<String>,
     /// Servers to run, by architecture (epoll, memcached, ramcloud, nginx, reuseport, oneshot, uring, real-nginx)
     /// or by row name (nginx-exclusive, real-nginx-1w, ...) [default: all].
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
@@ -93,6 +102,24 @@ pub struct Cli {
     /// Without a usable perf: one line, and the run goes on.
     #[arg(long)]
     profile: bool,
+    /// Where the clients reach the servers: `loopback` (one kernel; the client's CPU does the
+    /// receive work), or `veth` (the servers in a network namespace of their own and lab-load in
+    /// another, joined by a veth pair; made and removed by lab-bench, the host checked unchanged
+    /// afterwards; root).
+    #[arg(long, value_enum, default_value = "loopback")]
+    net: Net,
+    /// With --net veth: RPS over the server CPUs on the server end's receive queue (the software
+    /// twin of a NIC's RSS), so receive processing, and SO_INCOMING_CPU, is on the server's CPUs.
+    #[arg(long)]
+    rps: bool,
+    /// Run a client's lab-load through PREFIX (`ssh load1`, `ip netns exec NS`; split on spaces);
+    /// repeatable: each load is split between the clients and their results merged exactly (counts
+    /// added, histograms merged). lab-load must be at the same path on each client's host.
+    #[arg(long = "client-exec", value_name = "PREFIX")]
+    client_exec: Vec<String>,
+    /// The address the servers listen on and the clients connect to [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    server_addr: Option<IpAddr>,
     /// Leave nginx out even where it is installed.
     #[arg(long)]
     no_nginx: bool,
@@ -104,10 +131,19 @@ pub struct Cli {
     render: Option<PathBuf>,
 }
 
+/// Where the clients reach the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Net {
+    Loopback,
+    Veth,
+}
+
 const AFTER_HELP: &str = "\
 Examples:
   lab-bench                                   the whole matrix, half the CPUs each side
   lab-bench --server-cpus 0 --client-cpus 1 --archs epoll,real-nginx --workloads throughput
+  lab-bench --net veth --rps --archs reuseport --workloads fairness
+  lab-bench --server-addr 10.0.0.1 --client-exec 'ssh load1' --client-exec 'ssh load2'
   lab-bench --compare results/old results/new
 
 Each run's errors and lost requests are checked: a cell with any is marked INVALID and never

@@ -1,15 +1,46 @@
 //! Running one measurement: a server started the one way the tests start it, lab-load as a pinned
-//! child process with `--json`, the server's CPU time and /stats around it.
+//! child process with `--json -` (its results on stdout), the server's CPU time and /stats around it.
+//!
+//! Where the servers listen and where the clients run is the bench's [`Network`], set once from the
+//! command line: on loopback (the default), on the server namespace's end of a veth pair
+//! (`--net veth`), or on `--server-addr`, with each client's lab-load run through its
+//! `--client-exec` prefix (`ssh load1`, `ip netns exec NS`). With several clients a load is split
+//! between them (connections and rate shared out) and their results merged exactly: counts added,
+//! HDR histograms merged (histwire), never percentiles averaged. For the project's servers every run
+//! is also checked against the server's own count: the requests /stats says it served over the run
+//! must be the responses the clients read, warm-up included.
 
-use std::fs;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::plan::{cpu_list, Launch, Target};
+
+/// Where the servers listen and where their clients run, for the whole bench.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The address every server binds (port 0: the kernel picks) and the clients connect to.
+    pub server_ip: IpAddr,
+    /// One entry per client: the words its lab-load command line is run through (empty: directly).
+    pub clients: Vec<Vec<String>>,
+}
+
+static NETWORK: OnceLock<Network> = OnceLock::new();
+
+/// Sets the bench's network, once, before any server starts.
+pub fn set_network(network: Network) {
+    let _ = NETWORK.set(network);
+}
+
+/// The bench's network: loopback and one local client unless [`set_network`] said otherwise.
+pub fn network() -> &'static Network {
+    NETWORK.get_or_init(|| Network { server_ip: Ipv4Addr::LOCALHOST.into(), clients: vec![Vec::new()] })
+}
 
 /// A server under test, running; stopped when dropped.
 pub enum Server {
@@ -20,10 +51,20 @@ pub enum Server {
 impl Server {
     pub fn start(target: &Target, scratch: &Path) -> Result<Server, String> {
         match &target.launch {
-            Launch::Lab { bin, args } => labkit::launch(bin, args).map(Server::Lab),
+            Launch::Lab { bin, args } => {
+                // The plan says 127.0.0.1:0; the bench's network may put the servers elsewhere.
+                let ip = network().server_ip;
+                let mut args = args.clone();
+                if let Some(i) = args.iter().position(|a| a == "--addr") {
+                    if let Some(addr) = args.get_mut(i + 1) {
+                        *addr = SocketAddr::new(ip, 0).to_string();
+                    }
+                }
+                labkit::launch(bin, &args).map(Server::Lab)
+            }
             Launch::Nginx(config) => {
                 let binary = crate::nginx::find().ok_or("nginx is not installed")?;
-                crate::nginx::start(&binary, config, scratch).map(Server::Nginx)
+                crate::nginx::start(&binary, config, scratch, network().server_ip).map(Server::Nginx)
             }
         }
     }
@@ -46,6 +87,11 @@ impl Server {
     /// CPU time so far of the server and every process it started.
     pub fn cpu_time(&self) -> Duration {
         labkit::cpu_time(self.pid())
+    }
+
+    /// Whether it serves /stats (the project's servers; nginx does not).
+    pub fn has_stats(&self) -> bool {
+        matches!(self, Server::Lab(_))
     }
 
     /// The server's /stats, on a connection of its own (the project's servers only).
@@ -76,6 +122,8 @@ pub struct Measured {
     pub load: Value,
     /// The server's CPU use over the run, as a share of its CPUs (1.0: every one busy throughout).
     pub server_cpu: f64,
+    /// The requests the server's /stats counted over the run, where it has /stats.
+    pub server_requests: Option<u64>,
 }
 
 impl Measured {
@@ -91,6 +139,22 @@ impl Measured {
         self.load["lost"].as_u64().unwrap_or(0)
     }
 
+    /// Every response the clients read, warm-up included.
+    pub fn responses_total(&self) -> u64 {
+        self.load["responses_total"].as_u64().unwrap_or(0)
+    }
+
+    /// The server served a different number of requests than the clients read: a run that cannot
+    /// be trusted (a client that lost count, or another client loading the same server).
+    pub fn count_mismatch(&self) -> Option<String> {
+        let served = self.server_requests?;
+        let read = self.load["responses_total_all_loads"].as_u64().unwrap_or(self.responses_total());
+        (served != read).then(|| {
+            format!("the server's /stats counted {served} requests, the clients read {read} responses")
+        })
+    }
+
+    /// The busiest client's CPU use (one client saturated is enough to bound the run).
     pub fn client_cpu(&self) -> f64 {
         self.load["client_cpu"]["utilization"].as_f64().unwrap_or(0.0)
     }
@@ -121,14 +185,25 @@ impl Measured {
             "server_cpu": self.server_cpu,
             "client_bound": self.client_bound(),
             "first_errors": self.load["first_errors"],
+            "responses_total": self.responses_total(),
+            "server_requests": self.server_requests,
+            "clients": self.load["clients"],
         })
     }
 }
 
-/// lab-load's command line for `load` against `addr`, writing its JSON to `json`.
-pub fn load_command(load: &Load, addr: SocketAddr, json: &Path) -> Command {
+/// lab-load's command line for `load` against `addr` through `prefix` (empty: run directly), its
+/// JSON on stdout.
+pub fn load_command(load: &Load, addr: SocketAddr, prefix: &[String]) -> Command {
     let lab_load = labkit::find_bin("lab-load").unwrap_or_else(|_| PathBuf::from("lab-load"));
-    let mut command = Command::new(lab_load);
+    let mut command = match prefix.split_first() {
+        None => Command::new(lab_load),
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(lab_load);
+            command
+        }
+    };
     command
         .arg(format!("http://{addr}{}", load.path))
         .args(["-c", &load.connections.to_string()])
@@ -138,61 +213,297 @@ pub fn load_command(load: &Load, addr: SocketAddr, json: &Path) -> Command {
         .args(["--warmup", &format!("{}", load.warmup)])
         .args(["--seed", "1"])
         .arg("--no-progress")
-        .arg("--json")
-        .arg(json)
+        .args(["--json", "-"])
         .args(&load.flags)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
 }
 
-/// Runs several lab-loads at once against `server` (one for most workloads, two for fairness) and
-/// returns each one's results, with the server's CPU use over the whole span.
+/// A lab-load running, its stdout and stderr read by threads of their own as they come (its JSON,
+/// histograms and all, can be more than a pipe holds).
+pub struct LoadChild {
+    child: Child,
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<u8>>,
+}
+
+fn drain(mut pipe: impl std::io::Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Starts lab-load for `load` against `addr` through `prefix`.
+pub fn spawn_load(load: &Load, addr: SocketAddr, prefix: &[String]) -> Result<LoadChild, String> {
+    let mut command = load_command(load, addr, prefix);
+    let mut child = command.spawn().map_err(|e| match prefix.first() {
+        None => format!("spawn lab-load: {e} (build it: cargo build --release)"),
+        Some(program) => format!("spawn {program} (--client-exec {:?}): {e}", prefix.join(" ")),
+    })?;
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    Ok(LoadChild { child, stdout, stderr })
+}
+
+impl LoadChild {
+    /// Waits for lab-load (killing it after `deadline`) and returns its JSON results.
+    pub fn finish(mut self, deadline: Instant) -> Result<Value, String> {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| format!("waitpid lab-load: {e}"))? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err("lab-load still running past its deadline; killed".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stdout = self.stdout.join().unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&self.stderr.join().unwrap_or_default()).into_owned();
+        if !status.success() {
+            let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+            return Err(format!("lab-load exited with {status}: {}", last.trim()));
+        }
+        serde_json::from_slice::<Value>(&stdout).map_err(|e| format!("lab-load's JSON: {e}"))
+    }
+}
+
+/// `load` shared out between `clients` lab-loads: the connections as evenly as they go (every
+/// client at least one, so fewer clients than asked where there are fewer connections), the rate
+/// (`--rate`) evenly, and each client's threads no more than its connections.
+pub fn split(load: &Load, clients: usize) -> Vec<Load> {
+    let n = clients.clamp(1, load.connections.max(1));
+    (0..n)
+        .map(|i| {
+            let mut share = load.clone();
+            share.connections = load.connections / n + usize::from(i < load.connections % n);
+            share.client_cpus.truncate(share.connections.max(1));
+            if let Some(at) = share.flags.iter().position(|f| f == "--rate") {
+                if let Some(rate) = share.flags.get(at + 1).and_then(|r| r.parse::<f64>().ok()) {
+                    share.flags[at + 1] = format!("{}", rate / n as f64);
+                }
+            }
+            share
+        })
+        .collect()
+}
+
+/// Percentiles, max and mean of a histogram of nanoseconds, in microseconds, as lab-load writes them.
+fn latency_json(histogram: &hdrhistogram::Histogram<u64>) -> Value {
+    let micros = |nanos: f64| (nanos / 100.0).round() / 10.0;
+    let mut map = Map::new();
+    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999), ("p9999", 0.9999)] {
+        map.insert(name.into(), json!(micros(histogram.value_at_quantile(q) as f64)));
+    }
+    map.insert("max".into(), json!(micros(histogram.max() as f64)));
+    map.insert("mean".into(), json!(micros(histogram.mean())));
+    Value::Object(map)
+}
+
+/// Several clients' lab-load documents (of one load, run at once) as one: counts and rates added,
+/// latency percentiles from the merged histograms, the first error of each class, the busiest
+/// client's CPU; and each client's own figures under `clients`. One document is returned as it is.
+pub fn merge(documents: Vec<Value>) -> Result<Value, String> {
+    if documents.len() == 1 {
+        return Ok(documents.into_iter().next().expect("one document"));
+    }
+    let sum = |name: &str| documents.iter().filter_map(|d| d[name].as_u64()).sum::<u64>();
+    let sum_f = |name: &str| documents.iter().filter_map(|d| d[name].as_f64()).sum::<f64>();
+    let mut merged = documents[0].clone();
+    for name in
+        ["requests", "responses_total", "sent", "lost", "late", "bytes_read", "bytes_written", "connections"]
+    {
+        merged[name] = json!(sum(name));
+    }
+    merged["rps"] = json!(sum_f("rps"));
+    merged["read_bytes_per_s"] = json!(sum_f("read_bytes_per_s"));
+    merged["threads"] = json!(sum("threads"));
+    merged["duration_s"] =
+        json!(documents.iter().filter_map(|d| d["duration_s"].as_f64()).fold(0.0, f64::max));
+    let mut errors = Map::new();
+    let mut first_errors = Map::new();
+    let mut statuses = Map::new();
+    for doc in &documents {
+        for (class, count) in doc["errors"].as_object().into_iter().flatten() {
+            let total = errors.get(class).and_then(Value::as_u64).unwrap_or(0) + count.as_u64().unwrap_or(0);
+            errors.insert(class.clone(), json!(total));
+        }
+        for (class, first) in doc["first_errors"].as_object().into_iter().flatten() {
+            first_errors.entry(class.clone()).or_insert_with(|| first.clone());
+        }
+        for (code, count) in doc["statuses"].as_object().into_iter().flatten() {
+            let total = statuses.get(code).and_then(Value::as_u64).unwrap_or(0) + count.as_u64().unwrap_or(0);
+            statuses.insert(code.clone(), json!(total));
+        }
+    }
+    merged["errors"] = Value::Object(errors);
+    merged["first_errors"] = Value::Object(first_errors);
+    merged["statuses"] = Value::Object(statuses);
+    for (histogram, summary) in
+        [("latency_histogram", "latency_us"), ("uncorrected_latency_histogram", "uncorrected_latency_us")]
+    {
+        let union = histwire::merge(documents.iter().map(|d| &d[histogram]))?;
+        merged[summary] = latency_json(&union);
+        merged[histogram] = histwire::encode(&union);
+    }
+    let busiest =
+        documents.iter().filter_map(|d| d["client_cpu"]["utilization"].as_f64()).fold(0.0, f64::max);
+    merged["client_cpu"] = json!({
+        "cpu_s": documents.iter().filter_map(|d| d["client_cpu"]["cpu_s"].as_f64()).sum::<f64>(),
+        "utilization": busiest,
+    });
+    // Per path, only the counts add up (the percentiles would need each path's histogram).
+    if let Some(paths) = merged["paths"].as_array_mut() {
+        for (i, path) in paths.iter_mut().enumerate() {
+            let requests: u64 = documents.iter().filter_map(|d| d["paths"][i]["requests"].as_u64()).sum();
+            *path = json!({"path": path["path"], "weight": path["weight"], "requests": requests});
+        }
+    }
+    merged.as_object_mut().expect("an object").remove("connect");
+    merged["clients"] = documents
+        .iter()
+        .map(|d| {
+            json!({
+                "connections": d["connections"], "requests": d["requests"], "rps": d["rps"],
+                "responses_total": d["responses_total"], "p99_us": d["latency_us"]["p99"],
+                "client_cpu": d["client_cpu"]["utilization"],
+            })
+        })
+        .collect();
+    Ok(merged)
+}
+
+/// Runs several lab-loads at once against `server` (one for most workloads, two for fairness),
+/// each split between the bench's clients, and returns each one's results (the clients' merged),
+/// with the server's CPU use over the whole span and, for a server with /stats, the requests it
+/// counted (the sum over all the loads: with two loads each gets the total, as it can only be
+/// compared with the sum of theirs).
 pub fn run_loads(
     server: &Server,
     server_cpus: usize,
     loads: &[Load],
-    scratch: &Path,
+    _scratch: &Path,
 ) -> Result<Vec<Measured>, String> {
+    let clients = &network().clients;
+    let stats_before = if server.has_stats() { Some(server.stats()?) } else { None };
     let cpu_before = server.cpu_time();
     let started = Instant::now();
-    let mut children = Vec::new();
-    for (i, load) in loads.iter().enumerate() {
-        let json = scratch.join(format!("load-{}-{i}.json", std::process::id()));
-        let _ = fs::remove_file(&json);
-        let mut command = load_command(load, server.addr(), &json);
-        let child =
-            command.spawn().map_err(|e| format!("spawn lab-load: {e} (build it: cargo build --release)"))?;
-        children.push((child, json, load.duration + load.warmup + 15.0));
+    let mut running: Vec<Vec<(LoadChild, Instant)>> = Vec::new();
+    for load in loads {
+        let mut shares = Vec::new();
+        for (share, prefix) in split(load, clients.len()).iter().zip(clients) {
+            let deadline = started + Duration::from_secs_f64(load.duration + load.warmup + 15.0);
+            shares.push((spawn_load(share, server.addr(), prefix)?, deadline));
+        }
+        running.push(shares);
     }
     let mut documents = Vec::new();
-    for (mut child, json, limit) in children {
-        let deadline = started + Duration::from_secs_f64(limit);
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| format!("waitpid lab-load: {e}"))? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("lab-load still running after {limit:.0} s; killed"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    for shares in running {
+        let mut parts = Vec::new();
+        for (child, deadline) in shares {
+            parts.push(child.finish(deadline)?);
         }
-        if !status.success() {
-            return Err(format!("lab-load exited with {status}: {}", stderr.trim()));
-        }
-        let text = fs::read_to_string(&json).map_err(|e| format!("read {}: {e}", json.display()))?;
-        let _ = fs::remove_file(&json);
-        documents.push(serde_json::from_str::<Value>(&text).map_err(|e| format!("lab-load's JSON: {e}"))?);
+        documents.push(merge(parts)?);
     }
     let wall = started.elapsed().as_secs_f64();
     let server_cpu =
         server.cpu_time().saturating_sub(cpu_before).as_secs_f64() / (wall * server_cpus.max(1) as f64);
-    Ok(documents.into_iter().map(|load| Measured { load, server_cpu }).collect())
+    let server_requests = match stats_before {
+        None => None,
+        Some(before) => {
+            let after = server.stats()?;
+            let total = |doc: &Value| doc["totals"]["requests"].as_u64().unwrap_or(0);
+            // The /stats read after the run counts itself; the one before was counted before it.
+            Some(total(&after).saturating_sub(total(&before)).saturating_sub(1))
+        }
+    };
+    let all_responses: u64 = documents.iter().filter_map(|d| d["responses_total"].as_u64()).sum();
+    Ok(documents
+        .into_iter()
+        .map(|mut load| {
+            // With several loads at once, each is checked against the server's total by the sum of all.
+            if loads.len() > 1 {
+                load["responses_total_all_loads"] = json!(all_responses);
+            }
+            Measured { load, server_cpu, server_requests }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::Histogram;
+
+    /// A lab-load document with `latencies` (ns, count) in its histograms.
+    fn document(latencies: &[(u64, u64)], errors: u64, cpu: f64) -> (Value, Histogram<u64>) {
+        let mut histogram = Histogram::new_with_bounds(1, 100_000_000_000, 3).unwrap();
+        for &(ns, count) in latencies {
+            histogram.record_n(ns, count).unwrap();
+        }
+        let requests = histogram.len();
+        let doc = json!({
+            "requests": requests, "responses_total": requests + 10, "rps": requests as f64 / 2.0,
+            "sent": requests, "lost": 0, "late": 0, "connections": 4, "threads": 1, "duration_s": 2.0,
+            "errors": {"connect": errors, "reset": 0}, "first_errors": {}, "statuses": {"200": requests},
+            "latency_us": latency_json(&histogram), "uncorrected_latency_us": latency_json(&histogram),
+            "latency_histogram": histwire::encode(&histogram),
+            "uncorrected_latency_histogram": histwire::encode(&histogram),
+            "client_cpu": {"cpu_s": 1.0, "utilization": cpu},
+            "paths": [{"path": "/", "weight": 100.0, "requests": requests}],
+        });
+        (doc, histogram)
+    }
+
+    #[test]
+    fn several_clients_merge_into_the_union_of_their_histograms() {
+        let (fast, mut all) = document(&[(50_000, 9_900)], 0, 0.4);
+        let (slow, slow_histogram) = document(&[(80_000, 50), (20_000_000, 50)], 2, 0.95);
+        all.add(&slow_histogram).unwrap();
+        let merged = merge(vec![fast.clone(), slow.clone()]).unwrap();
+        assert_eq!(merged["requests"], 10_000);
+        assert_eq!(merged["responses_total"], 10_020);
+        assert_eq!(merged["rps"], 5_000.0);
+        assert_eq!(merged["errors"]["connect"], 2);
+        assert_eq!(merged["statuses"]["200"], 10_000);
+        assert_eq!(merged["paths"][0]["requests"], 10_000);
+        assert_eq!(merged["client_cpu"]["utilization"], 0.95, "the busiest client");
+        assert_eq!(merged["latency_us"], latency_json(&all), "the union's percentiles");
+        // The union's p99.9 is the slow client's tail (20 ms, 0.5% of all); the mean of the two
+        // clients' p99.9s (50 µs and 20 ms) is 10 ms, a latency no request had.
+        let p999 = merged["latency_us"]["p999"].as_f64().unwrap();
+        let averaged = (fast["latency_us"]["p999"].as_f64().unwrap()
+            + slow["latency_us"]["p999"].as_f64().unwrap())
+            / 2.0;
+        assert!((p999 - 20_000.0).abs() < 20.0, "p99.9 {p999} µs");
+        assert!((averaged - p999).abs() > 5_000.0, "an average would be {averaged} µs");
+        assert_eq!(merged["clients"].as_array().unwrap().len(), 2);
+        // One client's document is kept as it is.
+        assert_eq!(merge(vec![fast.clone()]).unwrap(), fast);
+    }
+
+    #[test]
+    fn a_load_is_split_between_clients() {
+        let load = Load {
+            path: "/".into(),
+            connections: 5,
+            client_cpus: vec![2, 3],
+            duration: 1.0,
+            warmup: 0.1,
+            flags: vec!["--rate".into(), "900".into()],
+        };
+        let shares = split(&load, 2);
+        assert_eq!(shares.iter().map(|s| s.connections).collect::<Vec<_>>(), [3, 2]);
+        assert!(shares.iter().all(|s| s.flags == ["--rate", "450"]));
+        let mut one = load.clone();
+        one.connections = 1;
+        let shares = split(&one, 3);
+        assert_eq!(shares.len(), 1, "no client without a connection");
+        assert_eq!(shares[0].client_cpus, [2], "no more threads than connections");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -51,7 +51,7 @@ fn affinity_masks(cpus: &[usize]) -> String {
 
 /// The whole configuration: `return 200 "Hello, World!"` for every path, no access log, keep-alive
 /// without a request limit, the same 511 backlog as the lab servers.
-pub fn render(config: &Config, port: u16, dir: &Path) -> String {
+pub fn render(config: &Config, addr: SocketAddr, dir: &Path) -> String {
     let dir = dir.display();
     let (mutex, reuseport) = match config.accept {
         Accept::Mutex => ("on", ""),
@@ -75,7 +75,7 @@ pub fn render(config: &Config, port: u16, dir: &Path) -> String {
     for temp in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         let _ = writeln!(conf, "  {temp}_temp_path {dir}/{temp};");
     }
-    let _ = writeln!(conf, "  server {{\n    listen 127.0.0.1:{port} backlog=511{reuseport};");
+    let _ = writeln!(conf, "  server {{\n    listen {addr} backlog=511{reuseport};");
     let _ = writeln!(conf, "    location / {{ return 200 \"Hello, World!\"; }}\n  }}\n}}");
     conf
 }
@@ -95,15 +95,16 @@ impl Running {
 
 /// Starts nginx from `config` in a fresh directory under `scratch`, on a port the kernel picked, and
 /// waits until it accepts connections.
-pub fn start(binary: &Path, config: &Config, scratch: &Path) -> Result<Running, String> {
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+pub fn start(binary: &Path, config: &Config, scratch: &Path, ip: IpAddr) -> Result<Running, String> {
+    let port = TcpListener::bind((ip, 0))
         .and_then(|probe| probe.local_addr())
-        .map_err(|e| format!("bind 127.0.0.1:0 (to pick a port): {e}"))?
+        .map_err(|e| format!("bind {ip}:0 (to pick a port): {e}"))?
         .port();
     let dir = scratch.join(format!("nginx-{port}"));
     fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let conf = dir.join("nginx.conf");
-    fs::write(&conf, render(config, port, &dir)).map_err(|e| format!("write {}: {e}", conf.display()))?;
+    fs::write(&conf, render(config, SocketAddr::new(ip, port), &dir))
+        .map_err(|e| format!("write {}: {e}", conf.display()))?;
     let child = Command::new(binary)
         .arg("-p")
         .arg(&dir)
@@ -116,7 +117,7 @@ pub fn start(binary: &Path, config: &Config, scratch: &Path) -> Result<Running, 
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let addr = SocketAddr::new(ip, port);
     let mut running = Running { child, addr, dir };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
@@ -161,9 +162,11 @@ mod tests {
     #[test]
     fn configuration_names_the_accept_mode() {
         let config = |accept| Config { workers: 2, cpus: vec![0, 1], accept };
-        let mutex = render(&config(Accept::Mutex), 8080, Path::new("/tmp/x"));
+        let mutex =
+            render(&config(Accept::Mutex), SocketAddr::from(([127, 0, 0, 1], 8080)), Path::new("/tmp/x"));
         assert!(mutex.contains("accept_mutex on;") && !mutex.contains("reuseport"));
-        let reuseport = render(&config(Accept::Reuseport), 8080, Path::new("/tmp/x"));
+        let reuseport =
+            render(&config(Accept::Reuseport), SocketAddr::from(([127, 0, 0, 1], 8080)), Path::new("/tmp/x"));
         assert!(reuseport.contains("accept_mutex off;") && reuseport.contains("backlog=511 reuseport;"));
         assert!(
             reuseport.contains("worker_processes 2;") && reuseport.contains("worker_cpu_affinity 01 10;")

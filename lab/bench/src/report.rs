@@ -81,6 +81,16 @@ pub fn summary(doc: &Value) -> String {
         settings["warmup_s"],
     );
 
+    let _ = writeln!(
+        md,
+        "Churn: servers on CPUs {}, lab-load on CPUs {}: {}. A churn cell marked client-bound is a finding \
+         (lab-load's ceiling), not a result.\n",
+        settings["churn_server_cpus"],
+        settings["churn_client_cpus"],
+        settings["churn_split"].as_str().unwrap_or("the same as the other workloads"),
+    );
+    md.push_str(&network_summary(doc));
+
     // Throughput.
     let references: Vec<Option<(String, f64)>> = THROUGHPUT.iter().map(|w| best_nginx(doc, w)).collect();
     let servers: Vec<String> = {
@@ -221,10 +231,57 @@ pub fn summary(doc: &Value) -> String {
     md.push_str(&arrival_summary(doc));
     let _ = writeln!(
         md,
-        "A cell marked INVALID had errors or lost requests and is not averaged in. `client-bound`: lab-load \
+        "A cell marked INVALID had errors or lost requests, or the server's /stats counted other than \
+         the responses the clients read, and is not averaged in. `client-bound`: lab-load \
          was busy ≥ 90% of its CPUs while the server had CPU to spare, so the figure is the client's \
          ceiling, not the server's. Every round is in results.json."
     );
+    md
+}
+
+/// Where the clients reached the servers, and who the clients were.
+fn network_summary(doc: &Value) -> String {
+    let network = &doc["settings"]["network"];
+    let mut md = match network["net"].as_str() {
+        Some("veth") => format!(
+            "Network: veth. The servers in network namespace `{}` at {}, lab-load in `{}` at {}, joined by a veth pair; \
+             RPS on the server end's receive queue: {}. Both namespaces made and removed by lab-bench; the host afterwards: {}.",
+            network["server_namespace"].as_str().unwrap_or("?"),
+            network["server_addr"].as_str().unwrap_or("?"),
+            network["client_namespace"].as_str().unwrap_or("?"),
+            network["client_addr"].as_str().unwrap_or("?"),
+            network["rps_cpus"].as_str().map_or("off (receive processing on the sending CPU)".into(), |m| format!("CPU mask {m}")),
+            match network["host_unchanged"].as_bool() {
+                Some(true) => "sysctls as before, namespaces and pair gone".to_string(),
+                Some(false) => format!("CHANGED: {}", network["host_problem"].as_str().unwrap_or("?")),
+                None => "not checked (unfinished)".to_string(),
+            }
+        ),
+        Some(_) => format!("Network: servers on {}.", network["server_addr"].as_str().unwrap_or("127.0.0.1")),
+        None => return String::new(), // results recorded before the network was
+    };
+    let clients = doc["machine"]["clients"].as_array().cloned().unwrap_or_default();
+    if clients.len() == 1 && clients[0]["exec"] != "" {
+        let _ = write!(md, " lab-load run through");
+    } else if clients.len() > 1 {
+        let _ = write!(
+            md,
+            " {} clients, each load split between them and their results merged (counts added, histograms merged):",
+            clients.len()
+        );
+    }
+    if clients.len() > 1 || clients.iter().any(|c| c["exec"] != "") {
+        for client in &clients {
+            let _ = write!(
+                md,
+                " `{}` ({} CPUs, {});",
+                client["exec"].as_str().filter(|e| !e.is_empty()).unwrap_or("here"),
+                client["nproc"],
+                client["uname"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    md.push_str("\n\n");
     md
 }
 

@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::measure::{run_loads, Load, Measured, Server};
+use crate::measure::{run_loads, set_network, Load, Measured, Network, Server};
 use crate::plan::{self, Target, MIXES, SWEEP_SERVERS};
 use crate::profile::{self, Perf};
 use crate::results::{self, SCHEMA};
 use crate::stats::{jain, median, spread_pct, sweep_rates, SWEEP_LOADS};
-use crate::{arrival, machine, model_curves, Cli};
+use crate::veth::{self, Veth};
+use crate::{arrival, machine, model_curves, Cli, Net};
 
 /// The heavy connections' request in the fairness workload.
 const HEAVY_SPIN_US: u64 = 1000;
@@ -37,6 +38,31 @@ pub struct Bench {
     perf: Option<Perf>,
     /// Where perf itself runs: CPUs neither the server nor lab-load uses, else lab-load's.
     perf_cpus: Vec<usize>,
+    /// With `--net veth`: the namespaces, removed (and the host checked) at the end.
+    veth: Option<Veth>,
+    /// Churn's own split of the CPUs, where lab-bench chose one.
+    churn: Option<ChurnSplit>,
+}
+
+/// Churn on CPUs of its own: the servers on fewer, the clients on more.
+struct ChurnSplit {
+    client_cpus: Vec<usize>,
+    /// The servers again, on churn's server CPUs (matched to the others by id).
+    targets: Vec<Target>,
+}
+
+/// The split churn gets, chosen from the CPUs this process may use: a quarter of them (at least
+/// one) for the servers, the rest for lab-load. A connection per request costs the client a
+/// connect, a handshake and a close as well as the request, about what it costs the server, so on
+/// an even split the client saturates first and the figure is the client's ceiling. `None` where
+/// the CPUs were given on the command line (the split is the user's) or are too few (under 4, a
+/// quarter is no different from a half).
+pub fn churn_split(allowed: &[usize], cpus_given: bool) -> Option<(Vec<usize>, Vec<usize>)> {
+    if cpus_given || allowed.len() < 4 {
+        return None;
+    }
+    let servers = (allowed.len() / 4).max(1);
+    Some((allowed[..servers].to_vec(), allowed[servers..].to_vec()))
 }
 
 /// One line per run on stderr, with an estimate of the time left.
@@ -111,6 +137,13 @@ impl Bench {
         if targets.is_empty() {
             return Err(format!("--archs {:?} selects no server", cli.archs.join(",")));
         }
+        let mut all_server_cpus: Vec<usize> = server_cpus.iter().chain(&sweep_server_cpus).copied().collect();
+        all_server_cpus.sort_unstable();
+        all_server_cpus.dedup();
+        let (veth, network) = network_of(&cli, &all_server_cpus)?;
+        set_network(network.clone());
+        let clients =
+            network.clients.iter().map(|prefix| machine::client(prefix)).collect::<Result<Vec<_>, _>>()?;
         let perf = if cli.profile {
             Perf::find()
                 .map_err(|reason| eprintln!("lab-bench: --profile: {reason}; running without it"))
@@ -119,6 +152,29 @@ impl Bench {
             None
         };
         let perf_cpus = perf_cpus(&server_cpus, &client_cpus);
+        let allowed = labkit::allowed_cpus();
+        let cpus_given = cli.server_cpus.is_some() || cli.client_cpus.is_some();
+        let churn_given = match (&cli.churn_server_cpus, &cli.churn_client_cpus) {
+            (Some(_), Some(_)) => Some((
+                cpus_arg(&cli.churn_server_cpus, &[], "--churn-server-cpus")?,
+                cpus_arg(&cli.churn_client_cpus, &[], "--churn-client-cpus")?,
+            )),
+            _ => None,
+        };
+        let churn_cpus = churn_given.clone().or_else(|| churn_split(&allowed, cpus_given));
+        let churn_about = match &churn_cpus {
+            Some(_) if churn_given.is_some() => "given on the command line (--churn-server-cpus, --churn-client-cpus)".into(),
+            Some(_) => format!(
+                "chosen by lab-bench from the {} CPUs it may use: a quarter for the servers, the rest for lab-load, \
+                 since a connection per request costs the client about what it costs the server",
+                allowed.len()
+            ),
+            None if cpus_given => "the same as the other workloads: the CPUs were given on the command line".into(),
+            None => format!(
+                "the same as the other workloads: {} CPUs are too few for an asymmetric split",
+                allowed.len()
+            ),
+        };
         let (started_utc, stamp) = machine::utc_now();
         let out = cli
             .out
@@ -129,9 +185,11 @@ impl Bench {
         fs::create_dir_all(&scratch).map_err(|e| format!("mkdir {}: {e}", scratch.display()))?;
         let earlier = if cli.append { results::load(&out).ok() } else { None };
         let command: Vec<String> = std::env::args().collect();
+        let mut machine = machine::describe();
+        machine["clients"] = json!(clients);
         let doc = json!({
             "schema": SCHEMA,
-            "machine": machine::describe(),
+            "machine": machine,
             "commit": machine::commit(),
             "command": command.join(" "),
             "earlier_commands": earlier.as_ref().map(|doc| {
@@ -156,6 +214,17 @@ impl Bench {
                 "fairness_heavy_path": format!("/spin?us={HEAVY_SPIN_US}"),
                 "profile": perf.is_some(),
                 "perf_cpus": perf.as_ref().map(|_| perf_cpus.clone()),
+                "churn_server_cpus": churn_cpus.as_ref().map_or(&server_cpus, |(s, _)| s),
+                "churn_client_cpus": churn_cpus.as_ref().map_or(&client_cpus, |(_, c)| c),
+                "churn_split": churn_about,
+                "network": veth.as_ref().map_or_else(
+                    || json!({
+                        "net": "loopback",
+                        "server_addr": network.server_ip.to_string(),
+                        "client_exec": cli.client_exec,
+                    }),
+                    Veth::describe,
+                ),
             },
             "runs": earlier.as_ref().map_or(json!([]), |doc| doc["runs"].clone()),
         });
@@ -172,6 +241,11 @@ impl Bench {
             doc,
             perf,
             perf_cpus,
+            veth,
+            churn: churn_cpus.map(|(servers, clients)| ChurnSplit {
+                client_cpus: clients,
+                targets: plan::targets(&servers, nginx.is_some()),
+            }),
             progress: Progress { started: Instant::now(), planned: 0.0, done: 0.0, runs_done: 0, runs: 0 },
         };
         bench.plan_progress();
@@ -271,9 +345,26 @@ impl Bench {
             }
         }
         model_curves::annotate(&mut self.doc);
+        let mut host_problem = None;
+        if let Some(mut veth) = self.veth.take() {
+            // Every server has stopped: each run's is dropped at its end.
+            let network = &mut self.doc["settings"]["network"];
+            network["host_checked"] = json!(veth.checked());
+            match veth.remove() {
+                Ok(()) => network["host_unchanged"] = json!(true),
+                Err(reason) => {
+                    network["host_unchanged"] = json!(false);
+                    network["host_problem"] = json!(reason);
+                    host_problem = Some(reason);
+                }
+            }
+        }
         self.doc["finished_utc"] = json!(machine::utc_now().0);
         results::save(&self.doc, &self.out)?;
         let _ = fs::remove_dir_all(&self.scratch);
+        if let Some(reason) = host_problem {
+            return Err(format!("--net veth: {reason}"));
+        }
         Ok((self.out, self.doc))
     }
 
@@ -295,17 +386,28 @@ impl Bench {
         let mut profiles: Vec<Vec<Option<Value>>> = vec![vec![None; workloads.len()]; self.targets.len()];
         for round in 1..=self.cli.rounds {
             for (t, target) in self.targets.clone().iter().enumerate() {
-                let server = Server::start(target, &self.scratch);
+                // The server every workload shares, unless each has one of its own.
+                let shared = if workloads.iter().any(|w| self.split_for(w, target).0.cpus == target.cpus) {
+                    Server::start(target, &self.scratch)
+                } else {
+                    Err("not started: every workload has a server of its own".into())
+                };
                 for (w, workload) in workloads.iter().enumerate() {
                     let flags = plan::throughput_flags(workload).expect("a throughput workload");
-                    let load = self.load("/", &self.client_cpus.clone(), flags);
+                    // Churn may have CPUs of its own, and so a server of its own.
+                    let (target, clients) = self.split_for(workload, target);
+                    let own =
+                        (target.cpus != self.targets[t].cpus).then(|| Server::start(&target, &self.scratch));
+                    let server = own.as_ref().unwrap_or(&shared);
+                    let target = &target;
+                    let load = self.load("/", &clients, flags);
                     let passes: &[bool] = match (&self.perf, round % 2) {
                         (None, _) => &[false],
                         (Some(_), 1) => &[false, true],
                         (Some(_), _) => &[true, false],
                     };
                     for &with_perf in passes {
-                        let result = match (&server, with_perf) {
+                        let result = match (server, with_perf) {
                             (Err(reason), _) => Err(reason.clone()),
                             (Ok(server), false) => run_loads(
                                 server,
@@ -347,7 +449,10 @@ impl Bench {
         }
         for (t, target) in self.targets.clone().iter().enumerate() {
             for (w, workload) in workloads.iter().enumerate() {
+                let (target, clients) = self.split_for(workload, target);
+                let target = &target;
                 let mut record = throughput_record(target, workload, &rounds[t][w]);
+                record["client_cpus"] = json!(clients);
                 if let Some(mut profile) = profiles[t][w].take() {
                     profile["throughput"] = profile_cost(target.cpus.len(), &rounds[t][w], &profiled[t][w]);
                     record["profile"] = profile;
@@ -356,6 +461,16 @@ impl Bench {
             }
         }
         Ok(())
+    }
+
+    /// The server and the client CPUs `workload` runs `target` with: churn's own split where there
+    /// is one (and the server has a row on it), else the bench's.
+    fn split_for(&self, workload: &str, target: &Target) -> (Target, Vec<usize>) {
+        let churn = self.churn.as_ref().filter(|_| workload == "churn");
+        match churn.and_then(|c| c.targets.iter().find(|t| t.id == target.id).map(|t| (t, c))) {
+            Some((on_churn_cpus, churn)) => (on_churn_cpus.clone(), churn.client_cpus.clone()),
+            None => (target.clone(), self.client_cpus.clone()),
+        }
     }
 
     /// One round with perf attached to the server beforehand and its events on for exactly
@@ -546,10 +661,48 @@ impl Bench {
     }
 }
 
-/// Errors or lost requests, as one line; `None` for a clean run.
+/// Where the servers listen and the clients run, from `--net`, `--rps`, `--server-addr` and
+/// `--client-exec`; with `--net veth` the namespaces made and this thread moved into the servers'.
+fn network_of(cli: &Cli, server_cpus: &[usize]) -> Result<(Option<Veth>, Network), String> {
+    if cli.rps && cli.net != Net::Veth {
+        return Err("--rps needs --net veth (on loopback there is no receive queue to spread)".into());
+    }
+    if cli.net == Net::Veth {
+        if !cli.client_exec.is_empty() || cli.server_addr.is_some() {
+            return Err("--net veth makes its own client namespace and addresses: not with --client-exec or --server-addr".into());
+        }
+        let mut made = Veth::create(cli.rps.then_some(server_cpus))?;
+        made.enter_server()?;
+        let network = Network { server_ip: veth::SERVER_IP.into(), clients: vec![made.client_prefix()] };
+        return Ok((Some(made), network));
+    }
+    let server_ip = cli.server_addr.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    std::net::TcpListener::bind((server_ip, 0))
+        .map_err(|e| format!("--server-addr {server_ip}: bind {server_ip}:0: {e}"))?;
+    let mut clients = Vec::new();
+    for prefix in &cli.client_exec {
+        let words: Vec<String> = prefix.split_whitespace().map(str::to_owned).collect();
+        if words.is_empty() {
+            return Err("--client-exec: an empty prefix".into());
+        }
+        clients.push(words);
+    }
+    if clients.is_empty() {
+        clients.push(Vec::new());
+    }
+    Ok((None, Network { server_ip, clients }))
+}
+
+/// Errors or lost requests, or a server that counted other than the clients read, as one line;
+/// `None` for a clean run.
 fn problems_of(m: &Measured) -> Option<String> {
     let (errors, lost) = (m.errors(), m.lost());
-    (errors > 0 || lost > 0).then(|| format!("{errors} errors, {lost} lost"))
+    let mut problems = Vec::new();
+    if errors > 0 || lost > 0 {
+        problems.push(format!("{errors} errors, {lost} lost"));
+    }
+    problems.extend(m.count_mismatch());
+    (!problems.is_empty()).then(|| problems.join("; "))
 }
 
 fn target_json(target: &Target, workload: &str) -> Value {
@@ -697,4 +850,20 @@ fn fill_fairness(
     record["light"] = light.round_json();
     record["heavy_ideal_rps"] = json!(ideal);
     record["heavy_share_of_ideal"] = json!(heavy.rps() / ideal);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::churn_split;
+
+    #[test]
+    fn churn_gets_a_quarter_of_the_cpus_for_the_servers_where_there_are_enough() {
+        let cpus = |n: usize| (0..n).collect::<Vec<_>>();
+        let (servers, clients) = churn_split(&cpus(16), false).unwrap();
+        assert_eq!((servers, clients.len()), (vec![0, 1, 2, 3], 12));
+        let (servers, clients) = churn_split(&cpus(4), false).unwrap();
+        assert_eq!((servers, clients), (vec![0], vec![1, 2, 3]));
+        assert_eq!(churn_split(&cpus(2), false), None, "2 CPUs: one each, as the others");
+        assert_eq!(churn_split(&cpus(16), true), None, "CPUs given: the user's split");
+    }
 }

@@ -154,3 +154,50 @@ fn profile_without_perf_says_so_once_and_runs_on() {
     assert!(doc["runs"][0].get("profile").is_none());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn churn_runs_on_its_own_split_with_a_server_of_its_own() {
+    let out = std::env::temp_dir().join(format!("lab-bench-churn-split-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = lab_bench(&[
+        "--server-cpus",
+        "0",
+        "--client-cpus",
+        "1",
+        "--churn-server-cpus",
+        "1",
+        "--churn-client-cpus",
+        "0",
+        "--archs",
+        "epoll",
+        "--workloads",
+        "keep-alive,churn",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--rounds",
+        "1",
+        "--no-nginx",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "lab-bench failed: {}", String::from_utf8_lossy(&run.stderr));
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let find =
+        |workload: &str| doc["runs"].as_array().unwrap().iter().find(|r| r["workload"] == workload).unwrap();
+    let (keep_alive, churn) = (find("keep-alive"), find("churn"));
+    assert_eq!(
+        (&keep_alive["cpus"], &keep_alive["client_cpus"]),
+        (&serde_json::json!([0]), &serde_json::json!([1]))
+    );
+    assert_eq!((&churn["cpus"], &churn["client_cpus"]), (&serde_json::json!([1]), &serde_json::json!([0])));
+    assert!(keep_alive["valid"] == true && churn["valid"] == true, "{keep_alive} {churn}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("Churn: servers on CPUs [1], lab-load on CPUs [0]: given on the command line"),
+        "{summary}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -77,7 +77,8 @@ pub struct Cli {
     /// A request unanswered this long after it was sent is a timeout error (its connection is closed).
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "5")]
     timeout: Duration,
-    /// Write the full results as JSON to FILE.
+    /// Write the full results as JSON to FILE; `-`: to stdout, instead of the summary (for a run
+    /// through ssh or another launcher, whose files are on another host).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// One line a second on stderr [default: when stderr is a terminal].

@@ -89,10 +89,17 @@ fn main() {
     let client_cpu = ClientCpu::since(start, run.threads);
     let report =
         Report { run: &run, requests: &settings.requests, recorder: &recorder, duration_s, client_cpu };
-    print!("{}", report.text());
+    let to_stdout = run.json.as_ref().is_some_and(|path| path.as_os_str() == "-");
+    if to_stdout {
+        eprint!("{}", report.text());
+    } else {
+        print!("{}", report.text());
+    }
     if let Some(path) = &run.json {
         let text = serde_json::to_string_pretty(&report.json()).expect("a JSON value serialises");
-        if let Err(e) = std::fs::write(path, text + "\n") {
+        if to_stdout {
+            println!("{text}");
+        } else if let Err(e) = std::fs::write(path, text + "\n") {
             eprintln!("lab-load: write {}: {e}", path.display());
             exit(1);
         }

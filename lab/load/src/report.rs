@@ -267,6 +267,7 @@ impl Report<'_> {
             "seed": run.seed,
             "requests": rec.latency.responses,
             "sent": rec.sent,
+            "responses_total": rec.answered,
             "duration_s": self.duration_s,
             "rps": self.rps(),
             "bytes_read": rec.bytes_read,
@@ -279,6 +280,9 @@ impl Report<'_> {
             "statuses": statuses,
             "latency_us": latency_json(&rec.latency.corrected),
             "uncorrected_latency_us": latency_json(rec.latency.uncorrected()),
+            // The histograms themselves, for a caller that merges several lab-loads' runs (histwire).
+            "latency_histogram": histwire::encode(&rec.latency.corrected),
+            "uncorrected_latency_histogram": histwire::encode(rec.latency.uncorrected()),
             "connect": { "count": rec.connect.len(), "latency_us": latency_json(&rec.connect) },
             "paths": paths,
             "client_cpu": {

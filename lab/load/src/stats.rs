@@ -101,6 +101,9 @@ pub struct Recorder {
     pub connect: Histogram<u64>,
     /// Requests written to a socket.
     pub sent: u64,
+    /// Every response read, warm-up included: what the server's own count of requests served
+    /// (its /stats) should equal once the run is over, since lab-load waits for every request sent.
+    pub answered: u64,
     /// Requests sent and never answered: on a connection that broke, or still waiting at the end.
     pub lost: u64,
     /// Open loop: requests sent more than [`LATE`] after their scheduled time.
@@ -130,6 +133,7 @@ impl Recorder {
             per_path,
             connect: new_histogram(),
             sent: 0,
+            answered: 0,
             lost: 0,
             late: 0,
             bytes_read: 0,
@@ -184,6 +188,7 @@ impl Recorder {
         }
         self.connect.add(&other.connect).expect("histograms of equal bounds merge");
         self.sent += other.sent;
+        self.answered += other.answered;
         self.lost += other.lost;
         self.late += other.late;
         self.bytes_read += other.bytes_read;

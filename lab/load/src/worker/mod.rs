@@ -242,6 +242,7 @@ impl<'a> Worker<'a> {
         self.recorder.bytes_written = written_until - written_from;
         // Requests due in the measured time that never even went out are lost too.
         self.recorder.lost += self.backlog.iter().filter(|due| due.measured).count() as u64;
+        self.recorder.answered = self.answered;
         self.publish_progress();
         Ok(())
     }
