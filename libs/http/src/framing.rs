@@ -428,12 +428,13 @@ enum Coding {
     Unsupported,
 }
 
+const ONE_HOST: FramingError = bad("an HTTP/1.1 request needs exactly one Host");
+
 impl RequestHead {
     fn from_headers(headers: &[httparse::Header<'_>], http10: bool) -> Result<Self, FramingError> {
         let mut content_length: Option<usize> = None;
         let mut coding: Option<Coding> = None;
         let mut host: Option<&[u8]> = None;
-        let mut hosts = 0;
         let mut close = false;
         let mut asked_keep_alive = false;
         let mut expects_continue = false;
@@ -455,8 +456,10 @@ impl RequestHead {
                 }
                 coding = Some(transfer_coding(header.value)?);
             } else if name.eq_ignore_ascii_case("host") {
-                hosts += 1;
-                host = Some(header.value);
+                // A second Host is refused at once (RFC 9112 §3.2: at most one).
+                if host.replace(header.value).is_some() {
+                    return Err(ONE_HOST);
+                }
             } else if name.eq_ignore_ascii_case("connection") {
                 for option in header.value.split(|&b| b == b',').map(trimmed) {
                     close |= option.eq_ignore_ascii_case(b"close");
@@ -473,11 +476,10 @@ impl RequestHead {
         }
         // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; any request at most one, and a
         // valid one.
-        if hosts > 1 || (hosts == 0 && !http10) {
-            return Err(bad("an HTTP/1.1 request needs exactly one Host"));
-        }
-        if host.is_some_and(|host| !valid_host(host)) {
-            return Err(bad("Host must be host[:port] (RFC 9110 §7.2)"));
+        match host {
+            Some(host) if !valid_host(host) => return Err(bad("Host must be host[:port] (RFC 9110 §7.2)")),
+            None if !http10 => return Err(ONE_HOST),
+            _ => {}
         }
         // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing, and the
         // connection must close after it; it is refused (the refusal closes it).
