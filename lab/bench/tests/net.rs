@@ -2,26 +2,24 @@
 //! bench whose two clients run through `--client-exec "ip netns exec NS"` in namespaces of the
 //! test's own, loading one server namespace. Both must be valid, every round's responses equal to
 //! the server's own /stats count, and the host's interfaces, named namespaces and sysctls read as
-//! before afterwards. Without root (or without ip) each test says SKIPPED on stderr and why.
+//! before afterwards; and a `--net veth` bench stopped by SIGTERM stops its server and lab-load,
+//! deletes its namespaces and exits 128 + 15, the host again as before. Without root (or without
+//! ip) each test says SKIPPED on stderr and why.
 //! Short on purpose (one server, a second or so of load): CI runs them on 2 cores.
 
 use std::fs;
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
 
-fn lab_bench(prefix: &[&str], args: &[&str]) -> Output {
-    let mut command = match prefix.split_first() {
-        None => Command::new(env!("CARGO_BIN_EXE_lab-bench")),
-        Some((first, rest)) => {
-            let mut command = Command::new(first);
-            command.args(rest).arg(env!("CARGO_BIN_EXE_lab-bench"));
-            command
-        }
-    };
-    command.args(args).output().expect("run lab-bench")
-}
+mod common;
+use common::{lab_bench, run_args, SHORT};
 
 /// The host is checked as a whole before and after each test: never two at once.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -93,27 +91,9 @@ fn a_veth_bench_is_valid_and_leaves_the_host_as_it_was() {
     let before = host_state();
     let out = std::env::temp_dir().join(format!("lab-bench-veth-{}", std::process::id()));
     let _ = fs::remove_dir_all(&out);
-    let run = lab_bench(
-        &[],
-        &[
-            "--net",
-            "veth",
-            "--rps",
-            "--archs",
-            "epoll",
-            "--workloads",
-            "keep-alive,churn",
-            "--duration",
-            "0.5",
-            "--warmup",
-            "0.2",
-            "--rounds",
-            "1",
-            "--no-nginx",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let mut args = vec!["--net".to_string(), "veth".into(), "--rps".into()];
+    args.extend(run_args("epoll", "keep-alive,churn", SHORT, &out));
+    let run = lab_bench(&[], &args);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "lab-bench --net veth failed: {stderr}");
     let doc = results(&out);
@@ -197,30 +177,12 @@ fn two_clients_through_ip_netns_exec_merge_into_one_valid_run() {
             format!("ip netns exec {}", namespaces.names[1]),
             format!("ip netns exec {}", namespaces.names[2]),
         );
-        let run = lab_bench(
-            &["ip", "netns", "exec", &namespaces.names[0]],
-            &[
-                "--server-addr",
-                "10.78.1.1",
-                "--client-exec",
-                &c1,
-                "--client-exec",
-                &c2,
-                "--archs",
-                "epoll",
-                "--workloads",
-                "keep-alive,churn",
-                "--duration",
-                "0.5",
-                "--warmup",
-                "0.2",
-                "--rounds",
-                "1",
-                "--no-nginx",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
+        let mut args: Vec<String> =
+            ["--server-addr", "10.78.1.1", "--client-exec", &c1, "--client-exec", &c2]
+                .map(String::from)
+                .to_vec();
+        args.extend(run_args("epoll", "keep-alive,churn", SHORT, &out));
+        let run = lab_bench(&["ip", "netns", "exec", &namespaces.names[0]], &args);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(run.status.success(), "lab-bench with two clients failed: {stderr}");
         results(&out)
@@ -246,5 +208,80 @@ fn two_clients_through_ip_netns_exec_merge_into_one_valid_run() {
         assert!(p99 >= p99s[0].min(p99s[1]) && p99 <= p99s[0].max(p99s[1]), "p99 {p99} against {p99s:?}");
     }
     assert_eq!(host_state(), before, "the host after the two-client run");
+    let _ = fs::remove_dir_all(&out);
+}
+
+/// Whether `pid` is running (a zombie is not: it has exited, only its status is left).
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])))
+}
+
+/// The names (`/proc/PID/comm`) of the processes below `pid`, with their pids.
+fn below(pid: u32) -> Vec<(u32, String)> {
+    labkit::process_tree(pid)
+        .into_iter()
+        .filter(|&p| p != pid && running(p))
+        .map(|p| (p, fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn sigterm_stops_the_servers_and_clients_and_deletes_the_namespaces() {
+    if let Some(reason) = cannot_run() {
+        eprintln!("SKIPPED sigterm_stops_the_servers_and_clients_and_deletes_the_namespaces: {reason}");
+        return;
+    }
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before = host_state();
+    let out = std::env::temp_dir().join(format!("lab-bench-sigterm-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).unwrap();
+    let stderr_path = out.join("stderr");
+    // A run far longer than the test: only the signal ends it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lab-bench"))
+        .args(["--net", "veth"])
+        .args(run_args("epoll", "keep-alive", ["300", "0.1", "1"], &out.join("results")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("run lab-bench");
+    let pid = child.id();
+    let namespaces = [format!("lab-bench-{pid}-srv"), format!("lab-bench-{pid}-cli")];
+    // Until the namespaces exist and the server and lab-load are running in them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = loop {
+        let processes = below(pid);
+        let made = namespaces.iter().all(|ns| Path::new("/run/netns").join(ns).exists());
+        let has = |name: &str| processes.iter().any(|(_, comm)| comm == name);
+        if made && has("lab-epoll") && has("lab-load") {
+            break processes;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("lab-bench exited ({status}) first: {}", fs::read_to_string(&stderr_path).unwrap());
+        }
+        assert!(Instant::now() < deadline, "no server and lab-load in the namespaces: {processes:?}");
+        thread::sleep(Duration::from_millis(50));
+    };
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("lab-bench still running a minute after SIGTERM");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "exits 128 + SIGTERM: {status}; {stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    let left: Vec<&(u32, String)> = started.iter().filter(|(p, _)| running(*p)).collect();
+    assert!(left.is_empty(), "still running after lab-bench's SIGTERM: {left:?}");
+    assert_eq!(host_state(), before, "the host after SIGTERM under --net veth: {stderr}");
     let _ = fs::remove_dir_all(&out);
 }
