@@ -9,17 +9,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::thread;
-use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 mod common;
-use common::{lab_bench, run_args, SHORT};
+use common::{lab_bench, run_args, running, stop_mid_run, SHORT};
 
 /// The host is checked as a whole before and after each test: never two at once.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -211,21 +208,6 @@ fn two_clients_through_ip_netns_exec_merge_into_one_valid_run() {
     let _ = fs::remove_dir_all(&out);
 }
 
-/// Whether `pid` is running (a zombie is not: it has exited, only its status is left).
-fn running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])))
-}
-
-/// The names (`/proc/PID/comm`) of the processes below `pid`, with their pids.
-fn below(pid: u32) -> Vec<(u32, String)> {
-    labkit::process_tree(pid)
-        .into_iter()
-        .filter(|&p| p != pid && running(p))
-        .map(|p| (p, fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim().to_string()))
-        .collect()
-}
-
 #[test]
 fn sigterm_stops_the_servers_and_clients_and_deletes_the_namespaces() {
     if let Some(reason) = cannot_run() {
@@ -237,50 +219,18 @@ fn sigterm_stops_the_servers_and_clients_and_deletes_the_namespaces() {
     let out = std::env::temp_dir().join(format!("lab-bench-sigterm-{}", std::process::id()));
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).unwrap();
-    let stderr_path = out.join("stderr");
     // A run far longer than the test: only the signal ends it.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lab-bench"))
-        .args(["--net", "veth"])
-        .args(run_args("epoll", "keep-alive", ["300", "0.1", "1"], &out.join("results")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .expect("run lab-bench");
-    let pid = child.id();
-    let namespaces = [format!("lab-bench-{pid}-srv"), format!("lab-bench-{pid}-cli")];
-    // Until the namespaces exist and the server and lab-load are running in them.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let started = loop {
-        let processes = below(pid);
-        let made = namespaces.iter().all(|ns| Path::new("/run/netns").join(ns).exists());
-        let has = |name: &str| processes.iter().any(|(_, comm)| comm == name);
-        if made && has("lab-epoll") && has("lab-load") {
-            break processes;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("lab-bench exited ({status}) first: {}", fs::read_to_string(&stderr_path).unwrap());
-        }
-        assert!(Instant::now() < deadline, "no server and lab-load in the namespaces: {processes:?}");
-        thread::sleep(Duration::from_millis(50));
+    let mut args = vec!["--net".to_string(), "veth".into()];
+    args.extend(run_args("epoll", "keep-alive", ["300", "0.1", "1"], &out.join("results")));
+    let made = |pid: u32| {
+        let names = [format!("lab-bench-{pid}-srv"), format!("lab-bench-{pid}-cli")];
+        names.iter().all(|ns| Path::new("/run/netns").join(ns).exists())
     };
-    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("lab-bench still running a minute after SIGTERM");
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = fs::read_to_string(&stderr_path).unwrap();
-    assert_eq!(status.code(), Some(128 + 15), "exits 128 + SIGTERM: {status}; {stderr}");
+    let stopped = stop_mid_run(&args, &out.join("stderr"), "lab-epoll", made, Signal::SIGTERM);
+    let stderr = &stopped.stderr;
+    assert_eq!(stopped.status.code(), Some(128 + 15), "exits 128 + SIGTERM: {}; {stderr}", stopped.status);
     assert!(stderr.contains("SIGTERM"), "{stderr}");
-    let left: Vec<&(u32, String)> = started.iter().filter(|(p, _)| running(*p)).collect();
+    let left: Vec<&(u32, String)> = stopped.started.iter().filter(|(p, _)| running(*p)).collect();
     assert!(left.is_empty(), "still running after lab-bench's SIGTERM: {left:?}");
     assert_eq!(host_state(), before, "the host after SIGTERM under --net veth: {stderr}");
     let _ = fs::remove_dir_all(&out);

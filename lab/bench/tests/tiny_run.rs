@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{run_args, SHORT};
+use common::{run_args, running, stop_mid_run, SHORT};
 
 fn lab_bench<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
     common::lab_bench(&[], args)
@@ -184,5 +184,27 @@ fn churn_runs_on_its_own_split_with_a_server_of_its_own() {
         summary.contains("Churn: servers on CPUs [1], lab-load on CPUs [0]: given on the command line"),
         "{summary}"
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// SIGINT in the middle of a run (on loopback: no root needed): the server and lab-load stopped,
+/// the scratch directory removed, the exit status 128 + 2. (net.rs does the same with SIGTERM
+/// under --net veth, namespaces and all.)
+#[test]
+fn sigint_stops_the_servers_and_clients_and_exits_130() {
+    let out = std::env::temp_dir().join(format!("lab-bench-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    // A run far longer than the test: only the signal ends it.
+    let args = run_args("epoll", "keep-alive", ["300", "0.1", "1"], &out.join("results"));
+    let stopped =
+        stop_mid_run(&args, &out.join("stderr"), "lab-epoll", |_| true, nix::sys::signal::Signal::SIGINT);
+    let stderr = &stopped.stderr;
+    assert_eq!(stopped.status.code(), Some(128 + 2), "exits 128 + SIGINT: {}; {stderr}", stopped.status);
+    assert!(stderr.contains("SIGINT") && stderr.contains("none left"), "{stderr}");
+    let left: Vec<&(u32, String)> = stopped.started.iter().filter(|(p, _)| running(*p)).collect();
+    assert!(left.is_empty(), "still running after lab-bench's SIGINT: {left:?}");
+    let scratch = std::env::temp_dir().join(format!("lab-bench-{}", stopped.pid));
+    assert!(!scratch.exists(), "{} is left", scratch.display());
     let _ = std::fs::remove_dir_all(&out);
 }
