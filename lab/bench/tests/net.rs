@@ -8,9 +8,9 @@
 //! Short on purpose (one server, a second or so of load): CI runs them on 2 cores.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -33,8 +33,11 @@ fn cannot_run() -> Option<String> {
     None
 }
 
+/// What must read the same before and after, as (what, how it reads) pairs.
+type HostState = Vec<(String, String)>;
+
 /// What must read the same before and after, read here independently of lab-bench.
-fn host_state() -> Vec<(String, String)> {
+fn host_state() -> HostState {
     let mut state: Vec<(String, String)> = [
         "net/core/somaxconn",
         "net/core/rps_sock_flow_entries",
@@ -60,6 +63,22 @@ fn host_state() -> Vec<(String, String)> {
     state
 }
 
+/// The start of every test here: `None` where it cannot run (SKIPPED and why on stderr); else the
+/// lock that keeps the others out, the host as it reads now, and an empty directory `out` for this
+/// test's results.
+fn begin(test: &str) -> Option<(MutexGuard<'static, ()>, HostState, PathBuf)> {
+    if let Some(reason) = cannot_run() {
+        eprintln!("SKIPPED {test}: {reason}");
+        return None;
+    }
+    let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before = host_state();
+    let out = std::env::temp_dir().join(format!("{test}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).expect("create the test's directory");
+    Some((alone, before, out))
+}
+
 fn results(out: &std::path::Path) -> Value {
     serde_json::from_str(&fs::read_to_string(out.join("results.json")).expect("results.json")).unwrap()
 }
@@ -80,14 +99,9 @@ fn assert_valid_and_counted(doc: &Value, expected_runs: usize) {
 
 #[test]
 fn a_veth_bench_is_valid_and_leaves_the_host_as_it_was() {
-    if let Some(reason) = cannot_run() {
-        eprintln!("SKIPPED a_veth_bench_is_valid_and_leaves_the_host_as_it_was: {reason}");
+    let Some((_alone, before, out)) = begin("a_veth_bench_is_valid_and_leaves_the_host_as_it_was") else {
         return;
-    }
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let before = host_state();
-    let out = std::env::temp_dir().join(format!("lab-bench-veth-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&out);
+    };
     let mut args = vec!["--net".to_string(), "veth".into(), "--rps".into()];
     args.extend(run_args("epoll", "keep-alive,churn", SHORT, &out));
     let run = lab_bench(&[], &args);
@@ -159,15 +173,11 @@ impl Drop for Namespaces {
 
 #[test]
 fn two_clients_through_ip_netns_exec_merge_into_one_valid_run() {
-    if let Some(reason) = cannot_run() {
-        eprintln!("SKIPPED two_clients_through_ip_netns_exec_merge_into_one_valid_run: {reason}");
+    let Some((_alone, before, out)) = begin("two_clients_through_ip_netns_exec_merge_into_one_valid_run")
+    else {
         return;
-    }
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let before = host_state();
+    };
     let id = std::process::id();
-    let out = std::env::temp_dir().join(format!("lab-bench-clients-{id}"));
-    let _ = fs::remove_dir_all(&out);
     let doc = {
         let namespaces = Namespaces::make(id);
         let (c1, c2) = (
@@ -210,15 +220,11 @@ fn two_clients_through_ip_netns_exec_merge_into_one_valid_run() {
 
 #[test]
 fn sigterm_stops_the_servers_and_clients_and_deletes_the_namespaces() {
-    if let Some(reason) = cannot_run() {
-        eprintln!("SKIPPED sigterm_stops_the_servers_and_clients_and_deletes_the_namespaces: {reason}");
+    let Some((_alone, before, out)) =
+        begin("sigterm_stops_the_servers_and_clients_and_deletes_the_namespaces")
+    else {
         return;
-    }
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let before = host_state();
-    let out = std::env::temp_dir().join(format!("lab-bench-sigterm-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&out);
-    fs::create_dir_all(&out).unwrap();
+    };
     // A run far longer than the test: only the signal ends it.
     let mut args = vec!["--net".to_string(), "veth".into()];
     args.extend(run_args("epoll", "keep-alive", ["300", "0.1", "1"], &out.join("results")));
