@@ -10,8 +10,8 @@
 //! start of one runs inside [`gated`], and the signal's thread shuts the gate (waiting for a start
 //! in progress to finish) before it looks for processes; the main thread, reaching the gate after
 //! that, waits there until the process exits. The namespaces' teardown is handed here by `veth` when
-//! they are made ([`set_teardown`]), and taken back for the bench's own end ([`take_teardown`]):
-//! exactly one of the two runs it.
+//! they are made ([`set_teardown`]), and run by the bench's own end ([`run_teardown`]) unless a
+//! signal took it first: exactly one of the two runs it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,11 +78,16 @@ pub fn set_teardown(teardown: Teardown) {
     *TEARDOWN.lock().unwrap_or_else(|e| e.into_inner()) = Some(teardown);
 }
 
-/// The teardown back, for the bench's own end; waits for the end instead if a signal has taken it.
-pub fn take_teardown() -> Option<Teardown> {
-    let taken = TEARDOWN.lock().unwrap_or_else(|e| e.into_inner()).take();
-    hold_if_stopping();
-    taken
+/// The bench's own end: runs the teardown here, unless a signal has come (then waits for the end:
+/// the signal's thread runs it). It runs with the teardown's lock held, so that a signal meanwhile
+/// waits for it to finish rather than exiting half-way through `ip netns del`.
+pub fn run_teardown() -> Option<Result<(), String>> {
+    let mut slot = TEARDOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if STOPPING.load(Ordering::SeqCst) {
+        drop(slot);
+        hold();
+    }
+    slot.take().map(|teardown| teardown())
 }
 
 /// The scratch directory, removed on a signal too.
@@ -118,6 +123,9 @@ fn stop(signo: i32) -> ! {
         STOPPING.store(true, Ordering::SeqCst);
     }
     eprintln!("lab-bench: {name}: stopping the servers and clients");
+    // Taken before anything is killed: where the bench's own end is running it, that finishes first
+    // (its `ip` commands are processes below this one too).
+    let teardown = TEARDOWN.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut stopped = Vec::new();
     let deadline = Instant::now() + PATIENCE;
     // Again until none is left: a process may start one of its own (a supervisor its workers) meanwhile.
@@ -141,7 +149,6 @@ fn stop(signo: i32) -> ! {
     if !left.is_empty() {
         problems.push(format!("still running after SIGKILL: pids {left:?}"));
     }
-    let teardown = TEARDOWN.lock().unwrap_or_else(|e| e.into_inner()).take();
     let veth = teardown.is_some();
     if let Some(teardown) = teardown {
         if let Err(reason) = teardown() {

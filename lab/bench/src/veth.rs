@@ -247,10 +247,8 @@ impl Veth {
                 problems.push(format!("setns back to the host's namespace: {e}"));
             }
         }
-        if let Some(teardown) = crate::cleanup::take_teardown() {
-            if let Err(reason) = teardown() {
-                problems.push(reason);
-            }
+        if let Some(Err(reason)) = crate::cleanup::run_teardown() {
+            problems.push(reason);
         }
         if problems.is_empty() {
             Ok(())
