@@ -23,6 +23,7 @@
 
 mod arrival;
 mod charts;
+mod cleanup;
 mod compare;
 mod machine;
 mod measure;
@@ -169,11 +170,20 @@ fn main() {
         }
         return;
     }
+    // Before anything is started: SIGINT, SIGTERM and SIGHUP stop the servers and clients and
+    // delete the namespaces (cleanup), and lab-bench exits with 128 + the signal's number.
+    if let Err(reason) = cleanup::watch_signals() {
+        eprintln!("lab-bench: {reason}");
+        exit(1);
+    }
     let bench = workloads::Bench::new(cli).unwrap_or_else(|reason| {
         eprintln!("lab-bench: {reason}");
         exit(2)
     });
-    match bench.run().and_then(|(out, doc)| report::render(&doc, &out).map(|()| out)) {
+    let ran = bench.run();
+    // A signal's thread is cleaning up and will end the process with the signal's status.
+    cleanup::hold_if_stopping();
+    match ran.and_then(|(out, doc)| report::render(&doc, &out).map(|()| out)) {
         Ok(out) => eprintln!("lab-bench: results in {}", out.display()),
         Err(reason) => {
             eprintln!("lab-bench: {reason}");

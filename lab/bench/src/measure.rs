@@ -60,11 +60,12 @@ impl Server {
                         *addr = SocketAddr::new(ip, 0).to_string();
                     }
                 }
-                labkit::launch(bin, &args).map(Server::Lab)
+                crate::cleanup::gated(|| labkit::launch(bin, &args)).map(Server::Lab)
             }
             Launch::Nginx(config) => {
                 let binary = crate::nginx::find().ok_or("nginx is not installed")?;
-                crate::nginx::start(&binary, config, scratch, network().server_ip).map(Server::Nginx)
+                crate::cleanup::gated(|| crate::nginx::start(&binary, config, scratch, network().server_ip))
+                    .map(Server::Nginx)
             }
         }
     }
@@ -124,6 +125,10 @@ pub struct Measured {
     pub server_cpu: f64,
     /// The requests the server's /stats counted over the run, where it has /stats.
     pub server_requests: Option<u64>,
+    /// The server's /stats read just before the loads started and just after they ended (where it
+    /// has /stats): the only /stats connections over the run, so a workload that reads the
+    /// per-worker counters takes them from here rather than opening more connections of its own.
+    pub stats: Option<(Value, Value)>,
 }
 
 impl Measured {
@@ -240,7 +245,7 @@ fn drain(mut pipe: impl std::io::Read + Send + 'static) -> JoinHandle<Vec<u8>> {
 /// Starts lab-load for `load` against `addr` through `prefix`.
 pub fn spawn_load(load: &Load, addr: SocketAddr, prefix: &[String]) -> Result<LoadChild, String> {
     let mut command = load_command(load, addr, prefix);
-    let mut child = command.spawn().map_err(|e| match prefix.first() {
+    let mut child = crate::cleanup::gated(|| command.spawn()).map_err(|e| match prefix.first() {
         None => format!("spawn lab-load: {e} (build it: cargo build --release)"),
         Some(program) => format!("spawn {program} (--client-exec {:?}): {e}", prefix.join(" ")),
     })?;
@@ -413,15 +418,15 @@ pub fn run_loads(
     let wall = started.elapsed().as_secs_f64();
     let server_cpu =
         server.cpu_time().saturating_sub(cpu_before).as_secs_f64() / (wall * server_cpus.max(1) as f64);
-    let server_requests = match stats_before {
+    let stats = match stats_before {
         None => None,
-        Some(before) => {
-            let after = server.stats()?;
-            let total = |doc: &Value| doc["totals"]["requests"].as_u64().unwrap_or(0);
-            // The /stats read after the run counts itself; the one before was counted before it.
-            Some(total(&after).saturating_sub(total(&before)).saturating_sub(1))
-        }
+        Some(before) => Some((before, server.stats()?)),
     };
+    let server_requests = stats.as_ref().map(|(before, after)| {
+        let total = |doc: &Value| doc["totals"]["requests"].as_u64().unwrap_or(0);
+        // The /stats read after the run counts itself; the one before was counted before it.
+        total(after).saturating_sub(total(before)).saturating_sub(1)
+    });
     let all_responses: u64 = documents.iter().filter_map(|d| d["responses_total"].as_u64()).sum();
     Ok(documents
         .into_iter()
@@ -430,7 +435,7 @@ pub fn run_loads(
             if loads.len() > 1 {
                 load["responses_total_all_loads"] = json!(all_responses);
             }
-            Measured { load, server_cpu, server_requests }
+            Measured { load, server_cpu, server_requests, stats: stats.clone() }
         })
         .collect())
 }

@@ -407,7 +407,7 @@ fn spawn_on(mut command: Command, cpus: &[usize]) -> std::io::Result<Child> {
                     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
                         .map_err(std::io::Error::from)?;
                 }
-                command.spawn()
+                crate::cleanup::gated(|| command.spawn())
             })
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))

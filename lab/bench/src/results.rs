@@ -25,7 +25,12 @@ pub fn results_path(path: &Path) -> PathBuf {
 pub fn save(doc: &Value, out: &Path) -> Result<(), String> {
     let path = out.join("results.json");
     let text = serde_json::to_string_pretty(doc).expect("a JSON value serialises");
-    fs::write(&path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))
+    // Written beside it and renamed over it: a bench ended mid-write (a signal) leaves the last
+    // whole document, never half of one.
+    let partial = out.join("results.json.partial");
+    fs::write(&partial, text + "\n").map_err(|e| format!("write {}: {e}", partial.display()))?;
+    fs::rename(&partial, &path)
+        .map_err(|e| format!("rename {} to {}: {e}", partial.display(), path.display()))
 }
 
 pub fn load(path: &Path) -> Result<Value, String> {

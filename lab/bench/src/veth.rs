@@ -95,6 +95,61 @@ pub struct Veth {
     removed: bool,
 }
 
+/// What deleting the namespaces needs, and checking the host afterwards: from any thread of
+/// lab-bench's (the bench's own end, or the thread that a signal stops it from; `cleanup`).
+#[derive(Debug, Clone)]
+struct Removal {
+    server_ns: String,
+    client_ns: String,
+    server_if: String,
+    client_if: String,
+    before: Vec<(String, String)>,
+}
+
+impl Removal {
+    /// Both namespaces deleted (the pair with them), then the host checked. Reads the host's
+    /// sysctls: call it from a thread in the host's network namespace.
+    fn run(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for ns in [&self.server_ns, &self.client_ns] {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                problems.push(e);
+            }
+        }
+        // Other programs may make namespaces and interfaces meanwhile: what must be gone is ours.
+        // /sys shows the interfaces of the namespace it was mounted in (the host's), whatever
+        // namespace this thread is in.
+        let left: Vec<String> = names_in("/run/netns")
+            .into_iter()
+            .filter(|n| *n == self.server_ns || *n == self.client_ns)
+            .chain(
+                names_in("/sys/class/net")
+                    .into_iter()
+                    .filter(|n| *n == self.server_if || *n == self.client_if),
+            )
+            .collect();
+        if !left.is_empty() {
+            problems.push(format!("still there after ip netns del: {}", left.join(", ")));
+        }
+        let after = host_sysctls();
+        let changed: Vec<String> = self
+            .before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a)
+            .map(|((what, b), (_, a))| format!("{what}: {b:?} before, {a:?} after"))
+            .collect();
+        if !changed.is_empty() {
+            problems.push(format!("the host does not read as before: {}", changed.join("; ")));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
 impl Veth {
     /// Makes the namespaces and the pair, with RPS over `rps_cpus` on the server's end if given.
     pub fn create(rps_cpus: Option<&[usize]>) -> Result<Veth, String> {
@@ -115,6 +170,15 @@ impl Veth {
             entered: false,
             removed: false,
         };
+        // Handed to `cleanup` before anything is made: a signal from here on deletes what there is.
+        let removal = Removal {
+            server_ns: veth.server_ns.clone(),
+            client_ns: veth.client_ns.clone(),
+            server_if: veth.server_if.clone(),
+            client_if: veth.client_if.clone(),
+            before: veth.before.clone(),
+        };
+        crate::cleanup::set_teardown(Box::new(move || removal.run()));
         let (s, c) = (veth.server_ns.clone(), veth.client_ns.clone());
         let (sif, client_if) = (veth.server_if.clone(), veth.client_if.clone());
         ip(&["netns", "add", &s])?;
@@ -170,7 +234,8 @@ impl Veth {
     }
 
     /// Back to the host's namespace, both namespaces deleted (the pair with them); then the host
-    /// checked. Every server must have stopped by then, or its namespace outlives the name.
+    /// checked. Every server must have stopped by then, or its namespace outlives the name. Where a
+    /// signal came first, its thread does the deleting and this waits for the end (`cleanup`).
     pub fn remove(&mut self) -> Result<(), String> {
         if self.removed {
             return Ok(());
@@ -182,36 +247,8 @@ impl Veth {
                 problems.push(format!("setns back to the host's namespace: {e}"));
             }
         }
-        for ns in [&self.server_ns, &self.client_ns] {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                problems.push(e);
-            }
-        }
-        // Other programs may make namespaces and interfaces meanwhile: what must be gone is ours.
-        // /sys shows the interfaces of the namespace it was mounted in (the host's), whatever
-        // namespace this thread is in.
-        let left: Vec<String> = names_in("/run/netns")
-            .into_iter()
-            .filter(|n| *n == self.server_ns || *n == self.client_ns)
-            .chain(
-                names_in("/sys/class/net")
-                    .into_iter()
-                    .filter(|n| *n == self.server_if || *n == self.client_if),
-            )
-            .collect();
-        if !left.is_empty() {
-            problems.push(format!("still there after ip netns del: {}", left.join(", ")));
-        }
-        let after = host_sysctls();
-        let changed: Vec<String> = self
-            .before
-            .iter()
-            .zip(&after)
-            .filter(|(b, a)| b != a)
-            .map(|((what, b), (_, a))| format!("{what}: {b:?} before, {a:?} after"))
-            .collect();
-        if !changed.is_empty() {
-            problems.push(format!("the host does not read as before: {}", changed.join("; ")));
+        if let Some(Err(reason)) = crate::cleanup::run_teardown() {
+            problems.push(reason);
         }
         if problems.is_empty() {
             Ok(())

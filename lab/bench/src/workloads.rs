@@ -78,6 +78,8 @@ struct Progress {
 
 impl Progress {
     fn step(&mut self, seconds: f64, line: &str) {
+        // No line for a run a signal cut short: the signal's thread is ending the bench.
+        crate::cleanup::hold_if_stopping();
         self.done += seconds;
         self.runs_done += 1;
         let elapsed = self.started.elapsed().as_secs_f64();
@@ -183,6 +185,7 @@ impl Bench {
         fs::create_dir_all(&out).map_err(|e| format!("mkdir {}: {e}", out.display()))?;
         let scratch = std::env::temp_dir().join(format!("lab-bench-{}", std::process::id()));
         fs::create_dir_all(&scratch).map_err(|e| format!("mkdir {}: {e}", scratch.display()))?;
+        crate::cleanup::set_scratch(scratch.clone());
         let earlier = if cli.append { results::load(&out).ok() } else { None };
         let command: Vec<String> = std::env::args().collect();
         let mut machine = machine::describe();
@@ -321,6 +324,8 @@ impl Bench {
     /// Adds (or, with --append, replaces) a run's record and writes results.json at once, so that a
     /// bench cut short keeps what it measured.
     fn record(&mut self, run: Value) -> Result<(), String> {
+        // A run a signal cut short is not recorded: the signal's thread is ending the bench.
+        crate::cleanup::hold_if_stopping();
         let runs = self.doc["runs"].as_array_mut().expect("runs is an array");
         runs.retain(|r| !(r["server"] == run["server"] && r["workload"] == run["workload"]));
         runs.push(run);
@@ -609,7 +614,8 @@ impl Bench {
     }
 
     /// A few long-lived connections, half of them heavy: how evenly does each architecture spread
-    /// them, and the work, over its workers? Read from /stats before and after.
+    /// them, and the work, over its workers? Read from the /stats run_loads reads before and after
+    /// the loads (the one connection of the run's that is not a load's is the read after).
     fn run_fairness(&mut self) -> Result<(), String> {
         let clients = self.sweep_client_cpus.clone();
         let heavy_cpus = vec![clients[0]];
@@ -625,11 +631,13 @@ impl Bench {
             light.connections = per_kind;
             let mut record = target_json(target, "fairness");
             let mut problems = Vec::new();
+            // The per-worker counters from run_loads' own /stats reads around the loads: another
+            // read here would add its connection to the workers' `conns` (and Jain over them).
             let outcome = Server::start(target, &self.scratch).and_then(|server| {
-                let before = server.stats()?;
                 let measured =
                     run_loads(&server, target.cpus.len(), &[heavy.clone(), light.clone()], &self.scratch)?;
-                let after = server.stats()?;
+                let (before, after) =
+                    measured[0].stats.clone().ok_or("the server gave no /stats around the run")?;
                 Ok((before, after, measured))
             });
             let line = match outcome {
@@ -671,7 +679,8 @@ fn network_of(cli: &Cli, server_cpus: &[usize]) -> Result<(Option<Veth>, Network
         if !cli.client_exec.is_empty() || cli.server_addr.is_some() {
             return Err("--net veth makes its own client namespace and addresses: not with --client-exec or --server-addr".into());
         }
-        let mut made = Veth::create(cli.rps.then_some(server_cpus))?;
+        // Gated: a signal while the namespaces are being made waits for them, then deletes them.
+        let mut made = crate::cleanup::gated(|| Veth::create(cli.rps.then_some(server_cpus)))?;
         made.enter_server()?;
         let network = Network { server_ip: veth::SERVER_IP.into(), clients: vec![made.client_prefix()] };
         return Ok((Some(made), network));

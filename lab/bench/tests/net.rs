@@ -2,26 +2,21 @@
 //! bench whose two clients run through `--client-exec "ip netns exec NS"` in namespaces of the
 //! test's own, loading one server namespace. Both must be valid, every round's responses equal to
 //! the server's own /stats count, and the host's interfaces, named namespaces and sysctls read as
-//! before afterwards. Without root (or without ip) each test says SKIPPED on stderr and why.
+//! before afterwards; and a `--net veth` bench stopped by SIGTERM stops its server and lab-load,
+//! deletes its namespaces and exits 128 + 15, the host again as before. Without root (or without
+//! ip) each test says SKIPPED on stderr and why.
 //! Short on purpose (one server, a second or so of load): CI runs them on 2 cores.
 
 use std::fs;
-use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
-fn lab_bench(prefix: &[&str], args: &[&str]) -> Output {
-    let mut command = match prefix.split_first() {
-        None => Command::new(env!("CARGO_BIN_EXE_lab-bench")),
-        Some((first, rest)) => {
-            let mut command = Command::new(first);
-            command.args(rest).arg(env!("CARGO_BIN_EXE_lab-bench"));
-            command
-        }
-    };
-    command.args(args).output().expect("run lab-bench")
-}
+mod common;
+use common::{lab_bench, run_args, running, stop_mid_run, SHORT};
 
 /// The host is checked as a whole before and after each test: never two at once.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -38,8 +33,11 @@ fn cannot_run() -> Option<String> {
     None
 }
 
+/// What must read the same before and after, as (what, how it reads) pairs.
+type HostState = Vec<(String, String)>;
+
 /// What must read the same before and after, read here independently of lab-bench.
-fn host_state() -> Vec<(String, String)> {
+fn host_state() -> HostState {
     let mut state: Vec<(String, String)> = [
         "net/core/somaxconn",
         "net/core/rps_sock_flow_entries",
@@ -65,6 +63,22 @@ fn host_state() -> Vec<(String, String)> {
     state
 }
 
+/// The start of every test here: `None` where it cannot run (SKIPPED and why on stderr); else the
+/// lock that keeps the others out, the host as it reads now, and an empty directory `out` for this
+/// test's results.
+fn begin(test: &str) -> Option<(MutexGuard<'static, ()>, HostState, PathBuf)> {
+    if let Some(reason) = cannot_run() {
+        eprintln!("SKIPPED {test}: {reason}");
+        return None;
+    }
+    let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before = host_state();
+    let out = std::env::temp_dir().join(format!("{test}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).expect("create the test's directory");
+    Some((alone, before, out))
+}
+
 fn results(out: &std::path::Path) -> Value {
     serde_json::from_str(&fs::read_to_string(out.join("results.json")).expect("results.json")).unwrap()
 }
@@ -85,35 +99,12 @@ fn assert_valid_and_counted(doc: &Value, expected_runs: usize) {
 
 #[test]
 fn a_veth_bench_is_valid_and_leaves_the_host_as_it_was() {
-    if let Some(reason) = cannot_run() {
-        eprintln!("SKIPPED a_veth_bench_is_valid_and_leaves_the_host_as_it_was: {reason}");
+    let Some((_alone, before, out)) = begin("a_veth_bench_is_valid_and_leaves_the_host_as_it_was") else {
         return;
-    }
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let before = host_state();
-    let out = std::env::temp_dir().join(format!("lab-bench-veth-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&out);
-    let run = lab_bench(
-        &[],
-        &[
-            "--net",
-            "veth",
-            "--rps",
-            "--archs",
-            "epoll",
-            "--workloads",
-            "keep-alive,churn",
-            "--duration",
-            "0.5",
-            "--warmup",
-            "0.2",
-            "--rounds",
-            "1",
-            "--no-nginx",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    };
+    let mut args = vec!["--net".to_string(), "veth".into(), "--rps".into()];
+    args.extend(run_args("epoll", "keep-alive,churn", SHORT, &out));
+    let run = lab_bench(&[], &args);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "lab-bench --net veth failed: {stderr}");
     let doc = results(&out);
@@ -182,45 +173,23 @@ impl Drop for Namespaces {
 
 #[test]
 fn two_clients_through_ip_netns_exec_merge_into_one_valid_run() {
-    if let Some(reason) = cannot_run() {
-        eprintln!("SKIPPED two_clients_through_ip_netns_exec_merge_into_one_valid_run: {reason}");
+    let Some((_alone, before, out)) = begin("two_clients_through_ip_netns_exec_merge_into_one_valid_run")
+    else {
         return;
-    }
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let before = host_state();
+    };
     let id = std::process::id();
-    let out = std::env::temp_dir().join(format!("lab-bench-clients-{id}"));
-    let _ = fs::remove_dir_all(&out);
     let doc = {
         let namespaces = Namespaces::make(id);
         let (c1, c2) = (
             format!("ip netns exec {}", namespaces.names[1]),
             format!("ip netns exec {}", namespaces.names[2]),
         );
-        let run = lab_bench(
-            &["ip", "netns", "exec", &namespaces.names[0]],
-            &[
-                "--server-addr",
-                "10.78.1.1",
-                "--client-exec",
-                &c1,
-                "--client-exec",
-                &c2,
-                "--archs",
-                "epoll",
-                "--workloads",
-                "keep-alive,churn",
-                "--duration",
-                "0.5",
-                "--warmup",
-                "0.2",
-                "--rounds",
-                "1",
-                "--no-nginx",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
+        let mut args: Vec<String> =
+            ["--server-addr", "10.78.1.1", "--client-exec", &c1, "--client-exec", &c2]
+                .map(String::from)
+                .to_vec();
+        args.extend(run_args("epoll", "keep-alive,churn", SHORT, &out));
+        let run = lab_bench(&["ip", "netns", "exec", &namespaces.names[0]], &args);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(run.status.success(), "lab-bench with two clients failed: {stderr}");
         results(&out)
@@ -246,5 +215,29 @@ fn two_clients_through_ip_netns_exec_merge_into_one_valid_run() {
         assert!(p99 >= p99s[0].min(p99s[1]) && p99 <= p99s[0].max(p99s[1]), "p99 {p99} against {p99s:?}");
     }
     assert_eq!(host_state(), before, "the host after the two-client run");
+    let _ = fs::remove_dir_all(&out);
+}
+
+#[test]
+fn sigterm_stops_the_servers_and_clients_and_deletes_the_namespaces() {
+    let Some((_alone, before, out)) =
+        begin("sigterm_stops_the_servers_and_clients_and_deletes_the_namespaces")
+    else {
+        return;
+    };
+    // A run far longer than the test: only the signal ends it.
+    let mut args = vec!["--net".to_string(), "veth".into()];
+    args.extend(run_args("epoll", "keep-alive", ["300", "0.1", "1"], &out.join("results")));
+    let made = |pid: u32| {
+        let names = [format!("lab-bench-{pid}-srv"), format!("lab-bench-{pid}-cli")];
+        names.iter().all(|ns| Path::new("/run/netns").join(ns).exists())
+    };
+    let stopped = stop_mid_run(&args, &out.join("stderr"), "lab-epoll", made, Signal::SIGTERM);
+    let stderr = &stopped.stderr;
+    assert_eq!(stopped.status.code(), Some(128 + 15), "exits 128 + SIGTERM: {}; {stderr}", stopped.status);
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    let left: Vec<&(u32, String)> = stopped.started.iter().filter(|(p, _)| running(*p)).collect();
+    assert!(left.is_empty(), "still running after lab-bench's SIGTERM: {left:?}");
+    assert_eq!(host_state(), before, "the host after SIGTERM under --net veth: {stderr}");
     let _ = fs::remove_dir_all(&out);
 }

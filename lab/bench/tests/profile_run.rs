@@ -7,35 +7,19 @@
 //! `perf_event_open`), lab-bench says so in one line and runs unprofiled: this test then says
 //! SKIPPED on stderr with that line. `make test` installs perf first (scripts/install-tools.sh).
 
-use std::process::Command;
-
 use serde_json::Value;
 
-fn lab_bench(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lab-bench")).args(args).output().expect("run lab-bench")
-}
+mod common;
+use common::{lab_bench, run_args, SHORT};
 
 #[test]
 fn a_profiled_run_has_a_plausible_profile_object_flame_graph_and_table() {
     let out = std::env::temp_dir().join(format!("lab-bench-profile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let out_arg = out.to_str().unwrap();
-    let run = lab_bench(&[
-        "--archs",
-        "epoll",
-        "--workloads",
-        "keep-alive",
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0.2",
-        "--rounds",
-        "1",
-        "--no-nginx",
-        "--profile",
-        "--out",
-        out_arg,
-    ]);
+    let mut args = run_args("epoll", "keep-alive", SHORT, &out);
+    args.push("--profile".into());
+    let run = lab_bench(&[], &args);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "lab-bench failed: {stderr}");
     if let Some(line) = stderr.lines().find(|l| l.contains("--profile:") && l.contains("running without it"))
@@ -98,7 +82,7 @@ fn a_profiled_run_has_a_plausible_profile_object_flame_graph_and_table() {
     assert!(summary.contains("## Where the time goes"), "{summary}");
     assert!(summary.contains("(flame-epoll-keep-alive.svg)"), "{summary}");
 
-    let compare = lab_bench(&["--compare", out_arg, out_arg]);
+    let compare = lab_bench(&[], &["--compare", out_arg, out_arg]);
     let text = String::from_utf8_lossy(&compare.stdout);
     assert!(compare.status.success(), "{}", String::from_utf8_lossy(&compare.stderr));
     for row in

@@ -7,8 +7,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn lab_bench(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lab-bench")).args(args).output().expect("run lab-bench")
+mod common;
+use common::{run_args, running, stop_mid_run, SHORT};
+
+fn lab_bench<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    common::lab_bench(&[], args)
 }
 
 #[test]
@@ -16,21 +19,12 @@ fn a_tiny_run_writes_json_summary_and_charts() {
     let out = std::env::temp_dir().join(format!("lab-bench-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let out_arg = out.to_str().unwrap();
-    let run = lab_bench(&[
-        "--archs",
+    let run = lab_bench(&run_args(
         "epoll,memcached",
-        "--workloads",
         "keep-alive,churn,sweep-uniform,fairness",
-        "--duration",
-        "0.3",
-        "--warmup",
-        "0.1",
-        "--rounds",
-        "2",
-        "--no-nginx",
-        "--out",
-        out_arg,
-    ]);
+        ["0.3", "0.1", "2"],
+        &out,
+    ));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "lab-bench failed: {stderr}");
     // One progress line per run, with the time left.
@@ -75,6 +69,13 @@ fn a_tiny_run_writes_json_summary_and_charts() {
         let executing =
             fairness["workers_detail"].as_array().unwrap().iter().filter(|w| w["executes"] == true).count();
         assert_eq!(executing, fairness["workers"].as_u64().unwrap() as usize, "{fairness}");
+        // The workers' connections over the run are the loads' and the one /stats read after them
+        // (the one before is counted before the run): no /stats reads of the workload's own.
+        let conns: u64 =
+            fairness["workers_detail"].as_array().unwrap().iter().map(|w| w["conns"].as_u64().unwrap()).sum();
+        let loads = fairness["connections"]["heavy"].as_u64().unwrap()
+            + fairness["connections"]["light"].as_u64().unwrap();
+        assert_eq!(conns, loads + 1, "{fairness}");
     }
     // lab-memcached's fairness is run under each --dispatch policy.
     for policy in ["p2c", "least"] {
@@ -138,8 +139,8 @@ fn profile_without_perf_says_so_once_and_runs_on() {
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(env!("CARGO_BIN_EXE_lab-bench"))
         .env("LAB_BENCH_PERF", "/nonexistent/perf")
-        .args(["--archs", "epoll", "--workloads", "keep-alive", "--duration", "0.3", "--warmup", "0.1"])
-        .args(["--rounds", "1", "--no-nginx", "--profile", "--out", out.to_str().unwrap()])
+        .args(run_args("epoll", "keep-alive", SHORT, &out))
+        .arg("--profile")
         .output()
         .expect("run lab-bench");
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -159,29 +160,13 @@ fn profile_without_perf_says_so_once_and_runs_on() {
 fn churn_runs_on_its_own_split_with_a_server_of_its_own() {
     let out = std::env::temp_dir().join(format!("lab-bench-churn-split-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let run = lab_bench(&[
-        "--server-cpus",
-        "0",
-        "--client-cpus",
-        "1",
-        "--churn-server-cpus",
-        "1",
-        "--churn-client-cpus",
-        "0",
-        "--archs",
-        "epoll",
-        "--workloads",
-        "keep-alive,churn",
-        "--duration",
-        "0.3",
-        "--warmup",
-        "0.1",
-        "--rounds",
-        "1",
-        "--no-nginx",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let mut args: Vec<String> = ["--server-cpus", "0", "--client-cpus", "1", "--churn-server-cpus", "1"]
+        .iter()
+        .chain(&["--churn-client-cpus", "0"])
+        .map(|w| w.to_string())
+        .collect();
+    args.extend(run_args("epoll", "keep-alive,churn", SHORT, &out));
+    let run = lab_bench(&args);
     assert!(run.status.success(), "lab-bench failed: {}", String::from_utf8_lossy(&run.stderr));
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
@@ -199,5 +184,27 @@ fn churn_runs_on_its_own_split_with_a_server_of_its_own() {
         summary.contains("Churn: servers on CPUs [1], lab-load on CPUs [0]: given on the command line"),
         "{summary}"
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// SIGINT in the middle of a run (on loopback: no root needed): the server and lab-load stopped,
+/// the scratch directory removed, the exit status 128 + 2. (net.rs does the same with SIGTERM
+/// under --net veth, namespaces and all.)
+#[test]
+fn sigint_stops_the_servers_and_clients_and_exits_130() {
+    let out = std::env::temp_dir().join(format!("lab-bench-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    // A run far longer than the test: only the signal ends it.
+    let args = run_args("epoll", "keep-alive", ["300", "0.1", "1"], &out.join("results"));
+    let stopped =
+        stop_mid_run(&args, &out.join("stderr"), "lab-epoll", |_| true, nix::sys::signal::Signal::SIGINT);
+    let stderr = &stopped.stderr;
+    assert_eq!(stopped.status.code(), Some(128 + 2), "exits 128 + SIGINT: {}; {stderr}", stopped.status);
+    assert!(stderr.contains("SIGINT") && stderr.contains("none left"), "{stderr}");
+    let left: Vec<&(u32, String)> = stopped.started.iter().filter(|(p, _)| running(*p)).collect();
+    assert!(left.is_empty(), "still running after lab-bench's SIGINT: {left:?}");
+    let scratch = std::env::temp_dir().join(format!("lab-bench-{}", stopped.pid));
+    assert!(!scratch.exists(), "{} is left", scratch.display());
     let _ = std::fs::remove_dir_all(&out);
 }

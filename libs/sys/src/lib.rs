@@ -7,7 +7,9 @@
 //!   listener (the live length of its accept queue), `net.core.somaxconn`, and `read(2)` / `write(2)`.
 //! - [`epoll`]: the readiness API every event loop here waits in, with a `u64` token per registration.
 //! - [`eventfd`]: a counter another thread can bump to wake a loop (memcached's connection hand-off).
-//! - [`signal`]: SIGINT / SIGTERM delivered as a readable fd, so shutdown is just another event.
+//! - [`signal`]: SIGINT / SIGTERM delivered as a readable fd, so shutdown is just another event; or
+//!   caught by a handler that writes them into a pipe, for a program whose children must not inherit
+//!   a blocked mask (lab-bench).
 //! - [`timer`]: a `timerfd`, so that a deadline arrives as an epoll event (the end of an EMFILE pause,
 //!   the load generator's open-loop schedule).
 //! - [`cpu`], [`rlimit`], [`shared`]: the `--cpus` list and pinning threads to CPUs, raising the fd
