@@ -136,6 +136,11 @@ struct Slot {
     conn: Option<Conn>,
 }
 
+/// What one connection's slot costs, resident, while it is idle (the io_uring driver's must not be
+/// more: `uring_conn`'s tests).
+#[cfg(test)]
+pub(crate) const IDLE_SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
 /// A token is the slot's index in the low 32 bits and its generation above: a response that comes
 /// back for a connection that has since closed (and whose slot was reused) finds the wrong
 /// generation and is dropped. Generations stay below 2^31, so no token reaches the reserved ones.
