@@ -977,3 +977,32 @@ fn uring_survives_running_out_of_provided_buffers_and_counts_it() {
         assert_prompt(&running, "after ENOBUFS");
     });
 }
+
+/// A response far larger than what the client's socket can take while it is not reading: the
+/// server's send of it is cut short (a partial `write`, an io_uring send completing with fewer
+/// bytes than it was given) and must go on exactly where it stopped, byte for byte, as the client
+/// reads. The client's receive buffer is shrunk before it connects, so its window stays small.
+#[test]
+fn a_response_cut_short_by_a_full_socket_continues_where_it_stopped() {
+    use nix::sys::socket::{connect, socket, sockopt::RcvBuf, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let std::net::SocketAddr::V4(addr) = running.addr() else { panic!("not IPv4: {}", running.addr()) };
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        setsockopt(&fd, RcvBuf, &4096).unwrap();
+        connect(fd.as_raw_fd(), &SockaddrIn::from(addr)).unwrap();
+        let mut client = Client::over(std::net::TcpStream::from(fd)).unwrap();
+        let body = binary_body(1024 * 1024);
+        let request = echo(&body);
+        for round in 0..2 {
+            client.send(&request);
+            // Not reading yet: the server's send fills the client's window and its own send buffer.
+            thread::sleep(Duration::from_millis(300));
+            let response = client.read_response();
+            assert_eq!(response.status, 200, "round {round}: {:?}", (response.status, &response.headers));
+            assert_eq!(response.body.len(), body.len(), "round {round}: the echo's length");
+            assert!(response.body == body, "round {round}: the echo came back different");
+        }
+    });
+}

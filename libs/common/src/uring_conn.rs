@@ -41,7 +41,7 @@ use sys::uring::{Completion, Errno, Ring};
 
 use crate::config::Config;
 use crate::conn::ExecuteOn;
-use crate::session::{self, Expired, Session, Timeouts, Want};
+use crate::session::{self, Expired, Session, Sweep, Timeouts, Want};
 use crate::stats::WorkerStats;
 
 /// Bytes a connection that is not reading may hold unasked-for before its receive is cancelled.
@@ -50,8 +50,6 @@ pub const PENDING_LIMIT: usize = 64 * 1024;
 /// responses leaves at most this much behind, however many connections it came on.
 const SPARE_SENDS: usize = 64;
 const SPARE_SEND_CAPACITY: usize = 64 * 1024;
-/// How often idle connections are looked for (as in the epoll driver).
-const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What a connection's operation is, in the top 4 bits of its tag; the token is below.
 const RECV: u64 = 1 << 60;
@@ -241,7 +239,7 @@ pub struct UringConnections {
     nodelay: bool,
     worker: WorkerStats,
     draining: bool,
-    next_sweep: Instant,
+    sweep: Sweep,
     now: Instant,
 }
 
@@ -261,7 +259,7 @@ impl UringConnections {
             nodelay: config.nodelay,
             worker,
             draining: false,
-            next_sweep: Instant::now() + SWEEP_INTERVAL,
+            sweep: Sweep::default(),
             now: Instant::now(),
         }
     }
@@ -277,7 +275,7 @@ impl UringConnections {
     pub fn wait(&mut self, limit: Option<Duration>) -> std::io::Result<()> {
         let sweep = match self.ready_again.is_empty() {
             false => Some(Duration::ZERO),
-            true => (!self.is_empty()).then(|| self.next_sweep.saturating_duration_since(Instant::now())),
+            true => (!self.is_empty()).then(|| self.sweep.time_left(Instant::now())),
         };
         self.ring.wait(crate::earliest([sweep, limit]))?;
         crate::exec::woke_up(&self.worker);
@@ -387,19 +385,21 @@ impl UringConnections {
         for token in std::mem::take(&mut self.ready_again) {
             self.pump(token);
         }
-        let now = self.now;
-        if now < self.next_sweep {
+        if !self.sweep.due(self.now) {
             return;
         }
-        self.next_sweep = now + SWEEP_INTERVAL;
-        for index in 0..self.slots.len() {
-            let Some(conn) = &mut self.slots.conns[index] else { continue };
-            match conn.session.handle_timeout(now, &self.timeouts) {
-                Expired::Close => self.close(index),
-                Expired::Answered => self.pump(self.slots.token(index)),
-                Expired::Nothing => {}
-            }
-        }
+        let (now, timeouts, slots) = (self.now, self.timeouts, self.slots.len());
+        session::sweep(
+            self,
+            slots,
+            now,
+            &timeouts,
+            |conns, index| conns.slots.conns[index].as_mut().map(|conn| &mut conn.session),
+            |conns, index, expired| match expired {
+                Expired::Close => conns.close(index),
+                _ => conns.pump(conns.slots.token(index)),
+            },
+        );
     }
 
     /// SIGTERM: no new requests; connections close once what they have in flight is answered.
