@@ -978,14 +978,17 @@ fn uring_survives_running_out_of_provided_buffers_and_counts_it() {
     });
 }
 
-/// A response far larger than what the client's socket can take while it is not reading: the
-/// server's send of it is cut short (a partial `write`, an io_uring send completing with fewer
-/// bytes than it was given) and must go on exactly where it stopped, byte for byte, as the client
-/// reads. The client's receive buffer is shrunk before it connects, so its window stays small.
+/// Responses far larger than what the client's socket and the server's send buffer can hold while
+/// the client is not reading (6 pipelined 1 MiB echoes, past the 4 MiB `tcp_wmem` ceiling): the
+/// server's sends of them are cut short (a partial `write`, an io_uring send completing with fewer
+/// bytes than it was given) and must go on exactly where they stopped, byte for byte, as the client
+/// reads. The client's receive buffer is shrunk before it connects, so its window stays small, and
+/// it sends from a second thread while it does not read.
 #[test]
 fn a_response_cut_short_by_a_full_socket_continues_where_it_stopped() {
     use nix::sys::socket::{connect, socket, sockopt::RcvBuf, AddressFamily, SockFlag, SockType, SockaddrIn};
     use std::os::fd::AsRawFd;
+    const ECHOES: usize = 6;
     for_each_server(|server| {
         let running = spawn(server, &[]);
         let std::net::SocketAddr::V4(addr) = running.addr() else { panic!("not IPv4: {}", running.addr()) };
@@ -993,16 +996,20 @@ fn a_response_cut_short_by_a_full_socket_continues_where_it_stopped() {
         setsockopt(&fd, RcvBuf, &4096).unwrap();
         connect(fd.as_raw_fd(), &SockaddrIn::from(addr)).unwrap();
         let mut client = Client::over(std::net::TcpStream::from(fd)).unwrap();
-        let body = binary_body(1024 * 1024);
-        let request = echo(&body);
-        for round in 0..2 {
-            client.send(&request);
-            // Not reading yet: the server's send fills the client's window and its own send buffer.
+        let bodies: Vec<Vec<u8>> = (0..ECHOES).map(|i| binary_body(1024 * 1024 - i)).collect();
+        let requests: Vec<u8> = bodies.iter().flat_map(|body| echo(body)).collect();
+        let mut sender = client.stream().try_clone().unwrap();
+        thread::scope(|scope| {
+            let sending = scope.spawn(move || sender.write_all(&requests));
+            // Not reading yet: the server's sends fill the client's window and its own send buffer.
             thread::sleep(Duration::from_millis(300));
-            let response = client.read_response();
-            assert_eq!(response.status, 200, "round {round}: {:?}", (response.status, &response.headers));
-            assert_eq!(response.body.len(), body.len(), "round {round}: the echo's length");
-            assert!(response.body == body, "round {round}: the echo came back different");
-        }
+            for (i, body) in bodies.iter().enumerate() {
+                let response = client.read_response();
+                assert_eq!(response.status, 200, "echo {i}: {:?}", (response.status, &response.headers));
+                assert_eq!(response.body.len(), body.len(), "echo {i}: its length");
+                assert!(response.body == *body, "echo {i} came back different");
+            }
+            sending.join().expect("the sender").expect("sending the echoes");
+        });
     });
 }
