@@ -1,14 +1,7 @@
 # lab-uring's io_uring_enter calls per request on keep-alive: one ring on CPU 0, lab-load on CPU 1, /stats at the end.
-import os, subprocess, re, json, socket
+import os, subprocess, re
+from balance import stats  # the same /stats reader
 BIN = os.environ.get("BIN", "target/release")  # where lab-uring and lab-load are
-def stats(port):
-    s = socket.create_connection(("127.0.0.1", port)); s.sendall(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d: break
-        data += d
-    return json.loads(data.split(b"\r\n\r\n", 1)[1])
 for conns in ["64", "1024"]:
     for rnd in range(3):
         p = subprocess.Popen([f"{BIN}/lab-uring", "--addr", "127.0.0.1:0", "--workers", "1", "--cpus", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
