@@ -931,3 +931,85 @@ fn a_row_the_platform_refuses_is_skipped_loudly_or_fails_when_every_row_is_requi
     assert!(!requiring.status.success(), "a required row skipped must fail: {requiring:?}");
     assert!(stdout.contains("server row `uring`: cannot run here (io_uring_setup"), "{stdout}");
 }
+
+/// lab-uring with one provided buffer per ring: a receive that finds none free completes with
+/// `ENOBUFS`, which ends its multishot. The connection must be armed again and served, byte for
+/// byte, and the event counted in /stats (`workers[].ring.enobufs`). A 64 KiB request arriving at
+/// once needs 16 buffers of 4 KiB, so with one it runs out unless the kernel happens to hand the
+/// bytes over a buffer at a time: the test sends until the count moves (or gives up after 50).
+#[test]
+fn uring_survives_running_out_of_provided_buffers_and_counts_it() {
+    // for_each_server for its loud skip where io_uring is refused; only the uring row runs.
+    for_each_server(|server| {
+        if server.bin != "lab-uring" {
+            return;
+        }
+        let running = spawn(server, &["--workers", "1", "--buffers", "1"]);
+        let enobufs = |running: &Running| -> u64 {
+            let stats = running.connect().stats();
+            stats["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w["ring"]["enobufs"].as_u64())
+                .sum()
+        };
+        let body = binary_body(64 * 1024);
+        let mut clients: Vec<Client> = (0..4).map(|_| running.connect()).collect();
+        let mut rounds = 0;
+        while enobufs(&running) == 0 && rounds < 50 {
+            rounds += 1;
+            let request = echo(&body);
+            for client in &mut clients {
+                client.send(&request);
+            }
+            for (i, client) in clients.iter_mut().enumerate() {
+                let response = client.read_response();
+                assert_eq!(response.status, 200, "round {rounds}, client {i}: {response:?}");
+                assert!(response.body == body, "round {rounds}, client {i}: the echo came back different");
+            }
+        }
+        assert!(enobufs(&running) > 0, "no ENOBUFS counted in {rounds} rounds of 4 × 64 KiB with one buffer");
+        // The connections that ran out go on being served, as do new ones.
+        for (i, client) in clients.iter_mut().enumerate() {
+            assert_eq!(client.get("/").status, 200, "client {i} after ENOBUFS");
+        }
+        assert_prompt(&running, "after ENOBUFS");
+    });
+}
+
+/// Responses far larger than what the client's socket and the server's send buffer can hold while
+/// the client is not reading (6 pipelined 1 MiB echoes, past the 4 MiB `tcp_wmem` ceiling): the
+/// server's sends of them are cut short (a partial `write`, an io_uring send completing with fewer
+/// bytes than it was given) and must go on exactly where they stopped, byte for byte, as the client
+/// reads. The client's receive buffer is shrunk before it connects, so its window stays small, and
+/// it sends from a second thread while it does not read.
+#[test]
+fn a_response_cut_short_by_a_full_socket_continues_where_it_stopped() {
+    use nix::sys::socket::{connect, socket, sockopt::RcvBuf, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    const ECHOES: usize = 6;
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        let std::net::SocketAddr::V4(addr) = running.addr() else { panic!("not IPv4: {}", running.addr()) };
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        setsockopt(&fd, RcvBuf, &4096).unwrap();
+        connect(fd.as_raw_fd(), &SockaddrIn::from(addr)).unwrap();
+        let mut client = Client::over(std::net::TcpStream::from(fd)).unwrap();
+        let bodies: Vec<Vec<u8>> = (0..ECHOES).map(|i| binary_body(1024 * 1024 - i)).collect();
+        let requests: Vec<u8> = bodies.iter().flat_map(|body| echo(body)).collect();
+        let mut sender = client.stream().try_clone().unwrap();
+        thread::scope(|scope| {
+            let sending = scope.spawn(move || sender.write_all(&requests));
+            // Not reading yet: the server's sends fill the client's window and its own send buffer.
+            thread::sleep(Duration::from_millis(300));
+            for (i, body) in bodies.iter().enumerate() {
+                let response = client.read_response();
+                assert_eq!(response.status, 200, "echo {i}: {:?}", (response.status, &response.headers));
+                assert_eq!(response.body.len(), body.len(), "echo {i}: its length");
+                assert!(response.body == *body, "echo {i} came back different");
+            }
+            sending.join().expect("the sender").expect("sending the echoes");
+        });
+    });
+}

@@ -174,6 +174,17 @@ pub fn ss_listeners(port: u16) -> Vec<SsSocket> {
     ss(port, false).into_iter().filter(|s| s.state == "LISTEN" && s.local_port() == port).collect()
 }
 
+/// The first listener on `port` as `ss -ltn` shows it: Recv-Q (the accept queue) and Send-Q (the
+/// backlog); zeros if none.
+pub fn accept_queue(port: u16) -> (u64, u64) {
+    ss_listeners(port).first().map_or((0, 0), |l| (l.recv_q, l.send_q))
+}
+
+/// How many clients of `port` wait in SYN-SENT (their SYNs dropped).
+pub fn syn_sent(port: u16) -> usize {
+    ss(port, false).iter().filter(|s| s.state == "SYN-SENT").count()
+}
+
 /// The server side of the connection whose client end is `client` (local port `port`).
 pub fn ss_server_side(port: u16, client: SocketAddr) -> Option<SsSocket> {
     ss(port, false).into_iter().find(|s| s.local_port() == port && s.peer_port() == client.port())

@@ -56,6 +56,26 @@ impl Pending {
     }
 }
 
+/// Opens `n` connections with nonblocking connect() to a server that is not accepting, waits
+/// 300 ms, and says which handshakes had completed by then (the accept-queue experiments).
+pub fn connect_crowd(addr: SocketAddr, n: usize) -> (Vec<Pending>, Vec<bool>) {
+    let mut pending: Vec<Pending> = (0..n).map(|_| Pending::connect(addr, None)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let at_once = pending.iter_mut().map(Pending::poll).collect();
+    (pending, at_once)
+}
+
+/// How many of `pending` completed their handshake and then got 200 to `GET /`.
+pub fn served(pending: Vec<Pending>) -> usize {
+    pending
+        .into_iter()
+        .filter(|p| p.completed.is_some())
+        .map(Pending::into_stream)
+        .filter_map(|mut stream| get(&mut stream, "/").ok())
+        .filter(|(status, _)| *status == 200)
+        .count()
+}
+
 /// Polls every pending connect every 5 ms until all have completed or `timeout` passes.
 pub fn wait_all(pending: &mut [Pending], timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -111,6 +131,15 @@ pub fn stats(stream: &mut TcpStream) -> serde_json::Value {
     let (status, body) = get(stream, "/stats").unwrap_or_else(|e| panic!("GET /stats: {e}"));
     assert_eq!(status, 200, "GET /stats");
     serde_json::from_slice(&body).unwrap_or_else(|e| panic!("/stats is not JSON: {e}"))
+}
+
+/// A fresh connection to `addr` on which `GET /` was answered 200: the observer an experiment
+/// reads /stats on while the server accepts nothing else.
+pub fn observer(addr: SocketAddr) -> TcpStream {
+    let mut observer = connect(addr);
+    let (status, _) = get(&mut observer, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
+    assert_eq!(status, 200, "GET / on the observer connection");
+    observer
 }
 
 /// A fresh blocking connection to `addr`.

@@ -703,7 +703,12 @@ impl Client {
     }
 
     pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        Client::over(TcpStream::connect_timeout(&addr, IO_TIMEOUT)?)
+    }
+
+    /// A client over a stream connected some other way (e.g. with socket options set before
+    /// `connect`), with the same settings as [`Client::connect`]'s.
+    pub fn over(stream: TcpStream) -> io::Result<Client> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;

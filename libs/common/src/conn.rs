@@ -33,15 +33,12 @@ use crate::accept::Acceptor;
 use crate::config::Config;
 use crate::exec;
 pub use crate::session::Executed;
-use crate::session::{self, Execute, Expired, Session, Timeouts, Want};
+use crate::session::{self, Execute, Expired, Session, Sweep, Timeouts, Want};
 use crate::stats::WorkerStats;
 use sys::epoll::{Event, Poller};
 
 /// Bytes one connection may read in one wake-up before the others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
-/// How often idle connections are looked for: with it, a lingering connection is closed within
-/// `session::LINGER` + this (2 s).
-const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A routed request of connection `token`, the `seq`-th of that connection.
 pub struct Request<'a> {
@@ -124,7 +121,7 @@ pub struct Connections<E = ExecuteHere> {
     worker: WorkerStats,
     executor: E,
     draining: bool,
-    next_sweep: Instant,
+    sweep: Sweep,
     /// The time of the loop's last wake-up: read once per `epoll_wait`, not once per read.
     now: Instant,
     /// Published for the threads that execute this loop's requests elsewhere.
@@ -135,6 +132,11 @@ struct Slot {
     generation: u32,
     conn: Option<Conn>,
 }
+
+/// What one connection's slot costs, resident, while it is idle (the io_uring driver's must not be
+/// more: `uring_conn`'s tests).
+#[cfg(test)]
+pub(crate) const IDLE_SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 
 /// A token is the slot's index in the low 32 bits and its generation above: a response that comes
 /// back for a connection that has since closed (and whose slot was reused) finds the wrong
@@ -166,7 +168,7 @@ impl<E: Executor> Connections<E> {
             worker,
             executor,
             draining: false,
-            next_sweep: Instant::now() + SWEEP_INTERVAL,
+            sweep: Sweep::default(),
             now: Instant::now(),
             open: None,
         }
@@ -247,19 +249,21 @@ impl<E: Executor> Connections<E> {
         for token in std::mem::take(&mut self.ready_again) {
             self.pump(token);
         }
-        let now = self.now;
-        if now < self.next_sweep {
+        if !self.sweep.due(self.now) {
             return;
         }
-        self.next_sweep = now + SWEEP_INTERVAL;
-        for index in 0..self.slots.len() {
-            let Some(conn) = &mut self.slots[index].conn else { continue };
-            match conn.session.handle_timeout(now, &self.settings.timeouts) {
-                Expired::Close => self.close(index),
-                Expired::Answered => self.pump(token_of(index, self.slots[index].generation)),
-                Expired::Nothing => {}
-            }
-        }
+        let (now, timeouts, slots) = (self.now, self.settings.timeouts, self.slots.len());
+        session::sweep(
+            self,
+            slots,
+            now,
+            &timeouts,
+            |conns, index| conns.slots[index].conn.as_mut().map(|conn| &mut conn.session),
+            |conns, index, expired| match expired {
+                Expired::Close => conns.close(index),
+                _ => conns.pump(token_of(index, conns.slots[index].generation)),
+            },
+        );
     }
 
     /// How long the loop may wait before [`Connections::tick`] has work: zero if a connection waits
@@ -268,7 +272,7 @@ impl<E: Executor> Connections<E> {
         if !self.ready_again.is_empty() {
             return Some(Duration::ZERO);
         }
-        (!self.is_empty()).then(|| self.next_sweep.saturating_duration_since(self.now))
+        (!self.is_empty()).then(|| self.sweep.time_left(self.now))
     }
 
     /// SIGTERM: no new requests; connections close as soon as what they have in flight is answered,

@@ -191,6 +191,59 @@ pub enum Expired {
     Close,
 }
 
+/// How often a driver looks for connections past a deadline: with it, a lingering connection is
+/// closed within [`LINGER`] + this (2 s).
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// When a driver next sweeps its connections for their deadlines (408, idle close, lingering over).
+#[derive(Debug)]
+pub struct Sweep {
+    next: Instant,
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep { next: Instant::now() + SWEEP_INTERVAL }
+    }
+}
+
+impl Sweep {
+    /// How long from `now` until the next sweep is due.
+    pub fn time_left(&self, now: Instant) -> Duration {
+        self.next.saturating_duration_since(now)
+    }
+
+    /// Whether a sweep is due at `now`; if so, the next one is [`SWEEP_INTERVAL`] later.
+    #[inline]
+    pub fn due(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + SWEEP_INTERVAL;
+        true
+    }
+}
+
+/// The sweep itself, for a driver with `slots` slots: asks the session of each (`session(driver,
+/// index)`, `None` for an empty slot) whether a deadline has passed at `now`, and hands each one
+/// that has to `expired(driver, index, what)` to act on: close it, or send its 408.
+pub fn sweep<D>(
+    driver: &mut D,
+    slots: usize,
+    now: Instant,
+    timeouts: &Timeouts,
+    session: impl Fn(&mut D, usize) -> Option<&mut Session>,
+    mut expired: impl FnMut(&mut D, usize, Expired),
+) {
+    for index in 0..slots {
+        let Some(session) = session(driver, index) else { continue };
+        match session.handle_timeout(now, timeouts) {
+            Expired::Nothing => {}
+            what => expired(driver, index, what),
+        }
+    }
+}
+
 /// One HTTP/1.1 connection's protocol state: its input, its requests in flight in order, its
 /// output, its deadlines.
 pub struct Session {

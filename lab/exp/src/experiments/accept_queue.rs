@@ -1,11 +1,10 @@
 //! accept-queue: a backlog of B holds B+1 completed handshakes; past that, SYNs are dropped.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use super::Experiment;
 use crate::kernel::{self, Counters};
-use crate::net::{self, ms, Pending};
+use crate::net::{self, ms};
 use crate::report::Report;
 
 pub const EXPERIMENT: Experiment = Experiment {
@@ -22,8 +21,9 @@ pub const EXPERIMENT: Experiment = Experiment {
     run,
 };
 
-const BACKLOG: usize = 4;
-const CLIENTS: usize = 12;
+/// The backlog, and the clients that try to connect while nothing is accepted (uring-accept-queue's too).
+pub const BACKLOG: usize = 4;
+pub const CLIENTS: usize = 12;
 /// Not a whole number of seconds, so that a client let in by a SYN retransmit (on a whole second
 /// after its connect) is told apart from one let in the moment the queue drained.
 const PAUSE_SECS: f64 = 2.5;
@@ -42,20 +42,13 @@ fn run(report: &mut Report) {
          ss -ltn, /stats (on the observer connection) and /proc/net/netstat; then times each \
          handshake and sends GET / on every connection once accepting resumes"
     ));
-    let mut observer = net::connect(addr);
-    let (status, _) = net::get(&mut observer, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
-    assert_eq!(status, 200);
+    let mut observer = net::observer(addr);
     let paused_at = Instant::now();
     let before = Counters::now();
-    let mut pending: Vec<Pending> = (0..CLIENTS).map(|_| Pending::connect(addr, None)).collect();
-    thread::sleep(Duration::from_millis(300));
-    let at_once: Vec<bool> = pending.iter_mut().map(Pending::poll).collect();
+    let (mut pending, at_once) = net::connect_crowd(addr, CLIENTS);
     let completed_at_once = at_once.iter().filter(|&&done| done).count();
-    let listener = kernel::ss_listeners(addr.port());
-    let ss_recv_q = listener.first().map_or(0, |l| l.recv_q);
-    let ss_send_q = listener.first().map_or(0, |l| l.send_q);
-    let sockets = kernel::ss(addr.port(), false);
-    let waiting_in_syn_sent = sockets.iter().filter(|s| s.state == "SYN-SENT").count();
+    let (ss_recv_q, ss_send_q) = kernel::accept_queue(addr.port());
+    let waiting_in_syn_sent = kernel::syn_sent(addr.port());
     let stats = net::stats(&mut observer);
     let during = Counters::now();
     let stats_queue = stats["listeners"][0]["accept_queue"].as_u64().unwrap_or(u64::MAX);
@@ -83,13 +76,7 @@ fn run(report: &mut Report) {
         .filter(|(_, &first)| !first)
         .filter_map(|(p, _)| p.took().map(ms))
         .collect();
-    let served = pending
-        .into_iter()
-        .filter(|p| p.completed.is_some())
-        .map(Pending::into_stream)
-        .filter_map(|mut stream| net::get(&mut stream, "/").ok())
-        .filter(|(status, _)| *status == 200)
-        .count();
+    let served = net::served(pending);
     let retrans = before.delta(&after, "Tcp.RetransSegs");
     report.observe(format!(
         "the {} clients whose SYNs were dropped completed their handshakes after {stalled:?} ms \

@@ -6,9 +6,10 @@ use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
+use super::accept_queue::{BACKLOG, CLIENTS};
 use super::Experiment;
 use crate::kernel::{self, Counters};
-use crate::net::{self, Pending};
+use crate::net;
 use crate::report::Report;
 
 pub const EXPERIMENT: Experiment = Experiment {
@@ -26,8 +27,6 @@ pub const EXPERIMENT: Experiment = Experiment {
     run,
 };
 
-const BACKLOG: usize = 4;
-const CLIENTS: usize = 12;
 /// How long one request holds the ring's only thread (`/sleep`).
 const HOLD_MS: u64 = 2500;
 
@@ -44,21 +43,16 @@ fn run(report: &mut Report) {
          ss -ltn and /proc/net/netstat; once the sleep is answered, waits for every handshake and sends \
          GET / on each"
     ));
-    let mut observer = net::connect(addr);
-    let (status, _) = net::get(&mut observer, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
-    assert_eq!(status, 200);
+    let mut observer = net::observer(addr);
     observer
         .write_all(format!("GET /sleep?ms={HOLD_MS} HTTP/1.1\r\nHost: lab\r\n\r\n").as_bytes())
         .unwrap_or_else(|e| panic!("send GET /sleep: {e}"));
     thread::sleep(Duration::from_millis(200)); // the ring's thread is in the sleep now
     let before = Counters::now();
-    let mut pending: Vec<Pending> = (0..CLIENTS).map(|_| Pending::connect(addr, None)).collect();
-    thread::sleep(Duration::from_millis(300));
-    let completed_at_once = pending.iter_mut().map(Pending::poll).filter(|&done| done).count();
-    let listener = kernel::ss_listeners(addr.port());
-    let ss_recv_q = listener.first().map_or(0, |l| l.recv_q);
-    let sockets = kernel::ss(addr.port(), false);
-    let syn_sent = sockets.iter().filter(|s| s.state == "SYN-SENT").count();
+    let (mut pending, at_once) = net::connect_crowd(addr, CLIENTS);
+    let completed_at_once = at_once.iter().filter(|&&done| done).count();
+    let (ss_recv_q, _) = kernel::accept_queue(addr.port());
+    let syn_sent = kernel::syn_sent(addr.port());
     let during = Counters::now();
     let overflows = before.delta(&during, "TcpExt.ListenOverflows");
     report.observe(format!(
@@ -67,15 +61,9 @@ fn run(report: &mut Report) {
          +{overflows}"
     ));
     let (sleep_status, _) = net::read_response(&mut observer).unwrap_or_else(|e| panic!("GET /sleep: {e}"));
-    let queue_after = kernel::ss_listeners(addr.port()).first().map_or(0, |l| l.recv_q);
+    let (queue_after, _) = kernel::accept_queue(addr.port());
     net::wait_all(&mut pending, Duration::from_secs(6));
-    let served = pending
-        .into_iter()
-        .filter(|p| p.completed.is_some())
-        .map(Pending::into_stream)
-        .filter_map(|mut stream| net::get(&mut stream, "/").ok())
-        .filter(|(status, _)| *status == 200)
-        .count();
+    let served = net::served(pending);
     let stats = net::stats(&mut observer);
     let ring = &stats["workers"][0]["ring"];
     report.observe(format!(
