@@ -270,14 +270,15 @@ impl UringConnections {
     }
 
     /// Submits what is queued and waits for a completion, at most until the next sweep (or
-    /// `limit`); counts the wake-up, reads the clock once for the batch, and publishes the ring's
+    /// `limit`); with the ring's batch wait set, for as many receives as there are connections, at
+    /// most that long (`Ring::set_batch_wait`). Counts the wake-up, reads the clock once for the batch, and publishes the ring's
     /// counters in /stats.
     pub fn wait(&mut self, limit: Option<Duration>) -> std::io::Result<()> {
         let sweep = match self.ready_again.is_empty() {
             false => Some(Duration::ZERO),
             true => (!self.is_empty()).then(|| self.sweep.time_left(Instant::now())),
         };
-        self.ring.wait(crate::earliest([sweep, limit]))?;
+        self.ring.wait(crate::earliest([sweep, limit]), self.len())?;
         crate::exec::woke_up(&self.worker);
         self.now = Instant::now();
         let c = self.ring.counters();

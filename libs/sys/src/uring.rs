@@ -15,7 +15,10 @@
 //!   `io_uring_prep_cancel` ([`Ring::cancel`]), `io_uring_prep_timeout` ([`Ring::timeout`]),
 //!   `io_uring_prep_read` ([`Ring::read`]: the signalfd, an eventfd).
 //! - `io_uring_enter(to_submit, min_complete = 1, GETEVENTS | EXT_ARG {timeout})`: [`Ring::wait`],
-//!   then [`Ring::next_completion`] for each completion.
+//!   then [`Ring::next_completion`] for each completion. With a batch wait
+//!   ([`Ring::set_batch_wait`], `IORING_FEAT_MIN_TIMEOUT`, Linux 6.12+): `min_complete = n` and
+//!   `EXT_ARG {timeout, min_wait_usec}`, so that one call returns with up to `n` completions, or
+//!   with what has come once `min_wait_usec` has passed, or at `timeout` with none.
 //!
 //! Soundness: the kernel reads and writes memory named in a submission until its completion, so
 //! every buffer an operation uses is owned by the ring, in a table of operations in flight, from
@@ -155,6 +158,8 @@ pub struct Ring {
     in_flight: usize,
     bufs: Option<BufRing>,
     counters: Counters,
+    /// `min_wait_usec` of a batch wait; 0: none (wait for one completion).
+    batch_wait_us: u32,
 }
 
 impl std::fmt::Debug for Ring {
@@ -187,6 +192,7 @@ impl Ring {
             in_flight: 0,
             bufs: None,
             counters: Counters::default(),
+            batch_wait_us: 0,
         })
     }
 
@@ -354,7 +360,7 @@ impl Ring {
 
     fn queue(&mut self, entry: squeue::Entry) -> io::Result<()> {
         if self.ring.submission().is_full() {
-            self.enter(0, None)?;
+            self.enter(0, None, 0)?;
         }
         // SAFETY: every buffer the entry names is owned by the operation's entry in `ops` (stored
         // by the caller once this succeeds) until its last completion, or is the ring's own (the
@@ -367,21 +373,45 @@ impl Ring {
         Ok(())
     }
 
-    /// `io_uring_enter(queued, min_complete, GETEVENTS | EXT_ARG)`: submits what is queued and, if
-    /// no completion is waiting yet, waits for one, at most `timeout` (`None`: without limit).
-    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.ring.completion().sync();
-        let want = usize::from(self.ring.completion().is_empty());
-        self.enter(want, timeout)
+    /// Makes every later [`Ring::wait`] that is given a batch of more than one a batch wait: it
+    /// waits up to `min_wait` for that many completions, then returns with whatever has come (at
+    /// least one), so that one `io_uring_enter` reaps several at the cost of at most `min_wait` of
+    /// added latency. Returns false, and leaves waits as they were, where the kernel lacks
+    /// `IORING_FEAT_MIN_TIMEOUT` (before Linux 6.12) or `min_wait` is zero.
+    pub fn set_batch_wait(&mut self, min_wait: Duration) -> bool {
+        let us = u32::try_from(min_wait.as_micros()).unwrap_or(u32::MAX);
+        self.batch_wait_us = if self.ring.params().is_feature_min_timeout() { us } else { 0 };
+        self.batch_wait_us > 0
     }
 
-    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+    /// `io_uring_enter(queued, min_complete, GETEVENTS | EXT_ARG)`: submits what is queued and, if
+    /// no completion is waiting yet, waits for one, at most `timeout` (`None`: without limit). With
+    /// a batch wait set and a `timeout` longer than it: waits for `batch` completions beyond those the submissions
+    /// post at once, but once `min_wait` has passed returns as soon as there is one.
+    pub fn wait(&mut self, timeout: Option<Duration>, batch: usize) -> io::Result<()> {
+        self.ring.completion().sync();
+        if !self.ring.completion().is_empty() {
+            return self.enter(0, None, 0);
+        }
+        match (timeout, self.batch_wait_us) {
+            (Some(t), us) if us > 0 && batch > 1 && t > Duration::from_micros(us.into()) => {
+                // Sends complete inline as they are submitted: their completions count towards
+                // `min_complete` (counted from the head of the completion queue), so add them.
+                let cq = self.ring.params().cq_entries() as usize;
+                let want = (self.ring.submission().len() + batch).min(cq);
+                self.enter(want, timeout, us)
+            }
+            _ => self.enter(1, timeout, 0),
+        }
+    }
+
+    fn enter(&mut self, want: usize, timeout: Option<Duration>, min_wait_us: u32) -> io::Result<()> {
         let queued = self.ring.submission().len();
         self.counters.enters += 1;
         let result = match timeout {
             Some(after) if want > 0 => {
                 let ts = Timespec::from(after);
-                let args = SubmitArgs::new().timespec(&ts);
+                let args = SubmitArgs::new().timespec(&ts).min_wait_usec(min_wait_us);
                 self.ring.submitter().submit_with_args(want, &args)
             }
             _ => self.ring.submitter().submit_and_wait(want),
@@ -470,10 +500,33 @@ impl Drop for Ring {
     }
 }
 
-/// Whether this process may use io_uring: a ring of 2 entries made and dropped. The error is the
-/// line lab-uring exits with (`io_uring_setup (2 entries): EPERM: Operation not permitted`).
-pub fn probe() -> io::Result<Setup> {
-    Ring::new(2).map(|ring| ring.setup())
+/// What the kernel gave a ring: how it was set up, and whether it has batch waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Platform {
+    pub setup: Setup,
+    /// `IORING_FEAT_MIN_TIMEOUT` (Linux 6.12+): [`Ring::set_batch_wait`] takes effect.
+    pub batch_wait: bool,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.setup {
+            Setup::DeferTaskrun => "SINGLE_ISSUER|DEFER_TASKRUN",
+            Setup::Plain => "plain: the kernel refused SINGLE_ISSUER|DEFER_TASKRUN",
+        })?;
+        f.write_str(match self.batch_wait {
+            true => ", batch waits",
+            false => ", no batch waits: the kernel lacks IORING_FEAT_MIN_TIMEOUT (6.12+)",
+        })
+    }
+}
+
+/// Whether this process may use io_uring: a ring of 2 entries made and dropped, and what it had.
+/// The error is the line lab-uring exits with (`io_uring_setup (2 entries): EPERM: Operation not
+/// permitted`).
+pub fn probe() -> io::Result<Platform> {
+    let ring = Ring::new(2)?;
+    Ok(Platform { setup: ring.setup, batch_wait: ring.ring.params().is_feature_min_timeout() })
 }
 
 fn setup_error(entries: u32, error: &io::Error) -> io::Error {

@@ -13,7 +13,8 @@
 //!
 //! Completion model where the others name a trigger mode: one multishot accept per listener, one
 //! multishot receive per connection, each posting a completion per event until it ends (error,
-//! end of stream, ENOBUFS, cancel), and one `io_uring_enter` both submitting and waiting.
+//! end of stream, ENOBUFS, cancel), and one `io_uring_enter` both submitting and waiting: up to
+//! `--batch-wait-us` for a receive from every connection, then for whatever has come.
 //!
 //! Trade-off: the system calls per request fall to a fraction of one — every submission of a batch
 //! goes in with the wait — and an idle connection holds no receive buffer, only a slot in the ring's
@@ -41,7 +42,7 @@ use common::stats::{Role, WorkerStats};
 use common::uring_conn::{is_connection_tag, UringConnections, IGNORED};
 use sys::eventfd::Waker;
 use sys::signal::ShutdownSignals;
-use sys::uring::{Errno, Op, Ring, Setup};
+use sys::uring::{Errno, Op, Ring};
 
 /// The loop's own tags (a connection's have their top bits set: `common::uring_conn`): the accept,
 /// the signalfd and eventfd reads, the end of an accept pause (EMFILE, `--pause-accept`).
@@ -75,6 +76,10 @@ struct Cli {
     /// Receive buffers each ring lends the kernel (a power of two up to 32768), 4 KiB each.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_buffers)]
     buffers: u16,
+    /// Batch wait: each io_uring_enter waits up to this long for a receive from every connection,
+    /// then returns with what has come (Linux 6.12+; 0: return at the first completion).
+    #[arg(long, value_name = "MICROS", default_value_t = 20)]
+    batch_wait_us: u64,
 }
 
 fn parse_buffers(text: &str) -> Result<u16, String> {
@@ -89,28 +94,23 @@ struct Shared {
 }
 
 fn main() {
-    let cli: Cli = config::parse_or_exit();
-    let config = startup::configure(&cli.common, None);
+    let Cli { common, listen, buffers, batch_wait_us } = config::parse_or_exit();
+    let config = startup::configure(&common, None);
     // Before anything listens: a platform without io_uring gets one line and exit 1.
-    let setup = sys::uring::probe().unwrap_or_else(|e| fatal(e));
+    let platform = sys::uring::probe().unwrap_or_else(|e| fatal(e));
     let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
-    let first = startup::listen(&config, config.addr, cli.listen == Listen::Reuseport);
-    let listeners: Vec<_> = match cli.listen {
+    let first = startup::listen(&config, config.addr, listen == Listen::Reuseport);
+    let listeners: Vec<_> = match listen {
         Listen::Shared => vec![first],
         Listen::Reuseport => std::iter::once(first.clone())
             .chain((1..config.workers).map(|_| startup::listen(&config, first.addr, true)))
             .collect(),
     };
     let stats = startup::stats("uring", config.workers, &config, listeners.clone());
+    let (workers, listen_mode) = (config.workers, config::value_name(listen));
     startup::log(format_args!(
-        "{} rings ({}), --listen {}, --buffers {} × {BUFFER_SIZE} bytes per ring",
-        config.workers,
-        match setup {
-            Setup::DeferTaskrun => "SINGLE_ISSUER|DEFER_TASKRUN",
-            Setup::Plain => "plain: the kernel refused SINGLE_ISSUER|DEFER_TASKRUN",
-        },
-        config::value_name(cli.listen),
-        cli.buffers,
+        "{workers} rings ({platform}), --listen {listen_mode}, --buffers {buffers} × \
+        {BUFFER_SIZE} bytes per ring, --batch-wait-us {batch_wait_us}"
     ));
     let wakers = (0..config.workers).map(|_| Waker::new().unwrap_or_else(|e| fatal(e))).collect();
     let shared = Arc::new(Shared { signals, wakers });
@@ -122,12 +122,11 @@ fn main() {
             let worker = stats.worker(id, Role::Loop, config.cpu_for(id));
             let listener = listeners[id % listeners.len()].clone();
             let acceptor = Acceptor::timed_by_caller(listener, worker.clone());
-            let (config, shared, ready, buffers) =
-                (config.clone(), Arc::clone(&shared), Arc::clone(&ready), cli.buffers);
+            let (config, shared, ready) = (config.clone(), Arc::clone(&shared), Arc::clone(&ready));
             thread::spawn(move || {
                 startup::start_thread(&worker);
                 // The ring is made here: SINGLE_ISSUER ties it to the thread that makes it.
-                let ring = ring(buffers).unwrap_or_else(|e| fatal(e));
+                let ring = ring(buffers, Duration::from_micros(batch_wait_us)).unwrap_or_else(|e| fatal(e));
                 ready.wait();
                 worker_main(&config, ring, acceptor, &shared, id, worker).unwrap_or_else(|e| fatal(e));
             })
@@ -138,9 +137,10 @@ fn main() {
     startup::join_all(threads);
 }
 
-fn ring(buffers: u16) -> io::Result<Ring> {
+fn ring(buffers: u16, batch_wait: Duration) -> io::Result<Ring> {
     let mut ring = Ring::new(ENTRIES)?;
     ring.provide_buffers(buffers, BUFFER_SIZE)?;
+    ring.set_batch_wait(batch_wait);
     Ok(ring)
 }
 
