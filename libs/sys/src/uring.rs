@@ -533,3 +533,63 @@ fn setup_error(entries: u32, error: &io::Error) -> io::Error {
     let errno = Errno::from_raw(error.raw_os_error().unwrap_or(0));
     io::Error::new(error.kind(), format!("io_uring_setup ({entries} entries): {errno:?}: {}", errno.desc()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventfd::Waker;
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// A ring with a read armed on each of `count` eventfds, a thread that writes them `apart`
+    /// milliseconds apart, and one wait for `batch`. (Not timeout operations: the kernel ends a
+    /// wait at once when any of them fires.)
+    fn reads_woken_apart(count: u64, apart: u64, batch_wait: Duration, batch: usize) -> (Ring, bool) {
+        let mut ring = Ring::new(8).expect("io_uring_setup (CI runs where io_uring works)");
+        let batching = ring.set_batch_wait(batch_wait);
+        let wakers: Arc<Vec<Waker>> = Arc::new((0..count).map(|_| Waker::new().unwrap()).collect());
+        for (tag, waker) in wakers.iter().enumerate() {
+            ring.read(waker.as_fd(), 8, tag as u64).unwrap();
+        }
+        ring.wait(Some(Duration::ZERO), 0).unwrap(); // submitted: the reads are waiting
+        let waking = Arc::clone(&wakers);
+        let thread = std::thread::spawn(move || {
+            for waker in waking.iter() {
+                std::thread::sleep(Duration::from_millis(apart));
+                waker.wake().unwrap();
+            }
+        });
+        ring.wait(Some(Duration::from_secs(5)), batch).unwrap();
+        thread.join().unwrap();
+        (ring, batching)
+    }
+
+    fn reap(ring: &mut Ring) -> Vec<u64> {
+        std::iter::from_fn(|| ring.next_completion()).map(|c| c.tag).collect()
+    }
+
+    #[test]
+    fn a_batch_wait_reaps_several_completions_in_one_enter() {
+        let (mut ring, batching) = reads_woken_apart(3, 2, Duration::from_millis(500), 3);
+        let tags = reap(&mut ring);
+        match batching {
+            true => assert_eq!(tags, [0, 1, 2], "one io_uring_enter with min_wait should reap all three"),
+            // Without IORING_FEAT_MIN_TIMEOUT the wait is the plain one: back at the first.
+            false => assert_eq!(tags, [0], "a plain wait returns at the first completion"),
+        }
+        let (mut plain, _) = reads_woken_apart(3, 2, Duration::ZERO, 3);
+        assert_eq!(reap(&mut plain), [0], "with no batch wait, the wait returns at the first completion");
+    }
+
+    #[test]
+    fn a_batch_wait_returns_with_what_has_come_once_min_wait_has_passed() {
+        let started = Instant::now();
+        // Waits for 64 completions within 5 s: only one will come, so the wait must end at
+        // min_wait (or, without batch waits, at the first completion), not at the 5 s.
+        let (mut ring, _) = reads_woken_apart(1, 1, Duration::from_millis(20), 64);
+        let waited = started.elapsed();
+        assert_eq!(reap(&mut ring), [0]);
+        assert!(waited < Duration::from_secs(4), "waited {waited:?}: the batch wait was not bounded");
+    }
+}

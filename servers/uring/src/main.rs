@@ -78,7 +78,7 @@ struct Cli {
     buffers: u16,
     /// Batch wait: each io_uring_enter waits up to this long for a receive from every connection,
     /// then returns with what has come (Linux 6.12+; 0: return at the first completion).
-    #[arg(long, value_name = "MICROS", default_value_t = 20)]
+    #[arg(long, value_name = "MICROS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(..=1_000_000))]
     batch_wait_us: u64,
 }
 
