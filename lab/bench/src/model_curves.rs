@@ -108,11 +108,23 @@ fn pinned_counts(run: &Value, connections: usize) -> Vec<usize> {
     counts
 }
 
-/// The per-executing-worker `conns` of a /stats report, for `conns_per_worker` in a sweep record.
+/// The per-executing-worker `conns` of a /stats report.
 pub fn conns_per_worker(stats: &Value) -> Vec<u64> {
     let workers = stats["workers"].as_array().into_iter().flatten();
     let executing = workers.filter(|w| labkit::executes_requests(w["role"].as_str().unwrap_or("")));
     executing.map(|w| w["conns"].as_u64().unwrap_or(0)).collect()
+}
+
+/// Adds to `sum`, worker by worker, the connections each executing worker took between the /stats
+/// reads `before` and `after` one run's loads (`Measured::stats`): the loads' connections and the
+/// one read after them, and none of lab-bench's other /stats reads. For `conns_per_worker` in a
+/// sweep record.
+pub fn add_conns_over_run(sum: &mut Vec<u64>, (before, after): &(Value, Value)) {
+    let (before, after) = (conns_per_worker(before), conns_per_worker(after));
+    sum.resize(sum.len().max(after.len()), 0);
+    for (i, conns) in after.iter().enumerate() {
+        sum[i] += conns.saturating_sub(before.get(i).copied().unwrap_or(0));
+    }
 }
 
 fn model_for(run: &Value, connections: usize) -> Option<Value> {
@@ -272,6 +284,15 @@ mod tests {
         // A noisy lowest point does not zero a sweep that meets the target further on.
         let noisy_start = [(100.0, 300.0), (200.0, 80.0), (300.0, 180.0)];
         assert_eq!(max_load_meeting(&noisy_start, 130.0), (250.0, false));
+    }
+
+    #[test]
+    fn a_sweep_counts_only_the_connections_of_its_loads() {
+        let stats = |conns: [u64; 2]| json!({"workers": [{"role": "acceptor", "conns": 0}, {"role": "worker", "conns": conns[0]}, {"role": "worker", "conns": conns[1]}]});
+        let mut sum = Vec::new();
+        add_conns_over_run(&mut sum, &(stats([1, 0]), stats([33, 33])));
+        add_conns_over_run(&mut sum, &(stats([35, 34]), stats([67, 67])));
+        assert_eq!(sum, [64, 66]);
     }
 
     #[test]

@@ -540,7 +540,7 @@ impl Bench {
                 record["mix"] = json!(mix.spec);
                 let mut problems: Vec<String> = Vec::new();
                 let mut points = Vec::new();
-                let mut stats_after = None; // for the model: how the connections were spread
+                let mut conns_per_worker = Vec::new(); // for the model: how the connections were spread
                 match Server::start(&target, &self.scratch) {
                     Err(reason) => problems.push(format!("start: {reason}")),
                     Ok(server) => {
@@ -578,6 +578,9 @@ impl Bench {
                                 let pct = (fraction * 100.0).round();
                                 let (line, json) = match point {
                                     Ok(m) => {
+                                        if let Some(stats) = &m.stats {
+                                            model_curves::add_conns_over_run(&mut conns_per_worker, stats);
+                                        }
                                         let problem = problems_of(&m);
                                         let mut p = m.round_json();
                                         p["load"] = json!(fraction);
@@ -600,11 +603,11 @@ impl Bench {
                                 self.progress.step(self.run_seconds(), &line);
                             }
                         }
-                        stats_after = server.stats().ok();
                     }
                 }
                 record["points"] = json!(points);
-                record["conns_per_worker"] = json!(stats_after.as_ref().map(model_curves::conns_per_worker));
+                record["conns_per_worker"] =
+                    json!((!conns_per_worker.is_empty()).then_some(conns_per_worker));
                 record["valid"] = json!(problems.is_empty());
                 record["problems"] = json!(problems);
                 self.record(record)?;

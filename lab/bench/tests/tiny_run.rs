@@ -64,6 +64,15 @@ fn a_tiny_run_writes_json_summary_and_charts() {
         let valid = points.iter().filter(|p| p["valid"] == true).count();
         assert_eq!(sweep["model"]["points"].as_array().map(Vec::len), Some(valid), "{sweep}");
         assert!(sweep["model"]["max_load_rps"].as_f64().unwrap() > 0.0, "{sweep}");
+        // The model's split of the connections over the workers counts each point's load connections
+        // and the one /stats read after them: none of lab-bench's other reads.
+        let settings = &doc["settings"];
+        let loads = settings["connections_per_client_cpu"].as_u64().unwrap()
+            * settings["sweep_client_cpus"].as_array().unwrap().len() as u64;
+        let per_point = points.len() as u64 * (loads + 1);
+        let counted: u64 =
+            sweep["conns_per_worker"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+        assert_eq!(counted, per_point, "{sweep}");
         let fairness = find(server, "fairness");
         assert!(fairness["jain_requests"].as_f64().unwrap() > 0.0, "{fairness}");
         let executing =
