@@ -85,9 +85,11 @@ pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
         all.push(lab("reuseport-steer", "reuseport", "lab-reuseport", n, cpus, &["--steer", "cpu"]));
     }
     all.push(lab("oneshot", "oneshot", "lab-oneshot", n, cpus, &[]));
-    // lab-uring: one ring (lab-epoll's completion twin, on one CPU), and one ring per CPU, each
-    // with its own SO_REUSEPORT socket.
+    // lab-uring: one ring (lab-epoll's completion twin, on one CPU), the same with a 20 µs batch
+    // wait (fewer system calls for some latency), and one ring per CPU, each with its own
+    // SO_REUSEPORT socket.
     all.push(lab("uring", "uring", "lab-uring", 1, &cpus[..1], &[]));
+    all.push(lab("uring-batch", "uring", "lab-uring", 1, &cpus[..1], &["--batch-wait-us", "20"]));
     if several {
         all.push(lab("uring-reuseport", "uring", "lab-uring", n, cpus, &["--listen", "reuseport"]));
     }
@@ -202,14 +204,15 @@ mod tests {
                 "reuseport",
                 "oneshot",
                 "uring",
+                "uring-batch",
                 "real-nginx-1w"
             ]
         );
         let eight = targets(&[0, 1, 2, 3, 4, 5, 6, 7], true);
-        assert_eq!(eight.len(), 15);
+        assert_eq!(eight.len(), 16);
         let uring: Vec<_> =
             eight.iter().filter(|t| t.family == "uring").map(|t| (t.id.as_str(), t.workers)).collect();
-        assert_eq!(uring, [("uring", 1), ("uring-reuseport", 8)]);
+        assert_eq!(uring, [("uring", 1), ("uring-batch", 1), ("uring-reuseport", 8)]);
         let ramcloud = eight.iter().find(|t| t.id == "ramcloud").unwrap();
         assert_eq!(ramcloud.workers, 7, "a core of its own for the dispatcher");
         let epoll = eight.iter().find(|t| t.id == "epoll").unwrap();

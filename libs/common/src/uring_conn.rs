@@ -241,7 +241,13 @@ pub struct UringConnections {
     draining: bool,
     sweep: Sweep,
     now: Instant,
+    /// Plain waits left before a batch wait is tried again (one found too little to be worth it).
+    plain_waits: u32,
 }
+
+/// After a batch wait that reaped fewer than two receives, this many plain waits: at a low arrival
+/// rate a batch wait only adds its wait and a timer wake-up to each request.
+const PLAIN_WAITS_AFTER_A_THIN_BATCH: u32 = 16;
 
 impl UringConnections {
     /// No connections yet, on `ring` (its buffers provided already), counted into `worker`.
@@ -261,6 +267,7 @@ impl UringConnections {
             draining: false,
             sweep: Sweep::default(),
             now: Instant::now(),
+            plain_waits: 0,
         }
     }
 
@@ -270,15 +277,27 @@ impl UringConnections {
     }
 
     /// Submits what is queued and waits for a completion, at most until the next sweep (or
-    /// `limit`); with the ring's batch wait set, for as many receives as there are connections, at
-    /// most that long (`Ring::set_batch_wait`). Counts the wake-up, reads the clock once for the batch, and publishes the ring's
-    /// counters in /stats.
+    /// `limit`). With the ring's batch wait set (`Ring::set_batch_wait`), waits up to that long for a
+    /// receive from every connection not answered in this batch (those just answered need a round
+    /// trip to speak again), unless a recent batch wait found too little to be worth it. Counts the
+    /// wake-up, reads the clock once for the batch, and publishes the ring's counters in /stats.
     pub fn wait(&mut self, limit: Option<Duration>) -> std::io::Result<()> {
         let sweep = match self.ready_again.is_empty() {
             false => Some(Duration::ZERO),
             true => (!self.is_empty()).then(|| self.sweep.time_left(Instant::now())),
         };
-        self.ring.wait(crate::earliest([sweep, limit]), self.len())?;
+        let answered = self.ring.queued(); // about one send per connection answered
+        let batch = match self.plain_waits {
+            0 => self.len().saturating_sub(answered),
+            _ => {
+                self.plain_waits -= 1;
+                0
+            }
+        };
+        self.ring.wait(crate::earliest([sweep, limit]), batch)?;
+        if batch > 1 && self.ring.ready() < answered + 2 {
+            self.plain_waits = PLAIN_WAITS_AFTER_A_THIN_BATCH;
+        }
         crate::exec::woke_up(&self.worker);
         self.now = Instant::now();
         let c = self.ring.counters();

@@ -384,6 +384,17 @@ impl Ring {
         self.batch_wait_us > 0
     }
 
+    /// Submissions queued and not yet handed to the kernel.
+    pub fn queued(&mut self) -> usize {
+        self.ring.submission().len()
+    }
+
+    /// Completions posted and not yet reaped.
+    pub fn ready(&mut self) -> usize {
+        self.ring.completion().sync();
+        self.ring.completion().len()
+    }
+
     /// `io_uring_enter(queued, min_complete, GETEVENTS | EXT_ARG)`: submits what is queued and, if
     /// no completion is waiting yet, waits for one, at most `timeout` (`None`: without limit). With
     /// a batch wait set and a `timeout` longer than it: waits for `batch` completions beyond those the submissions

@@ -13,8 +13,8 @@
 //!
 //! Completion model where the others name a trigger mode: one multishot accept per listener, one
 //! multishot receive per connection, each posting a completion per event until it ends (error,
-//! end of stream, ENOBUFS, cancel), and one `io_uring_enter` both submitting and waiting: up to
-//! `--batch-wait-us` for a receive from every connection, then for whatever has come.
+//! end of stream, ENOBUFS, cancel), and one `io_uring_enter` both submitting and waiting (with
+//! `--batch-wait-us`, for up to that long for more than one completion: fewer calls, not cheaper).
 //!
 //! Trade-off: the system calls per request fall to a fraction of one — every submission of a batch
 //! goes in with the wait — and an idle connection holds no receive buffer, only a slot in the ring's
@@ -76,9 +76,9 @@ struct Cli {
     /// Receive buffers each ring lends the kernel (a power of two up to 32768), 4 KiB each.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_buffers)]
     buffers: u16,
-    /// Batch wait: each io_uring_enter waits up to this long for a receive from every connection,
-    /// then returns with what has come (Linux 6.12+; 0: return at the first completion).
-    #[arg(long, value_name = "MICROS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(..=1_000_000))]
+    /// Batch wait: each io_uring_enter waits up to this long for a receive from every connection not
+    /// just answered, then returns with what has come (Linux 6.12+; 0, the default: at the first).
+    #[arg(long, value_name = "MICROS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=1_000_000))]
     batch_wait_us: u64,
 }
 
