@@ -526,7 +526,7 @@ impl std::fmt::Display for Platform {
             Setup::Plain => "plain: the kernel refused SINGLE_ISSUER|DEFER_TASKRUN",
         })?;
         f.write_str(match self.batch_wait {
-            true => ", batch waits",
+            true => ", batch waits available",
             false => ", no batch waits: the kernel lacks IORING_FEAT_MIN_TIMEOUT (6.12+)",
         })
     }
