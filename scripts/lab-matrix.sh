@@ -3,7 +3,7 @@
 # lent machine's device time (about 8 minutes on 16 CPUs), the new servers first, each part added to
 # one results directory with lab-bench --append, so that a run cut short keeps what it finished.
 #
-# Usage (on the lab machine, after ../shared/lab/prepare.sh here and `run` with carry [".lab"]):
+# Usage (on the lab machine, with .lab/ holding nginx, perf and the release lab-* binaries):
 #     source .lab/env.sh; scripts/lab-matrix.sh OUT_DIR
 # Here, to check it end to end in a minute: QUICK=1 scripts/lab-matrix.sh /tmp/matrix
 #
