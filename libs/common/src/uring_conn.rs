@@ -241,13 +241,42 @@ pub struct UringConnections {
     draining: bool,
     sweep: Sweep,
     now: Instant,
-    /// Plain waits left before a batch wait is tried again (one found too little to be worth it).
+    batching: Batching,
+}
+
+/// How many receives the next wait waits for (`Ring::wait`'s `batch`; it matters only with the
+/// ring's batch wait set): one from every open connection not answered in this batch, since those
+/// just answered need a round trip to speak again; and none for a while after a batch wait that
+/// reaped fewer than two, since at a low arrival rate it only adds its wait and a wake-up.
+#[derive(Debug, Default)]
+struct Batching {
+    /// Plain waits left before a batch wait is tried again.
     plain_waits: u32,
 }
 
-/// After a batch wait that reaped fewer than two receives, this many plain waits: at a low arrival
-/// rate a batch wait only adds its wait and a timer wake-up to each request.
-const PLAIN_WAITS_AFTER_A_THIN_BATCH: u32 = 16;
+impl Batching {
+    /// Plain waits after a thin batch wait.
+    const AFTER_A_THIN_BATCH: u32 = 16;
+
+    /// The receives to wait for, with `open` connections of which about `answered` (the sends
+    /// queued) were answered in this batch.
+    fn before_wait(&mut self, open: usize, answered: usize) -> usize {
+        match self.plain_waits {
+            0 => open.saturating_sub(answered),
+            _ => {
+                self.plain_waits -= 1;
+                0
+            }
+        }
+    }
+
+    /// After a wait for `batch` receives that left `ready` completions, `answered` of them sends.
+    fn after_wait(&mut self, batch: usize, ready: usize, answered: usize) {
+        if batch > 1 && ready < answered + 2 {
+            self.plain_waits = Self::AFTER_A_THIN_BATCH;
+        }
+    }
+}
 
 impl UringConnections {
     /// No connections yet, on `ring` (its buffers provided already), counted into `worker`.
@@ -267,7 +296,7 @@ impl UringConnections {
             draining: false,
             sweep: Sweep::default(),
             now: Instant::now(),
-            plain_waits: 0,
+            batching: Batching::default(),
         }
     }
 
@@ -287,17 +316,9 @@ impl UringConnections {
             true => (!self.is_empty()).then(|| self.sweep.time_left(Instant::now())),
         };
         let answered = self.ring.queued(); // about one send per connection answered
-        let batch = match self.plain_waits {
-            0 => self.len().saturating_sub(answered),
-            _ => {
-                self.plain_waits -= 1;
-                0
-            }
-        };
+        let batch = self.batching.before_wait(self.len(), answered);
         self.ring.wait(crate::earliest([sweep, limit]), batch)?;
-        if batch > 1 && self.ring.ready() < answered + 2 {
-            self.plain_waits = PLAIN_WAITS_AFTER_A_THIN_BATCH;
-        }
+        self.batching.after_wait(batch, self.ring.ready(), answered);
         crate::exec::woke_up(&self.worker);
         self.now = Instant::now();
         let c = self.ring.counters();
@@ -555,6 +576,24 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
+    use super::Batching;
+
+    /// A wait asks for the connections not just answered; after a batch wait that found fewer than
+    /// two receives, the next 16 waits ask for none (plain waits), and then batching resumes.
+    #[test]
+    fn a_thin_batch_wait_is_followed_by_plain_waits() {
+        let mut batching = Batching::default();
+        assert_eq!(batching.before_wait(64, 10), 54, "the 10 just answered are not waited for");
+        assert_eq!(batching.before_wait(3, 5), 0);
+        batching.after_wait(54, 10 + 30, 10); // 30 receives: worth it
+        assert_eq!(batching.before_wait(64, 0), 64);
+        batching.after_wait(64, 1, 0); // one receive: thin
+        for _ in 0..Batching::AFTER_A_THIN_BATCH {
+            assert_eq!(batching.before_wait(64, 0), 0);
+            batching.after_wait(0, 1, 0); // a plain wait never counts as thin
+        }
+        assert_eq!(batching.before_wait(64, 0), 64, "batching resumes");
+    }
     /// An idle connection is its slot (its receive, armed, holds no buffer): no larger than under
     /// epoll, whose idle connections it is measured against (`lab-soak --idle`).
     #[test]
