@@ -540,3 +540,46 @@ fn reuseport_workers_share_one_port_and_a_killed_one_is_replaced() {
     let none_left = eventually(Duration::from_secs(2), || workers_now.iter().all(|&pid| gone(pid)));
     assert!(none_left, "workers {workers_now:?} outlived the supervisor");
 }
+
+/// lab-uring's batch wait (`--batch-wait-us`) waits for a receive from every connection not just
+/// answered, but no longer than the batch wait: a busy connection beside ten silent ones is answered
+/// at its own pace. If the wait were bounded only by the loop's next sweep (500 ms), the 2 000
+/// requests here would take about a minute (one wait in 17 is a batch wait); bounded by the 2 ms
+/// batch wait, they take well under a second. Three busy connections in parallel each get every
+/// answer, in order.
+#[test]
+fn uring_batch_waits_never_hold_a_request_for_connections_that_stay_silent() {
+    let server = Server::other("uring-batch", "lab-uring", &["--workers", "1", "--batch-wait-us", "2000"]);
+    if let Some(reason) = server.unavailable() {
+        let required = std::env::var_os("ACCEPTLAB_REQUIRE_ALL_ROWS").is_some_and(|v| v == "1");
+        assert!(!required, "lab-uring cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1");
+        return acceptlab_tests::skipped(&server, &reason);
+    }
+    let running = spawn(&server, &[]);
+    let silent: Vec<Client> = (0..10).map(|_| running.connect()).collect();
+    let started = Instant::now();
+    let mut busy = running.connect();
+    for i in 0..2000 {
+        let response = busy.get("/");
+        assert_eq!((response.status, response.text()), (200, "Hello, World!".into()), "request {i}");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "2 000 requests took {took:?}: a wait outlived the batch wait");
+    thread::scope(|scope| {
+        for id in 0..3 {
+            let running = &running;
+            scope.spawn(move || {
+                let mut client = running.connect();
+                for i in 0..300 {
+                    let response = client.request(&echo(format!("{id}-{i}").as_bytes()));
+                    assert_eq!(
+                        response.body,
+                        format!("{id}-{i}").into_bytes(),
+                        "connection {id}, request {i}"
+                    );
+                }
+            });
+        }
+    });
+    drop(silent);
+}

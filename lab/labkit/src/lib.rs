@@ -43,7 +43,7 @@ pub const SERVERS: &[Server] = &[
     Server { name: "nginx-herd", bin: "lab-nginx", args: &["--workers", "2", "--accept", "herd"], single_threaded: false },
     Server { name: "reuseport", bin: "lab-reuseport", args: &["--workers", "2"], single_threaded: false },
     Server { name: "oneshot", bin: "lab-oneshot", args: &["--workers", "2"], single_threaded: false },
-    Server { name: "uring", bin: "lab-uring", args: &["--workers", "2", "--batch-wait-us", "20"], single_threaded: false },
+    Server { name: "uring", bin: "lab-uring", args: &["--workers", "2"], single_threaded: false },
 ];
 
 /// Whether a /stats worker of this `role` executes requests (docs/spec.md): `loop`, `worker` and
