@@ -397,8 +397,8 @@ impl Ring {
 
     /// `io_uring_enter(queued, min_complete, GETEVENTS | EXT_ARG)`: submits what is queued and, if
     /// no completion is waiting yet, waits for one, at most `timeout` (`None`: without limit). With
-    /// a batch wait set and a `timeout` longer than it: waits for `batch` completions beyond those the submissions
-    /// post at once, but once `min_wait` has passed returns as soon as there is one.
+    /// a batch wait set and a `timeout` longer than it: waits for `batch` completions beyond those
+    /// the submissions post at once, but once `min_wait` has passed returns as soon as there is one.
     pub fn wait(&mut self, timeout: Option<Duration>, batch: usize) -> io::Result<()> {
         self.ring.completion().sync();
         if !self.ring.completion().is_empty() {
