@@ -270,9 +270,9 @@ impl Batching {
         }
     }
 
-    /// After a wait for `batch` receives that left `ready` completions, `answered` of them sends.
-    fn after_wait(&mut self, batch: usize, ready: usize, answered: usize) {
-        if batch > 1 && ready < answered + 2 {
+    /// After a batch wait that left `ready` completions, `answered` of them sends.
+    fn after_batch_wait(&mut self, ready: usize, answered: usize) {
+        if ready < answered + 2 {
             self.plain_waits = Self::AFTER_A_THIN_BATCH;
         }
     }
@@ -317,8 +317,9 @@ impl UringConnections {
         };
         let answered = self.ring.queued(); // about one send per connection answered
         let batch = self.batching.before_wait(self.len(), answered);
-        self.ring.wait(crate::earliest([sweep, limit]), batch)?;
-        self.batching.after_wait(batch, self.ring.ready(), answered);
+        if self.ring.wait(crate::earliest([sweep, limit]), batch)? {
+            self.batching.after_batch_wait(self.ring.ready(), answered);
+        }
         crate::exec::woke_up(&self.worker);
         self.now = Instant::now();
         let c = self.ring.counters();
@@ -579,18 +580,18 @@ mod tests {
     use super::Batching;
 
     /// A wait asks for the connections not just answered; after a batch wait that found fewer than
-    /// two receives, the next 16 waits ask for none (plain waits), and then batching resumes.
+    /// two receives, the next 16 waits ask for none (plain waits), and then batching resumes. (Only
+    /// a wait the ring says was a batch wait is judged: `UringConnections::wait`.)
     #[test]
     fn a_thin_batch_wait_is_followed_by_plain_waits() {
         let mut batching = Batching::default();
         assert_eq!(batching.before_wait(64, 10), 54, "the 10 just answered are not waited for");
         assert_eq!(batching.before_wait(3, 5), 0);
-        batching.after_wait(54, 10 + 30, 10); // 30 receives: worth it
+        batching.after_batch_wait(10 + 30, 10); // 30 receives: worth it
         assert_eq!(batching.before_wait(64, 0), 64);
-        batching.after_wait(64, 1, 0); // one receive: thin
+        batching.after_batch_wait(1, 0); // one receive: thin
         for _ in 0..Batching::AFTER_A_THIN_BATCH {
             assert_eq!(batching.before_wait(64, 0), 0);
-            batching.after_wait(0, 1, 0); // a plain wait never counts as thin
         }
         assert_eq!(batching.before_wait(64, 0), 64, "batching resumes");
     }

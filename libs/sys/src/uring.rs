@@ -399,20 +399,21 @@ impl Ring {
     /// no completion is waiting yet, waits for one, at most `timeout` (`None`: without limit). With
     /// a batch wait set and a `timeout` longer than it: waits for `batch` completions beyond those
     /// the submissions post at once, but once `min_wait` has passed returns as soon as there is one.
-    pub fn wait(&mut self, timeout: Option<Duration>, batch: usize) -> io::Result<()> {
+    /// Returns whether it was such a batch wait.
+    pub fn wait(&mut self, timeout: Option<Duration>, batch: usize) -> io::Result<bool> {
         self.ring.completion().sync();
         if !self.ring.completion().is_empty() {
-            return self.enter(0, None, 0);
+            return self.enter(0, None, 0).map(|()| false);
         }
         match (timeout, self.batch_wait_us) {
             (Some(t), us) if us > 0 && batch > 1 && t > Duration::from_micros(us.into()) => {
                 // Sends complete inline as they are submitted: their completions count towards
                 // `min_complete` (counted from the head of the completion queue), so add them.
                 let cq = self.ring.params().cq_entries() as usize;
-                let want = (self.ring.submission().len() + batch).min(cq);
-                self.enter(want, timeout, us)
+                let want = (self.queued() + batch).min(cq);
+                self.enter(want, timeout, us).map(|()| true)
             }
-            _ => self.enter(1, timeout, 0),
+            _ => self.enter(1, timeout, 0).map(|()| false),
         }
     }
 
@@ -571,8 +572,9 @@ mod tests {
                 waker.wake().unwrap();
             }
         });
-        ring.wait(Some(Duration::from_secs(5)), batch).unwrap();
+        let batched = ring.wait(Some(Duration::from_secs(5)), batch).unwrap();
         thread.join().unwrap();
+        assert_eq!(batched, batching && batch > 1, "whether the wait says it was a batch wait");
         (ring, batching)
     }
 
