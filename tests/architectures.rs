@@ -550,10 +550,8 @@ fn reuseport_workers_share_one_port_and_a_killed_one_is_replaced() {
 #[test]
 fn uring_batch_waits_never_hold_a_request_for_connections_that_stay_silent() {
     let server = Server::other("uring-batch", "lab-uring", &["--workers", "1", "--batch-wait-us", "2000"]);
-    if let Some(reason) = server.unavailable() {
-        let required = std::env::var_os("ACCEPTLAB_REQUIRE_ALL_ROWS").is_some_and(|v| v == "1");
-        assert!(!required, "lab-uring cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1");
-        return acceptlab_tests::skipped(&server, &reason);
+    if !acceptlab_tests::runs_here(&server).unwrap_or_else(|failure| panic!("{failure}")) {
+        return;
     }
     let running = spawn(&server, &[]);
     let silent: Vec<Client> = (0..10).map(|_| running.connect()).collect();

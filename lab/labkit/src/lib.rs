@@ -85,20 +85,32 @@ pub fn for_each_server(test: impl Fn(&Server) + Sync) {
     let mut failures = Vec::new();
     let mut rows = Vec::new();
     for server in SERVERS {
-        match server.unavailable() {
-            None => rows.push((server.name.to_string(), server)),
-            Some(reason) if env::var_os("ACCEPTLAB_REQUIRE_ALL_ROWS").is_some_and(|v| v == "1") => failures
-                .push((
-                    server.name.to_string(),
-                    format!("cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1"),
-                )),
-            Some(reason) => skipped(server, &reason),
+        match runs_here(server) {
+            Ok(true) => rows.push((server.name.to_string(), server)),
+            Ok(false) => {}
+            Err(failure) => failures.push((server.name.to_string(), failure)),
         }
     }
     failures.extend(run_threads(rows, test));
     let failures: Vec<String> =
         failures.into_iter().map(|(row, message)| format!("server row `{row}`: {message}")).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Whether a test should run `server` here: `Ok(true)` if it can; `Ok(false)` if it cannot (lab-uring
+/// where io_uring is refused), after saying so with [`skipped`]; `Err` naming why if it cannot and
+/// `ACCEPTLAB_REQUIRE_ALL_ROWS=1` (CI) says every row must run.
+pub fn runs_here(server: &Server) -> Result<bool, String> {
+    match server.unavailable() {
+        None => Ok(true),
+        Some(reason) if env::var_os("ACCEPTLAB_REQUIRE_ALL_ROWS").is_some_and(|v| v == "1") => {
+            Err(format!("cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1"))
+        }
+        Some(reason) => {
+            skipped(server, &reason);
+            Ok(false)
+        }
+    }
 }
 
 /// Says on the real stderr (not the harness's captured one) that `server`'s row was not run, and why.

@@ -55,18 +55,14 @@ fn main() {
     }
     let mut failed = false;
     for server in rows {
-        if let Some(reason) = server.unavailable() {
-            match std::env::var_os("ACCEPTLAB_REQUIRE_ALL_ROWS").is_some_and(|v| v == "1") {
-                true => {
-                    eprintln!(
-                        "lab-soak: FAIL {}: cannot run here ({reason}) and ACCEPTLAB_REQUIRE_ALL_ROWS=1",
-                        server.name
-                    );
-                    failed = true;
-                }
-                false => labkit::skipped(server, &reason),
+        match labkit::runs_here(server) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(failure) => {
+                eprintln!("lab-soak: FAIL {}: {failure}", server.name);
+                failed = true;
+                continue;
             }
-            continue;
         }
         let verdict = match cli.idle {
             Some(idle) => idle_check(server, idle),
