@@ -1,4 +1,4 @@
-# Server CPU microseconds per request (server_cpu / rps, median of rounds) from lab-bench results dirs, and uring/epoll.
+# Server CPU microseconds per request (server_cpu / rps, median of rounds) from lab-bench results dirs, and each row over lab-epoll.
 import json, sys, statistics
 for path in sys.argv[1:]:
     r = json.load(open(path + "/results.json"))
@@ -9,5 +9,6 @@ for path in sys.argv[1:]:
     for (server, workload), (med, per, rps, cpu) in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         print(f"{path} {workload:10} {server:6} {med:6.2f} us/req (rounds {', '.join('%.2f' % p for p in per)}) rps median {rps:.0f} server_cpu {cpu}")
     for workload in sorted({w for _, w in table}):
-        if ("uring", workload) in table and ("epoll", workload) in table:
-            print(f"{path} {workload:10} uring/epoll {table[('uring', workload)][0] / table[('epoll', workload)][0]:.2f}")
+        for server in sorted({s for s, w in table if w == workload and s != "epoll"}):
+            if ("epoll", workload) in table:
+                print(f"{path} {workload:10} {server}/epoll {table[(server, workload)][0] / table[('epoll', workload)][0]:.2f}")
