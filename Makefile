@@ -25,7 +25,7 @@ help:
 build:
 	$(CARGO) build --release --workspace
 
-# Builds only the one server it runs (its package is named after its folder in servers/): the first
+# Builds only the one server it runs (its package is named after its folder in crates/servers/): the first
 # curl answers without waiting for the plotting and terminal-UI libraries of the lab's instruments.
 $(addprefix run-,$(ARCHS)): run-%:
 	$(CARGO) build --release -p $*
@@ -82,12 +82,12 @@ top: build
 	./target/release/lab-top http://$(ADDR)
 
 # libFuzzer through cargo-fuzz, on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it pass the sanitizer
-# flags. New inputs go to target/fuzz-corpus; the committed seeds in fuzz/corpus stay as they are.
+# flags. New inputs go to target/fuzz-corpus; the committed seeds in crates/fuzz/corpus stay as they are.
 FUZZ_SECS ?= 300
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	mkdir -p target/fuzz-corpus
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run framing ../target/fuzz-corpus corpus/framing -- \
+	cd crates/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run framing ../../target/fuzz-corpus corpus/framing -- \
 		-max_total_time=$(FUZZ_SECS) -print_final_stats=1
 
 # Each server for SOAK_SECS under lab-load (keep-alive, pipelined, churn) and hostile clients.

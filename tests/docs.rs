@@ -124,23 +124,23 @@ fn every_name_cited_in_architectures_md_stands_on_its_line() {
 
 #[test]
 fn the_citation_reader_sees_every_form_and_catches_a_moved_line() {
-    let text = "`main` `servers/epoll/src/main.rs:3` and `worker_main` :5\n\
-                `Conn::read` (`libs/common/src/conn.rs:7`), then `Conn::flush` (:9).";
+    let text = "`main` `crates/servers/epoll/src/main.rs:3` and `worker_main` :5\n\
+                `Conn::read` (`crates/libs/common/src/conn.rs:7`), then `Conn::flush` (:9).";
     let found = citations(text);
     let short: Vec<(&str, &str, usize)> =
         found.iter().map(|c| (c.name.as_str(), c.file.as_str(), c.line)).collect();
     assert_eq!(
         short,
         [
-            ("main", "servers/epoll/src/main.rs", 3),
-            ("worker_main", "servers/epoll/src/main.rs", 5),
-            ("Conn::read", "libs/common/src/conn.rs", 7),
-            ("Conn::flush", "libs/common/src/conn.rs", 9),
+            ("main", "crates/servers/epoll/src/main.rs", 3),
+            ("worker_main", "crates/servers/epoll/src/main.rs", 5),
+            ("Conn::read", "crates/libs/common/src/conn.rs", 7),
+            ("Conn::flush", "crates/libs/common/src/conn.rs", 9),
         ]
     );
     let wrong = Citation {
         name: "worker_main".into(),
-        file: "servers/epoll/src/main.rs".into(),
+        file: "crates/servers/epoll/src/main.rs".into(),
         line: 1,
         doc_line: 1,
     };

@@ -109,7 +109,7 @@ pub fn bin_path(bin: &str) -> PathBuf {
     let dirs = match env::var_os("ACCEPTLAB_BIN_DIR") {
         Some(dir) => vec![PathBuf::from(dir)],
         None => {
-            let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
+            let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../target");
             vec![target.join("release"), target.join("debug")]
         }
     };

@@ -195,7 +195,7 @@ pub fn find_bin(bin: &str) -> Result<PathBuf, String> {
     let dirs = match env::var_os("ACCEPTLAB_BIN_DIR") {
         Some(dir) => vec![PathBuf::from(dir)],
         None => {
-            let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
+            let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../target");
             let beside = env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from));
             beside.into_iter().chain([target.join("release"), target.join("debug")]).collect()
         }
@@ -266,7 +266,7 @@ pub fn spawn_with_fd_limit(server: &Server, extra_args: &[&str], limit: u32) -> 
 /// that release builds compile out (`GET /debug/panic`, and `ACCEPTLAB_FAULT` among `env`). `make
 /// test` builds it; without it, this fails saying how to.
 pub fn spawn_debug_build(server: &Server, extra_args: &[&str], env: &[(&str, &str)]) -> Running {
-    let debug = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug").join(server.bin);
+    let debug = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../target/debug").join(server.bin);
     assert!(
         debug.is_file(),
         "{} is not built: cargo build --bins (make test builds the debug servers before the tests)",
