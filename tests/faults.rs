@@ -493,6 +493,145 @@ fn a_head_trickled_slowly_gets_408_at_the_header_timeout() {
             assert_eq!(response.status, 408, "{response:?}");
             assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(3), "408 after {took:?}");
         });
+        let stats = running.connect().stats();
+        assert_eq!(stats["totals"]["header_timeouts"], 1, "{stats}");
+        assert_eq!(stats["totals"]["body_timeouts"], 0, "{stats}");
+    });
+}
+
+/// The head of a POST declaring a `len`-byte body, and the first `sent` bytes of it.
+fn slow_body_start(len: usize, sent: usize) -> Vec<u8> {
+    let mut start = format!("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+    start.extend_from_slice(&binary_body(sent));
+    start
+}
+
+/// `count` connections, each having sent a head declaring a `len`-byte body and 10 bytes of it;
+/// returns once the server has accepted them all (beside `others` already open).
+fn open_slow_bodies(running: &Running, count: usize, len: usize, others: usize) -> Vec<Client> {
+    let clients: Vec<Client> = (0..count)
+        .map(|_| {
+            let mut client = running.connect();
+            client.send(&slow_body_start(len, 10));
+            client
+        })
+        .collect();
+    let all_open = eventually(Duration::from_secs(5), || {
+        running.connect().stats()["totals"]["open"].as_u64().unwrap_or(0) > (others + count) as u64
+    });
+    assert!(all_open, "not all {count} slow bodies were accepted");
+    clients
+}
+
+/// R-U-Dead-Yet, memory: connections that each declare a megabyte of body and send ten bytes of it
+/// hold what they sent, not what they declared. A read buffer grown to the declared length at the
+/// head, zero-filled, made each cost a megabyte of RSS (and as much of the memory budget).
+#[test]
+fn many_slow_bodies_hold_what_they_sent_not_what_they_declared() {
+    const SLOW: usize = 150;
+    const PER_CONNECTION_LIMIT: usize = 16 * 1024;
+    raise_fd_limit(SERVERS.len() * (SLOW + 40) + 200).unwrap_or_else(|e| panic!("{e}"));
+    for_each_server(|server| {
+        let running = spawn(server, &[]);
+        // A first few, so that every worker has run its accept and read paths once.
+        let _first = open_slow_bodies(&running, 20, 1 << 20, 0);
+        thread::sleep(Duration::from_millis(300));
+        let before = rss_kib(running.pid());
+        let mut slow = open_slow_bodies(&running, SLOW, 1 << 20, 20);
+        thread::sleep(Duration::from_millis(500)); // for the server to read what they sent
+        let per_connection = (rss_kib(running.pid()).saturating_sub(before) * 1024) as usize / SLOW;
+        assert!(
+            per_connection < PER_CONNECTION_LIMIT,
+            "{per_connection} bytes of RSS per connection that sent 10 bytes of a declared megabyte"
+        );
+        // Within their deadline, and with the budget untouched, they are all still being read.
+        let mut last = slow.pop().expect("a slow body");
+        let response = last.request(&binary_body((1 << 20) - 10));
+        assert_eq!(response.status, 200, "a slow body completed: {}", response.status);
+    });
+}
+
+/// R-U-Dead-Yet, time: a body trickled a byte at a time keeps the connection active, so the idle
+/// timeout never fires; `--body-timeout` counts from the end of the head and answers 408, for a
+/// body framed by Content-Length and for a chunked one, and /stats counts them.
+#[test]
+fn a_body_trickled_slowly_gets_408_at_the_body_timeout() {
+    let trickles: [(&str, &[u8], &[u8]); 2] = [
+        ("Content-Length", b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n", b"x"),
+        ("chunked", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n"),
+    ];
+    for_each_server(|server| {
+        let running = spawn(server, &["--body-timeout", "1"]);
+        for (framing, head, trickle) in trickles {
+            let mut reader = running.connect();
+            let mut writer = reader.stream().try_clone().expect("dup the client socket");
+            let started = Instant::now();
+            thread::scope(|scope| {
+                scope.spawn(move || {
+                    let mut bytes = Ok(());
+                    while bytes.is_ok() && started.elapsed() < Duration::from_secs(8) {
+                        bytes = writer.write_all(trickle);
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                });
+                reader.set_read_timeout(Duration::from_secs(5));
+                reader.send(head);
+                let response = reader.read_response();
+                assert_eq!(response.status, 408, "{framing}: {response:?}");
+                assert!(
+                    response.text().contains("request body not received in time"),
+                    "{framing}: {response:?}"
+                );
+                reader.expect_closed();
+            });
+        }
+        let stats = running.connect().stats();
+        assert_eq!(stats["totals"]["body_timeouts"], 2, "{stats}");
+        assert_eq!(stats["totals"]["header_timeouts"], 0, "{stats}");
+    });
+}
+
+/// `--body-min-rate`: every `BYTES` bytes received extend the body's deadline by a second, so a
+/// body that keeps that rate is never cut, however long it takes. Here 3,000 bytes at 1,500 B/s
+/// (15 times the rate) take 2 s against a 1 s `--body-timeout`.
+#[test]
+fn a_body_that_keeps_the_minimum_rate_is_never_cut() {
+    for_each_server(|server| {
+        let running = spawn(server, &["--body-timeout", "1", "--body-min-rate", "100"]);
+        let body = binary_body(3000);
+        let request = echo(&body);
+        let mut client = running.connect();
+        client.send(&request[..request.len() - body.len()]);
+        for piece in body.chunks(150) {
+            thread::sleep(Duration::from_millis(100));
+            client.send(piece);
+        }
+        let response = client.read_response();
+        assert!(response.status == 200 && response.body == body, "{}: {response:?}", response.status);
+    });
+}
+
+/// During a slow-body attack (connections declaring a megabyte each, past what a 16 MiB
+/// `--memory-budget` could promise them), a legitimate 300 KB POST is answered 200, and every
+/// attacking connection gets its 408 at the body deadline. When declared lengths drew on the
+/// budget, the attack held it all and the POST got 503.
+#[test]
+fn a_large_post_is_served_during_a_slow_body_attack() {
+    const SLOW: usize = 40;
+    raise_fd_limit(SERVERS.len() * (SLOW + 20) + 200).unwrap_or_else(|e| panic!("{e}"));
+    for_each_server(|server| {
+        let running = spawn(server, &["--memory-budget", "16", "--body-timeout", "2"]);
+        let mut slow = open_slow_bodies(&running, SLOW, 1 << 20, 0);
+        let body = binary_body(300_000);
+        let response = running.connect().request(&echo(&body));
+        assert!(response.status == 200 && response.body == body, "the large POST: {}", response.status);
+        for (i, client) in slow.iter_mut().enumerate() {
+            client.set_read_timeout(Duration::from_secs(5));
+            let response = client.try_read_response(false);
+            assert!(response.as_ref().is_ok_and(|r| r.status == 408), "slow body {i}: {response:?}");
+            client.expect_closed();
+        }
+        assert_connections_all_closed(&running);
     });
 }
 
@@ -697,8 +836,10 @@ fn a_reuseport_worker_told_to_stop_leaves_its_queue_to_its_replacement() {
     }
 }
 
-/// Large request bodies draw on a per-process memory budget (`--memory-budget MIB`): past it a new
-/// large body gets 503 and the close, and the budget comes back when the body that held it is done.
+/// Large request bodies draw on a per-process memory budget (`--memory-budget MIB`) as their bytes
+/// arrive: a read buffer grows with them, and past the budget a request already admitted gets 503
+/// and the close half-way through its body; the budget comes back when the body that held it is
+/// done.
 #[test]
 fn large_bodies_past_the_memory_budget_get_503() {
     const LARGE: usize = 900 * 1024;
@@ -710,12 +851,14 @@ fn large_bodies_past_the_memory_budget_get_503() {
         let body = binary_body(LARGE);
         let request = echo(&body);
         let head_len = request.len() - LARGE;
-        // The first client's body is half in: its read buffer has grown to the whole request.
+        // The first client's body is half in: its read buffer has doubled to 512 KiB, 448 KiB of
+        // them from the budget.
         let mut first = running.connect();
         first.send(&request[..head_len + LARGE / 2]);
         thread::sleep(Duration::from_millis(1000));
+        // The second is admitted and read as far as 512 KiB; the rest of its body is past the budget.
         let mut second = running.connect();
-        let _ = second.try_send(&request[..head_len + LARGE / 2]);
+        let _ = second.try_send(&request);
         let refused = second.read_response();
         assert_eq!(refused.status, 503, "a second large body past a 1 MiB budget: {refused:?}");
         second.expect_closed();

@@ -32,9 +32,18 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub idle_timeout: u64,
     /// A request head must arrive whole within this many seconds of its first byte, else 408 and
-    /// close (slowloris); 0: never.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    pub header_timeout: u64,
+    /// close (slowloris); fractions allowed; 0: never.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this many seconds of when the server starts waiting
+    /// for it (the end of its head, or its 100 Continue), plus a second per --body-min-rate bytes
+    /// received, else 408 and close (slow bodies); fractions allowed; 0: never.
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = parse_seconds)]
+    pub body_timeout: Duration,
+    /// Bytes of body (chunk framing included) that extend --body-timeout by one second each; 0: no
+    /// extension.
+    #[arg(long, value_name = "BYTES", default_value_t = 500)]
+    pub body_min_rate: u64,
     /// MiB that large requests may hold, from their first byte read to their response's last byte
     /// written, beyond 64 KiB of read buffer and 64 KiB being answered per connection; shared by all
     /// (per process); past it a new large request gets 503 and is closed.
@@ -74,6 +83,9 @@ pub struct Config {
     pub max_conns: u64,
     pub idle_timeout: Option<Duration>,
     pub header_timeout: Option<Duration>,
+    /// `--body-timeout` (`None`: 0) and `--body-min-rate`.
+    pub body_timeout: Option<Duration>,
+    pub body_min_rate: u64,
     /// `--memory-budget`, in bytes.
     pub memory_budget: usize,
     pub nodelay: bool,
@@ -118,7 +130,9 @@ impl CommonArgs {
             cpus: self.cpus.as_ref().map(|list| list.0.clone()),
             max_conns: self.max_conns,
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
-            header_timeout: (self.header_timeout > 0).then(|| Duration::from_secs(self.header_timeout)),
+            header_timeout: (!self.header_timeout.is_zero()).then_some(self.header_timeout),
+            body_timeout: (!self.body_timeout.is_zero()).then_some(self.body_timeout),
+            body_min_rate: self.body_min_rate,
             memory_budget: usize::try_from(self.memory_budget.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
             nodelay: !self.no_nodelay,
             pause_accept: self.pause_accept,

@@ -161,10 +161,7 @@ impl<E: Executor> Connections<E> {
             slots: Vec::new(),
             free: Vec::new(),
             ready_again: Vec::new(),
-            settings: ConnSettings {
-                timeouts: Timeouts { idle: config.idle_timeout, header: config.header_timeout },
-                nodelay: config.nodelay,
-            },
+            settings: ConnSettings { timeouts: Timeouts::from(config), nodelay: config.nodelay },
             worker,
             executor,
             draining: false,
@@ -261,7 +258,11 @@ impl<E: Executor> Connections<E> {
             |conns, index| conns.slots[index].conn.as_mut().map(|conn| &mut conn.session),
             |conns, index, expired| match expired {
                 Expired::Close => conns.close(index),
-                _ => conns.pump(token_of(index, conns.slots[index].generation)),
+                Expired::Answered(late) => {
+                    conns.worker.timed_out(late);
+                    conns.pump(token_of(index, conns.slots[index].generation));
+                }
+                Expired::Nothing => {}
             },
         );
     }

@@ -147,11 +147,26 @@ pub trait Execute {
     fn execute(&mut self, seq: u64, job: Job<'_>, out: &mut Vec<u8>) -> Executed;
 }
 
-/// The per-connection timeouts, from the command line (`--idle-timeout`, `--header-timeout`).
+/// The per-connection timeouts, from the command line (`--idle-timeout`, `--header-timeout`,
+/// `--body-timeout`, `--body-min-rate`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timeouts {
     pub idle: Option<Duration>,
     pub header: Option<Duration>,
+    pub body: Option<Duration>,
+    /// Bytes of body that extend `body` by one second each (0: no extension).
+    pub body_min_rate: u64,
+}
+
+impl From<&crate::config::Config> for Timeouts {
+    fn from(config: &crate::config::Config) -> Self {
+        Timeouts {
+            idle: config.idle_timeout,
+            header: config.header_timeout,
+            body: config.body_timeout,
+            body_min_rate: config.body_min_rate,
+        }
+    }
 }
 
 /// What the driver is to do next with a session's connection (see the module diagram).
@@ -185,10 +200,20 @@ pub enum Want {
 pub enum Expired {
     /// Nothing is due yet.
     Nothing,
-    /// A request stopped arriving: a 408 is queued; call [`Session::next`] to send it, then close.
-    Answered,
+    /// A request stopped arriving (its head, or its body): a 408 is queued; call [`Session::next`]
+    /// to send it, then close.
+    Answered(Late),
     /// Idle past `--idle-timeout`, or lingering past [`LINGER`]: close it.
     Close,
+}
+
+/// What a 408 from [`Session::handle_timeout`] was for: counted apart in `/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Late {
+    /// The request's head (`--header-timeout`, or `--idle-timeout` with it off).
+    Head,
+    /// The request's body (`--body-timeout`, or `--idle-timeout` before it).
+    Body,
 }
 
 /// How often a driver looks for connections past a deadline: with it, a lingering connection is
@@ -270,6 +295,11 @@ pub struct Session {
     peer_closed: bool,
     /// When the first byte of a request head not yet whole arrived (`--header-timeout`).
     head_since: Option<Instant>,
+    /// When the server started waiting for the body of the request at the front (`--body-timeout`):
+    /// its head whole, nothing before it still to answer or send (nor its `100 Continue`).
+    body_since: Option<Instant>,
+    /// `input`'s length then: the bytes received since extend the deadline (`--body-min-rate`).
+    body_mark: usize,
     /// A slow request was just executed on the caller's thread: give the loop back its turn.
     yield_now: bool,
     /// Our side is shut since then; discarding what the peer still sends until it closes or
@@ -296,6 +326,8 @@ impl Session {
             draining: false,
             peer_closed: false,
             head_since: None,
+            body_since: None,
+            body_mark: 0,
             yield_now: false,
             lingering_since: None,
             last_active: now,
@@ -326,16 +358,21 @@ impl Session {
                 false => Want::Wait,
             };
         }
-        match self.in_flight.len() >= MAX_IN_FLIGHT {
-            true => Want::Wait,
-            false => Want::Receive,
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            return Want::Wait;
         }
+        if self.body_since.is_none() && self.framing.head_complete() && self.in_flight.is_empty() {
+            // The server now waits for this request's body and for nothing else: its clock starts.
+            self.body_since = Some(now);
+            self.body_mark = self.input.len();
+        }
+        Want::Receive
     }
 
-    /// Room to receive into, grown towards the length of the request being read when it is known.
-    /// `None` if the session refused to grow: past the memory budget (a 503 is queued, and the
-    /// connection closes after it) or at the largest buffer (a 413). Either way, call
-    /// [`Session::next`] again.
+    /// Room to receive into, grown (doubled) when the bytes received fill it. `None` if the session
+    /// refused to grow: past the memory budget (a 503 is queued, and the connection closes after
+    /// it, even half-way through a request's body) or at the largest buffer (a 413). Either way,
+    /// call [`Session::next`] again.
     pub fn read_buffer(&mut self) -> Option<&mut [u8]> {
         match self.input.grow_for(self.need) {
             Ok(()) => Some(self.input.space()),
@@ -412,9 +449,11 @@ impl Session {
     }
 
     /// After [`Want::Finish`], when the driver has shut its sending side: from now on the session
-    /// wants its input discarded until the end of the stream, or [`LINGER`] from `now`.
+    /// wants its input discarded until the end of the stream, or [`LINGER`] from `now`. What it
+    /// still holds of the input is dropped now, and its share of the memory budget given back.
     pub fn linger(&mut self, now: Instant) {
         self.lingering_since = Some(now);
+        self.input = Input::new();
     }
 
     /// Whether reading is paused for the session's own reasons (pending output, too much in
@@ -434,15 +473,34 @@ impl Session {
         if let (Some(since), Some(limit), true) = (self.head_since, timeouts.header, self.reading()) {
             return Some(since + limit);
         }
-        let idle = timeouts.idle.filter(|_| self.in_flight.is_empty())?;
-        Some(self.last_active + idle)
+        let idle = timeouts.idle.filter(|_| self.in_flight.is_empty()).map(|idle| self.last_active + idle);
+        match (self.body_since, timeouts.body, self.reading()) {
+            (Some(since), Some(limit), true) => {
+                let body = self.body_deadline(since, limit, timeouts.body_min_rate);
+                Some(idle.map_or(body, |idle| idle.min(body)))
+            }
+            _ => idle,
+        }
+    }
+
+    /// When the body being waited for since `since` is late: `limit` after it, plus a second per
+    /// `min_rate` bytes received since.
+    fn body_deadline(&self, since: Instant, limit: Duration, min_rate: u64) -> Instant {
+        let received = self.input.len().saturating_sub(self.body_mark) as u64;
+        let extension = match min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_millis(received.saturating_mul(1000) / rate),
+        };
+        since + limit + extension
     }
 
     /// Acts on whichever of the session's deadlines has passed at `now`. A head gets
     /// `--header-timeout` from its first byte, however it trickles (bytes keep a connection
-    /// active, so the idle timer alone would let a slowloris client hold it forever); a body that
-    /// stalls gets `--idle-timeout`. Neither runs while the server itself is not reading (output
-    /// waiting for the client, or a request executing).
+    /// active, so the idle timer alone would let a slowloris client hold it forever); a body gets
+    /// `--body-timeout` from when the server starts waiting for it, plus a second per
+    /// `--body-min-rate` bytes received since (a slow body, R-U-Dead-Yet), and one that stalls
+    /// gets `--idle-timeout` if that comes first. None runs while the server itself is not reading
+    /// (output waiting for the client, or a request executing).
     pub fn handle_timeout(&mut self, now: Instant, timeouts: &Timeouts) -> Expired {
         let past = |since: Instant, limit: Duration| now.saturating_duration_since(since) >= limit;
         if let Some(since) = self.lingering_since {
@@ -457,19 +515,23 @@ impl Session {
                 return Expired::Nothing;
             }
             self.fail(Status::RequestTimeout, "request head not received in time");
-            return Expired::Answered;
+            return Expired::Answered(Late::Head);
+        }
+        if let (Some(since), Some(limit), true) = (self.body_since, timeouts.body, reading) {
+            if now >= self.body_deadline(since, limit, timeouts.body_min_rate) {
+                self.fail(Status::RequestTimeout, "request body not received in time");
+                return Expired::Answered(Late::Body);
+            }
         }
         let idle_past = timeouts.idle.is_some_and(|limit| past(self.last_active, limit));
         match (idle_past, self.in_flight.is_empty()) {
             (true, true) if reading && self.input.len() > 0 => {
-                self.fail(
-                    Status::RequestTimeout,
-                    match self.framing.head_complete() {
-                        true => "request body not received in time",
-                        false => "request head not received in time",
-                    },
-                );
-                Expired::Answered
+                let (late, reason) = match self.framing.head_complete() {
+                    true => (Late::Body, "request body not received in time"),
+                    false => (Late::Head, "request head not received in time"),
+                };
+                self.fail(Status::RequestTimeout, reason);
+                Expired::Answered(late)
             }
             (true, true) => Expired::Close,
             _ => Expired::Nothing,
@@ -523,6 +585,7 @@ impl Session {
                     self.input.consume(consumed);
                     self.framing = http::Progress::default();
                     self.head_since = None;
+                    self.body_since = None;
                     self.need = 0;
                     self.continue_sent = false;
                     if self.yield_now {
@@ -627,19 +690,26 @@ impl Input {
         }
     }
 
-    /// Makes room to receive into: moves unconsumed bytes to the front, or grows (towards `need`,
-    /// the request's known length) when a request does not fit.
+    /// Makes room to receive into: moves unconsumed bytes to the front, or, when the buffer is full
+    /// of them, doubles it (no further than `need`, the request's known length, where that is
+    /// larger than the buffer). It grows with the bytes received, never with what a request
+    /// declares: a head announcing a megabyte buys nothing until the megabyte comes.
     fn grow_for(&mut self, need: usize) -> Result<(), Refused> {
         if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.end == self.buf.len() || need > self.buf.len() {
+        if self.end == self.buf.len() {
             if self.buf.len() >= MAX_INPUT {
                 return Err(Refused::Limit);
             }
-            let grown = (self.buf.len() * 2).max(need).clamp(INITIAL_INPUT, MAX_INPUT);
+            let doubled = self.buf.len() * 2;
+            let grown = match need > self.buf.len() {
+                true => doubled.min(need),
+                false => doubled,
+            };
+            let grown = grown.clamp(INITIAL_INPUT, MAX_INPUT);
             let more = grown.saturating_sub(SMALL_INPUT) - self.reserved.bytes();
             if more > 0 && !self.reserved.try_grow(more) {
                 return Err(Refused::Budget);

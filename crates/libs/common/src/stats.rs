@@ -72,6 +72,9 @@ enum Field {
     RingCompletions,
     RingEnters,
     RingEnobufs,
+    /// 408s for a request head (`--header-timeout`), and for a body (`--body-timeout`).
+    HeaderTimeouts,
+    BodyTimeouts,
 }
 
 /// u64s per worker slot: 16 × 8 bytes = 128 bytes.
@@ -164,6 +167,7 @@ impl Stats {
             .collect();
         let mut workers = Vec::new();
         let mut totals = [0u64; 4];
+        let mut timeouts = [0u64; 2];
         for (id, slot) in self.counters.chunks_exact(SLOT).skip(1).enumerate() {
             let get = |field: Field| slot[field as usize].load(Relaxed);
             let Some(role) = get(Field::Role).checked_sub(1).and_then(|i| Role::ALL.get(i as usize)) else {
@@ -175,6 +179,8 @@ impl Stats {
             for (total, value) in totals.iter_mut().zip([accepted, requests, open, rejected]) {
                 *total += value;
             }
+            let late = [Field::HeaderTimeouts, Field::BodyTimeouts].map(get);
+            timeouts = [timeouts[0] + late[0], timeouts[1] + late[1]];
             let mut entry = json!({
                 "id": id,
                 "role": role.name(),
@@ -184,6 +190,8 @@ impl Stats {
                 "requests": requests,
                 "open": open,
                 "wakeups": get(Field::Wakeups),
+                "header_timeouts": late[0],
+                "body_timeouts": late[1],
                 "context_switches": match get(Field::ThreadId) {
                     0 => None,
                     tid => sys::cpu::voluntary_context_switches(tid).ok(),
@@ -207,7 +215,10 @@ impl Stats {
             "listeners": listeners,
             "kernel": kernel_counters(),
             "workers": workers,
-            "totals": { "accepted": accepted, "requests": requests, "open": open, "rejected": rejected },
+            "totals": {
+                "accepted": accepted, "requests": requests, "open": open, "rejected": rejected,
+                "header_timeouts": timeouts[0], "body_timeouts": timeouts[1],
+            },
             "ledger": self.ledger.render(),
         });
         let mut body = serde_json::to_vec_pretty(&report).unwrap_or_default();
@@ -299,6 +310,17 @@ impl WorkerStats {
     /// This worker returned from epoll_wait (or from its queue).
     pub fn wakeup(&self) {
         self.bump(Field::Wakeups, 1);
+    }
+
+    /// A connection of this worker got a 408 for a request too slow to arrive.
+    pub fn timed_out(&self, late: crate::session::Late) {
+        self.bump(
+            match late {
+                crate::session::Late::Head => Field::HeaderTimeouts,
+                crate::session::Late::Body => Field::BodyTimeouts,
+            },
+            1,
+        );
     }
 
     /// The counters of the io_uring this worker drives (lab-uring), as they stand now: submissions,

@@ -290,7 +290,7 @@ impl UringConnections {
             free: Vec::new(),
             ready_again: Vec::new(),
             rearm: Vec::new(),
-            timeouts: Timeouts { idle: config.idle_timeout, header: config.header_timeout },
+            timeouts: Timeouts::from(config),
             nodelay: config.nodelay,
             worker,
             draining: false,
@@ -439,7 +439,11 @@ impl UringConnections {
             |conns, index| conns.slots.conns[index].as_mut().map(|conn| &mut conn.session),
             |conns, index, expired| match expired {
                 Expired::Close => conns.close(index),
-                _ => conns.pump(conns.slots.token(index)),
+                Expired::Answered(late) => {
+                    conns.worker.timed_out(late);
+                    conns.pump(conns.slots.token(index));
+                }
+                Expired::Nothing => {}
             },
         );
     }

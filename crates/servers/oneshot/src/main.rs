@@ -147,7 +147,7 @@ impl Pool {
             signals,
             sweep,
             drain,
-            timeouts: Timeouts { idle: config.idle_timeout, header: config.header_timeout },
+            timeouts: Timeouts::from(config),
             nodelay: config.nodelay,
             shared,
         })
@@ -223,7 +223,10 @@ impl Pool {
             match conn.session().handle_timeout(now, &self.timeouts) {
                 Expired::Nothing => {}
                 Expired::Close => self.close(token, slot),
-                Expired::Answered => self.pump(token, slot, worker, now),
+                Expired::Answered(late) => {
+                    worker.timed_out(late);
+                    self.pump(token, slot, worker, now);
+                }
             }
         });
         self.sweep.set_after(SWEEP_INTERVAL)?;

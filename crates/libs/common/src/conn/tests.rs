@@ -21,6 +21,8 @@ fn config() -> Config {
         max_conns: 100,
         idle_timeout: None,
         header_timeout: None,
+        body_timeout: None,
+        body_min_rate: 0,
         memory_budget: 1 << 30,
         nodelay: true,
         pause_accept: None,

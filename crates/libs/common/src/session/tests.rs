@@ -301,8 +301,12 @@ fn draining_closes_once_what_is_in_flight_is_answered() {
 }
 
 const SECOND: Duration = Duration::from_secs(1);
-const TIMEOUTS: Timeouts =
-    Timeouts { idle: Some(Duration::from_secs(10)), header: Some(Duration::from_secs(3)) };
+const TIMEOUTS: Timeouts = Timeouts {
+    idle: Some(Duration::from_secs(10)),
+    header: Some(Duration::from_secs(3)),
+    body: None,
+    body_min_rate: 0,
+};
 
 #[test]
 fn an_idle_connection_closes_at_its_idle_deadline_and_not_before() {
@@ -332,7 +336,7 @@ fn a_head_that_trickles_gets_408_at_its_header_deadline_however_active_it_is() {
         drive.session.handle_timeout(deadline - Duration::from_millis(1), &TIMEOUTS),
         Expired::Nothing
     );
-    assert_eq!(drive.session.handle_timeout(deadline, &TIMEOUTS), Expired::Answered);
+    assert_eq!(drive.session.handle_timeout(deadline, &TIMEOUTS), Expired::Answered(Late::Head));
     drive.now = deadline;
     assert_eq!(drive.settle(), Want::Finish { unread_input: true });
     let sent = drive.sent_text();
@@ -350,9 +354,87 @@ fn a_body_that_stalls_gets_408_at_the_idle_deadline() {
         "not the header one"
     );
     drive.advance(10 * SECOND);
-    assert_eq!(drive.session.handle_timeout(drive.now, &TIMEOUTS), Expired::Answered);
+    assert_eq!(drive.session.handle_timeout(drive.now, &TIMEOUTS), Expired::Answered(Late::Body));
     drive.settle();
     assert!(drive.sent_text().contains("request body not received in time"), "{}", drive.sent_text());
+}
+
+const BODY_TIMEOUTS: Timeouts = Timeouts {
+    idle: Some(Duration::from_secs(60)),
+    header: Some(Duration::from_secs(3)),
+    body: Some(Duration::from_secs(20)),
+    body_min_rate: 500,
+};
+
+/// R-U-Dead-Yet: a body that keeps trickling keeps the idle timer fresh; `--body-timeout` counts
+/// from the end of the head, extended a second per `--body-min-rate` bytes received.
+#[test]
+fn a_body_that_trickles_gets_408_at_its_body_deadline_extended_by_what_arrived() {
+    let mut drive = Drive::new();
+    let start = drive.now;
+    drive.feed(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nab");
+    assert_eq!(drive.session.deadline(&BODY_TIMEOUTS), Some(start + 20 * SECOND), "from the end of the head");
+    for _ in 0..10 {
+        drive.advance(SECOND);
+        drive.feed(&[b'x'; 100]); // 1,000 bytes in all: two seconds more
+    }
+    let deadline = drive.session.deadline(&BODY_TIMEOUTS).expect("a body deadline");
+    assert_eq!(deadline, start + 22 * SECOND);
+    assert_eq!(
+        drive.session.handle_timeout(deadline - Duration::from_millis(1), &BODY_TIMEOUTS),
+        Expired::Nothing
+    );
+    assert_eq!(drive.session.handle_timeout(deadline, &BODY_TIMEOUTS), Expired::Answered(Late::Body));
+    drive.now = deadline;
+    assert_eq!(drive.settle(), Want::Finish { unread_input: true });
+    assert!(drive.sent_text().starts_with("HTTP/1.1 408 "), "{}", drive.sent_text());
+    assert!(drive.sent_text().contains("request body not received in time"), "{}", drive.sent_text());
+}
+
+/// A body at the minimum rate moves its deadline as fast as time passes: never cut.
+#[test]
+fn a_body_that_keeps_the_minimum_rate_is_never_cut() {
+    let mut drive = Drive::new();
+    drive.feed(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..60 {
+        drive.advance(SECOND);
+        assert_eq!(drive.session.handle_timeout(drive.now, &BODY_TIMEOUTS), Expired::Nothing);
+        drive.feed(format!("1f0\r\n{}\r\n", "x".repeat(0x1f0)).as_bytes()); // 500 bytes, framing too
+    }
+    drive.feed(b"0\r\n\r\n");
+    assert!(drive.sent_text().starts_with("<0:echo:x"), "{}", &drive.sent_text()[..20]);
+}
+
+/// The body's clock starts when the server waits for it: after the `100 Continue` is sent, and for
+/// a request pipelined behind one still executing, once that one is answered.
+#[test]
+fn the_body_clock_runs_only_while_the_server_waits_for_the_body() {
+    let mut drive = Drive::new();
+    drive
+        .session
+        .receive(b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    assert_eq!(drive.session.next(drive.now, &mut drive.exec), Want::Send, "the 100 Continue");
+    drive.advance(30 * SECOND); // the client does not take it
+    assert_eq!(drive.session.handle_timeout(drive.now, &BODY_TIMEOUTS), Expired::Nothing);
+    let n = drive.session.output().len();
+    drive.session.sent(n);
+    assert_eq!(drive.settle(), Want::Receive);
+    assert_eq!(
+        drive.session.deadline(&BODY_TIMEOUTS),
+        Some(drive.now + 20 * SECOND),
+        "from the 100 Continue"
+    );
+
+    let mut behind = Drive::elsewhere();
+    behind.feed(b"GET /sleep?ms=5 HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab");
+    behind.advance(30 * SECOND);
+    assert_eq!(behind.session.handle_timeout(behind.now, &BODY_TIMEOUTS), Expired::Nothing, "held behind");
+    behind.session.complete(0, b"<0>".to_vec());
+    assert_eq!(behind.settle(), Want::Receive);
+    assert_eq!(behind.session.deadline(&BODY_TIMEOUTS), Some(behind.now + 20 * SECOND));
+    let off = Timeouts { body: None, ..BODY_TIMEOUTS };
+    behind.advance(59 * SECOND);
+    assert_eq!(behind.session.handle_timeout(behind.now, &off), Expired::Nothing, "--body-timeout 0");
 }
 
 #[test]
@@ -370,7 +452,7 @@ fn no_deadline_runs_while_a_request_executes_or_output_waits_for_the_client() {
     blocked.advance(60 * SECOND);
     assert_ne!(
         blocked.session.handle_timeout(blocked.now, &TIMEOUTS),
-        Expired::Answered,
+        Expired::Answered(Late::Head),
         "no 408 for a head the server is not reading"
     );
 }
@@ -416,29 +498,53 @@ fn requests_being_answered_hold_the_budget_until_their_responses_are_sent() {
 }
 
 #[test]
-fn the_input_buffer_grows_to_what_a_request_needs_and_no_further() {
+fn the_input_buffer_grows_with_the_bytes_received_not_with_what_a_request_declares() {
     budget();
     let mut input = Input::new();
     assert!(input.grow_for(0).is_ok());
     assert_eq!(input.space().len(), INITIAL_INPUT);
-    // A request known to need 10 000 bytes: room for all of it at once.
-    assert!(input.grow_for(10_000).is_ok());
-    assert!(input.space().len() >= 10_000);
-    input.filled(10_000);
-    // Full, with no length known: it doubles, up to MAX_INPUT.
+    // A request declared a megabyte long: no room for it until its bytes fill what there is.
+    assert!(input.grow_for(1 << 20).is_ok());
+    assert_eq!(input.buf.len(), INITIAL_INPUT, "nothing for what is only declared");
+    input.filled(100);
+    assert!(input.grow_for(1 << 20).is_ok());
+    assert_eq!(input.buf.len(), INITIAL_INPUT, "room left: no growth");
+    input.filled(INITIAL_INPUT - 100);
+    assert!(input.grow_for(1 << 20).is_ok());
+    assert_eq!(input.buf.len(), 2 * INITIAL_INPUT, "full: it doubles");
+    // Doubling stops at the known length of the request...
+    let mut needed = Input::new();
+    assert!(needed.grow_for(0).is_ok());
+    needed.filled(INITIAL_INPUT);
+    assert!(needed.grow_for(INITIAL_INPUT + 10).is_ok());
+    assert_eq!(needed.buf.len(), INITIAL_INPUT + 10, "no further than the request needs");
+    // ...and, with no length known, goes on up to MAX_INPUT.
     let mut grown = input.buf.len();
     while grown < MAX_INPUT {
-        assert!(input.grow_for(0).is_ok());
         let room = input.space().len();
         input.filled(room);
+        assert!(input.grow_for(0).is_ok());
         assert!(input.buf.len() <= MAX_INPUT);
         grown = input.buf.len();
     }
+    let room = input.space().len();
+    input.filled(room);
     assert!(input.is_full());
     assert!(matches!(input.grow_for(0), Err(Refused::Limit)), "past MAX_INPUT");
     // Consumed in full, a large buffer is given back.
     input.consume(input.len());
     assert_eq!(input.buf.len(), INITIAL_INPUT);
+}
+
+/// Many slow bodies declaring a megabyte each hold what they sent, not what they declared: the
+/// memory budget is not drawn on until a connection's bytes pass `SMALL_INPUT`.
+#[test]
+fn a_declared_length_draws_nothing_from_the_memory_budget() {
+    let mut drive = Drive::new();
+    drive.feed(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\nabc");
+    assert_eq!(drive.session.read_buffer().map(|space| !space.is_empty()), Some(true));
+    assert_eq!(drive.session.input.buf.len(), INITIAL_INPUT);
+    assert_eq!(drive.session.input.reserved.bytes(), 0);
 }
 
 #[test]
