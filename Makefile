@@ -6,7 +6,7 @@ ARCHS := epoll memcached ramcloud nginx reuseport oneshot uring
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench profile bench-lab top fuzz soak idle docs-check $(addprefix run-,$(ARCHS))
+.PHONY: help build test interop lint bench profile bench-lab top fuzz soak idle slow-bodies docs-check $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
@@ -20,7 +20,9 @@ help:
 	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
 	@echo "make fuzz         coverage-guided fuzzing of the HTTP framing for FUZZ_SECS (default 300)"
 	@echo "make soak         every server under mixed and hostile load for SOAK_SECS each (default 120)"
-	@echo "make idle         each server's p99 with IDLE idle connections open beside it (default 10000), and without"
+	@echo "make idle         each server's p99 with IDLE idle connections open beside it (default 10000), and without;"
+	@echo "                  the RSS of IDLE idle connections and of IDLE slow bodies"
+	@echo "make slow-bodies  each server against SLOW slow bodies declaring 1 MiB (default 1500): RSS, a 300 KB POST, the deadline"
 
 build:
 	$(CARGO) build --release --workspace
@@ -90,12 +92,20 @@ fuzz:
 	cd crates/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run framing ../../target/fuzz-corpus corpus/framing -- \
 		-max_total_time=$(FUZZ_SECS) -print_final_stats=1
 
-# Each server for SOAK_SECS under lab-load (keep-alive, pipelined, churn) and hostile clients.
+# Each server for SOAK_SECS under lab-load (keep-alive, pipelined, churn) and hostile clients, run
+# with --body-timeout SOAK_BODY_TIMEOUT: shorter than SOAK_SECS, so the slow-body client is cut off.
 SOAK_SECS ?= 120
+SOAK_BODY_TIMEOUT ?= 20
 soak: build
-	./target/release/lab-soak --secs $(SOAK_SECS)
+	./target/release/lab-soak --secs $(SOAK_SECS) --body-timeout $(SOAK_BODY_TIMEOUT)
 
 # Each server's p99 at full rate with IDLE idle connections open beside it, and without.
 IDLE ?= 10000
 idle: build
 	./target/release/lab-soak --idle $(IDLE)
+
+# Each server against SLOW connections declaring 1 MiB bodies and trickling a byte a second, at the
+# default --body-timeout (20 s): its RSS growth, a 300 KB POST meanwhile, when all are closed.
+SLOW ?= 1500
+slow-bodies: build
+	./target/release/lab-soak --slow-bodies $(SLOW)

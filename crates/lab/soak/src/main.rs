@@ -1,14 +1,19 @@
 #![forbid(unsafe_code)]
 //! lab-soak: each server in turn, for `--secs`, under lab-load's well-behaved clients (keep-alive,
 //! pipelined, a new connection per request) while hostile ones come and go beside them (resets
-//! mid-request, clients that never read, bad requests, heads trickled a byte at a time). It checks
+//! mid-request, clients that never read, bad requests, heads and bodies trickled a byte at a time).
+//! It checks
 //! what a server that runs for weeks needs: no response lost to a well-behaved client, memory flat
 //! (RSS of the last quarter within 10% of the first), and every file descriptor back once the
 //! clients have gone. One line per server; exit 1 if any fails.
 //!
 //! `--idle N` instead measures lab-load's p99 at full rate with N idle connections held open beside
 //! it, against the same runs without them (medians of three each; the server pinned to the first half
-//! of the CPUs, lab-load to the rest).
+//! of the CPUs, lab-load to the rest), and what N idle connections and N slow bodies cost in RSS.
+//!
+//! `--slow-bodies N` instead attacks each server with N slow bodies (`slow::benchmark`).
+
+mod slow;
 
 use std::fs;
 use std::net::SocketAddr;
@@ -38,11 +43,19 @@ struct Cli {
     /// Instead of the soak: p99 at full rate with this many idle connections open, and without.
     #[arg(long, value_name = "N")]
     idle: Option<usize>,
+    /// Instead of the soak: N slow bodies against each server, its RSS, a 300 KB POST meanwhile, and
+    /// when they are all closed.
+    #[arg(long, value_name = "N", conflicts_with = "idle")]
+    slow_bodies: Option<usize>,
+    /// The servers' --body-timeout (the soak's slow-body client is cut off by it: shorter than
+    /// --secs for the deadline to be exercised).
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    body_timeout: f64,
 }
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = raise_fd_limit(cli.idle.unwrap_or(0) + 1000) {
+    if let Err(e) = raise_fd_limit(cli.idle.unwrap_or(0).max(cli.slow_bodies.unwrap_or(0)) + 1000) {
         eprintln!("lab-soak: {e}");
     }
     let rows: Vec<&Server> = SERVERS
@@ -64,9 +77,10 @@ fn main() {
                 continue;
             }
         }
-        let verdict = match cli.idle {
-            Some(idle) => idle_check(server, idle),
-            None => soak(server, Duration::from_secs(cli.secs)),
+        let verdict = match (cli.idle, cli.slow_bodies) {
+            (Some(idle), _) => idle_check(server, idle, cli.body_timeout),
+            (None, Some(count)) => slow::benchmark(server, count, cli.body_timeout),
+            (None, None) => soak(server, Duration::from_secs(cli.secs), cli.body_timeout),
         };
         match verdict {
             Ok(line) => println!("{:<16} ok    {line}", server.name),
@@ -122,8 +136,8 @@ fn open_fds(running: &Running) -> usize {
         .sum()
 }
 
-fn soak(server: &Server, duration: Duration) -> Result<String, String> {
-    let running = spawn(server, &["--header-timeout", "1"]);
+fn soak(server: &Server, duration: Duration, body_timeout: f64) -> Result<String, String> {
+    let running = spawn(server, &["--header-timeout", "1", "--body-timeout", &body_timeout.to_string()]);
     let addr = running.addr();
     // Baseline after one connection has come and gone, so lazily made things already exist.
     drop(running.connect().get("/"));
@@ -143,7 +157,7 @@ fn soak(server: &Server, duration: Duration) -> Result<String, String> {
             let (stop, hostile) = (&stop, &hostile);
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    misbehave(addr, kind);
+                    misbehave(addr, kind, stop);
                     hostile.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -194,9 +208,16 @@ fn soak(server: &Server, duration: Duration) -> Result<String, String> {
     if fds > baseline_fds {
         problems.push(format!("{fds} fds open, {baseline_fds} at the start"));
     }
+    let stats = Client::try_connect(addr).and_then(|mut client| client.try_stats()).unwrap_or_default();
+    let timeouts = |key: &str| stats["totals"][key].as_u64().unwrap_or(0);
+    if timeouts("body_timeouts") == 0 && secs as f64 >= body_timeout + 3.0 {
+        problems.push(format!("no slow body cut off by --body-timeout {body_timeout}"));
+    }
     let line = format!(
-        "{secs} s: {answered} responses, {lost} lost; {} hostile clients; RSS {:.1} -> {:.1} MiB ({growth:+.1}%); fds {baseline_fds} -> {fds}",
+        "{secs} s: {answered} responses, {lost} lost; {} hostile clients; 408s: {} heads, {} bodies; RSS {:.1} -> {:.1} MiB ({growth:+.1}%); fds {baseline_fds} -> {fds}",
         hostile.load(Ordering::Relaxed),
+        timeouts("header_timeouts"),
+        timeouts("body_timeouts"),
         first / 1024.0,
         last / 1024.0
     );
@@ -206,10 +227,14 @@ fn soak(server: &Server, duration: Duration) -> Result<String, String> {
     }
 }
 
-const HOSTILE_KINDS: usize = 5;
+const HOSTILE_KINDS: usize = 6;
 
 /// One hostile client of kind `kind`; it ignores every error, since the server may close on it.
-fn misbehave(addr: SocketAddr, kind: usize) {
+fn misbehave(addr: SocketAddr, kind: usize, stop: &AtomicBool) {
+    if kind == 5 {
+        // A body declared 1 MiB long and trickled a byte every 100 ms: cut off by --body-timeout.
+        return slow::trickle_until_answered(addr, stop);
+    }
     let Ok(mut client) = Client::try_connect(addr) else {
         thread::sleep(Duration::from_millis(50));
         return;
@@ -306,8 +331,9 @@ fn p99(addr: SocketAddr, placement: &Placement) -> Result<(u64, f64), String> {
     Ok((p99s[IDLE_ROUNDS / 2], rates[IDLE_ROUNDS / 2]))
 }
 
-/// lab-load's p99 with `idle` idle connections open beside it, against the same runs without them.
-fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
+/// lab-load's p99 with `idle` idle connections open beside it, against the same runs without them;
+/// and the RSS they cost against that of as many slow bodies (heads declaring 1 MiB, and 11 bytes).
+fn idle_check(server: &Server, idle: usize, body_timeout: f64) -> Result<String, String> {
     let placement = Placement::new();
     // The row's own arguments, with one worker per server CPU.
     let mut args: Vec<String> = server.args.iter().map(|arg| arg.to_string()).collect();
@@ -315,8 +341,19 @@ fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
         args[at + 1] = placement.server_cpus.to_string();
     }
     let max_conns = (idle + 1000).to_string();
+    let body_timeout = body_timeout.to_string();
     args.extend(
-        ["--addr", "127.0.0.1:0", "--max-conns", &max_conns, "--cpus", &placement.server].map(String::from),
+        [
+            "--addr",
+            "127.0.0.1:0",
+            "--max-conns",
+            &max_conns,
+            "--cpus",
+            &placement.server,
+            "--body-timeout",
+            &body_timeout,
+        ]
+        .map(String::from),
     );
     let running = launch(server.bin, &args)?;
     let addr = running.addr();
@@ -336,8 +373,19 @@ fn idle_check(server: &Server, idle: usize) -> Result<String, String> {
     // first bytes).
     let per_idle = rss_kib(running.pid()).saturating_sub(rss_before) as f64 * 1024.0 / open.max(1) as f64;
     let (crowded, crowded_rps) = p99(addr, &placement)?;
+    // Then as many slow bodies in their place (both at once would take twice the descriptors): what
+    // each costs, its slot included, once its bytes are read.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow::open_now(&running) > 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let slow = slow::open(&running, idle, 0)?;
+    let per_slow =
+        rss_kib(running.pid()).saturating_sub(rss_before) as f64 * 1024.0 / slow.len().max(1) as f64;
+    drop(slow);
     let line = format!(
-        "p99 {alone} us at {alone_rps:.0} req/s alone, {crowded} us at {crowded_rps:.0} req/s beside {open} open idle connections ({:.2}x; medians of {IDLE_ROUNDS}; server on CPUs {}, lab-load on {}; RSS +{per_idle:.0} bytes per idle connection)",
+        "p99 {alone} us at {alone_rps:.0} req/s alone, {crowded} us at {crowded_rps:.0} req/s beside {open} open idle connections ({:.2}x; medians of {IDLE_ROUNDS}; server on CPUs {}, lab-load on {}; RSS +{per_idle:.0} bytes per idle connection, +{per_slow:.0} per slow body)",
         crowded as f64 / alone.max(1) as f64,
         placement.server,
         placement.client,
