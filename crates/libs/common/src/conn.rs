@@ -456,7 +456,11 @@ impl Conn {
     /// Reads what the socket has into the session's buffer (nothing if the session refused to grow
     /// it: it has answered that, and its next step says what follows).
     fn read(&mut self) -> io::Result<usize> {
-        let Some(space) = self.session.read_buffer() else { return Ok(0) };
+        let waiting = match self.session.read_buffer_full() {
+            true => sys::socket::bytes_readable(self.fd.as_fd()).unwrap_or(0),
+            false => 0,
+        };
+        let Some(space) = self.session.read_buffer_for(waiting) else { return Ok(0) };
         let room = space.len();
         let n = sys::socket::read(self.fd.as_fd(), space)?;
         if n == 0 {

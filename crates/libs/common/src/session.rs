@@ -296,7 +296,8 @@ pub struct Session {
     /// When the first byte of a request head not yet whole arrived (`--header-timeout`).
     head_since: Option<Instant>,
     /// When the server started waiting for the body of the request at the front (`--body-timeout`):
-    /// its head whole, nothing before it still to answer or send (nor its `100 Continue`).
+    /// its head whole, nothing before it still to answer or send (nor its `100 Continue`). Set when
+    /// the head is framed if so, else by the first sweep that finds it so (`handle_timeout`).
     body_since: Option<Instant>,
     /// `input`'s length then: the bytes received since extend the deadline (`--body-min-rate`).
     body_mark: usize,
@@ -358,15 +359,10 @@ impl Session {
                 false => Want::Wait,
             };
         }
-        if self.in_flight.len() >= MAX_IN_FLIGHT {
-            return Want::Wait;
+        match self.in_flight.len() >= MAX_IN_FLIGHT {
+            true => Want::Wait,
+            false => Want::Receive,
         }
-        if self.body_since.is_none() && self.framing.head_complete() && self.in_flight.is_empty() {
-            // The server now waits for this request's body and for nothing else: its clock starts.
-            self.body_since = Some(now);
-            self.body_mark = self.input.len();
-        }
-        Want::Receive
     }
 
     /// Room to receive into, grown (doubled) when the bytes received fill it. `None` if the session
@@ -374,7 +370,23 @@ impl Session {
     /// it, even half-way through a request's body) or at the largest buffer (a 413). Either way,
     /// call [`Session::next`] again.
     pub fn read_buffer(&mut self) -> Option<&mut [u8]> {
-        match self.input.grow_for(self.need) {
+        self.read_buffer_for(0)
+    }
+
+    /// Whether the read buffer is full of bytes not yet framed, so that the next
+    /// [`Session::read_buffer_for`] grows it: then a driver that can tell how many bytes are waiting
+    /// in its transport (`FIONREAD`) says so, and the buffer grows once for them all instead of
+    /// doubling read by read.
+    #[inline]
+    pub fn read_buffer_full(&self) -> bool {
+        self.input.len() == self.input.buf.len() && !self.input.buf.is_empty()
+    }
+
+    /// [`Session::read_buffer`], knowing that `waiting` bytes have been received by the transport
+    /// and wait to be read: if the buffer must grow, it grows to hold them too (bytes received, so
+    /// the buffer still follows them, never a declared length).
+    pub fn read_buffer_for(&mut self, waiting: usize) -> Option<&mut [u8]> {
+        match self.input.grow_for(self.need, waiting) {
             Ok(()) => Some(self.input.space()),
             Err(Refused::Budget) => {
                 self.fail(Status::ServiceUnavailable, "server memory budget exhausted; try again later");
@@ -398,7 +410,7 @@ impl Session {
     pub fn receive(&mut self, mut bytes: &[u8]) -> usize {
         let total = bytes.len();
         while !bytes.is_empty() {
-            let Some(space) = self.read_buffer() else { break };
+            let Some(space) = self.read_buffer_for(bytes.len()) else { break };
             let n = space.len().min(bytes.len());
             space[..n].copy_from_slice(&bytes[..n]);
             self.input.filled(n);
@@ -483,6 +495,12 @@ impl Session {
         }
     }
 
+    /// The server waits for the body of the request at the front, from `now`.
+    fn start_body_clock(&mut self, now: Instant) {
+        self.body_since = Some(now);
+        self.body_mark = self.input.len();
+    }
+
     /// When the body being waited for since `since` is late: `limit` after it, plus a second per
     /// `min_rate` bytes received since.
     fn body_deadline(&self, since: Instant, limit: Duration, min_rate: u64) -> Instant {
@@ -510,6 +528,11 @@ impl Session {
             };
         }
         let reading = self.reading();
+        if reading && self.body_since.is_none() && self.framing.head_complete() {
+            // Waiting for a body now, and not when its head was framed (a 100 Continue or earlier
+            // responses were still to be sent, or a request before it executing): its clock starts.
+            self.start_body_clock(now);
+        }
         if let (Some(since), Some(limit), true) = (self.head_since, timeouts.header, reading) {
             if !past(since, limit) {
                 return Expired::Nothing;
@@ -606,6 +629,16 @@ impl Session {
                         }
                         self.continue_sent = true;
                     }
+                    if self.body_since.is_none()
+                        && self.framing.head_complete()
+                        && self.output_sent == self.output.len()
+                        && self.in_flight.is_empty()
+                    {
+                        // Its head is whole and nothing else is pending: the server waits for its
+                        // body from now. (Otherwise the clock starts at the first sweep at which it
+                        // is: `handle_timeout`.)
+                        self.start_body_clock(now);
+                    }
                     if self.input.is_full() {
                         // Only a chunked body framed in tiny chunks can fill the buffer unfinished.
                         self.fail(Status::PayloadTooLarge, "request framing over the buffer limit");
@@ -666,10 +699,12 @@ impl Input {
         Input { buf: Vec::new(), start: 0, end: 0, reserved: Reservation::default() }
     }
 
+    #[inline]
     fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
+    #[inline]
     fn len(&self) -> usize {
         self.end - self.start
     }
@@ -678,6 +713,7 @@ impl Input {
         self.start == 0 && self.end == MAX_INPUT
     }
 
+    #[inline]
     fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.end {
@@ -691,10 +727,11 @@ impl Input {
     }
 
     /// Makes room to receive into: moves unconsumed bytes to the front, or, when the buffer is full
-    /// of them, doubles it (no further than `need`, the request's known length, where that is
-    /// larger than the buffer). It grows with the bytes received, never with what a request
-    /// declares: a head announcing a megabyte buys nothing until the megabyte comes.
-    fn grow_for(&mut self, need: usize) -> Result<(), Refused> {
+    /// of them, doubles it, or grows it to hold the `waiting` bytes received too where that is more
+    /// (no further than `need`, the request's known length, where that is larger than the buffer).
+    /// It grows with the bytes received, never with what a request declares: a head announcing a
+    /// megabyte buys nothing until the megabyte comes.
+    fn grow_for(&mut self, need: usize, waiting: usize) -> Result<(), Refused> {
         if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -704,10 +741,10 @@ impl Input {
             if self.buf.len() >= MAX_INPUT {
                 return Err(Refused::Limit);
             }
-            let doubled = self.buf.len() * 2;
+            let wanted = (self.buf.len() * 2).max(self.end.saturating_add(waiting));
             let grown = match need > self.buf.len() {
-                true => doubled.min(need),
-                false => doubled,
+                true => wanted.min(need),
+                false => wanted,
             };
             let grown = grown.clamp(INITIAL_INPUT, MAX_INPUT);
             let more = grown.saturating_sub(SMALL_INPUT) - self.reserved.bytes();

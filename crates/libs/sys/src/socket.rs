@@ -223,6 +223,18 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     nix::unistd::read(fd.as_raw_fd(), buf).map_err(io::Error::from)
 }
 
+/// `ioctl(FIONREAD)`: how many bytes the socket has received and not yet handed to a read. nix has
+/// no FIONREAD, hence libc.
+pub fn bytes_readable(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points to `n`, alive and
+    // writable for the whole call; the fd is borrowed, so open.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
+        return Err(last_os_error("ioctl(FIONREAD)", fd.as_raw_fd()));
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// `send(2)` with `MSG_NOSIGNAL`: like write(2), but a peer that has gone away yields `EPIPE` rather
 /// than a SIGPIPE for the whole process.
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
