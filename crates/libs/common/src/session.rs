@@ -386,7 +386,7 @@ impl Session {
     /// and wait to be read: if the buffer must grow, it grows to hold them too (bytes received, so
     /// the buffer still follows them, never a declared length).
     pub fn read_buffer_for(&mut self, waiting: usize) -> Option<&mut [u8]> {
-        match self.input.grow_for(self.need, waiting) {
+        match self.input.grow_for(self.need, waiting, &self.framing) {
             Ok(()) => Some(self.input.space()),
             Err(Refused::Budget) => {
                 self.fail(Status::ServiceUnavailable, "server memory budget exhausted; try again later");
@@ -728,10 +728,10 @@ impl Input {
 
     /// Makes room to receive into: moves unconsumed bytes to the front, or, when the buffer is full
     /// of them, doubles it, or grows it to hold the `waiting` bytes received too where that is more
-    /// (no further than `need`, the request's known length, where that is larger than the buffer).
-    /// It grows with the bytes received, never with what a request declares: a head announcing a
-    /// megabyte buys nothing until the megabyte comes.
-    fn grow_for(&mut self, need: usize, waiting: usize) -> Result<(), Refused> {
+    /// (no further than `need` where `framing` says it is the request's whole length, not a lower
+    /// bound, and larger than the buffer). It grows with the bytes received, never with what a
+    /// request declares: a head announcing a megabyte buys nothing until the megabyte comes.
+    fn grow_for(&mut self, need: usize, waiting: usize, framing: &http::Progress) -> Result<(), Refused> {
         if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -742,7 +742,7 @@ impl Input {
                 return Err(Refused::Limit);
             }
             let wanted = (self.buf.len() * 2).max(self.end.saturating_add(waiting));
-            let grown = match need > self.buf.len() {
+            let grown = match need > self.buf.len() && framing.length_known() {
                 true => wanted.min(need),
                 false => wanted,
             };

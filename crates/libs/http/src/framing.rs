@@ -116,6 +116,12 @@ impl Progress {
     pub fn head_complete(&self) -> bool {
         matches!(self.state, State::Body { .. } | State::Chunked { .. })
     }
+
+    /// Whether the request's whole length is known (its head is whole and gives a Content-Length):
+    /// then the `need` of [`Parsed::Partial`] is that length, not a lower bound.
+    pub fn length_known(&self) -> bool {
+        matches!(self.state, State::Body { .. })
+    }
 }
 
 /// Parses the request at the start of `buf`, from scratch.
