@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # echo.sh BEFORE AFTER [ROUNDS]: POST /echo of 64 KiB and 1 MiB against two lab-epoll binaries,
 # alternating, ROUNDS times each (default 5): lab-epoll on CPU 0, lab-load on CPU 1 (-c 8, 3 s after
-# 0.5 s of warm-up). Prints each run's req/s, then the medians and after/before ratios.
+# 0.5 s of warm-up). Prints each run's req/s, then the medians, their ratio, and the median of the
+# after/before ratios of each pair of runs (the two of a pair run back to back, so a change in the
+# machine's other load moves both).
 # Run under flock /tmp/acceptlab-bench.lock so that no other benchmark shares the CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -34,6 +36,7 @@ for size in ${SIZES:-65536 1048576}; do
 import statistics, sys
 size, before, after = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
 b, a = statistics.median(before), statistics.median(after)
-print(f"  medians: before {b:.0f} req/s, after {a:.0f} req/s: {a / b:.3f}x")
+pairs = statistics.median(x / y for x, y in zip(after, before))
+print(f"  medians: before {b:.0f} req/s, after {a:.0f} req/s: {a / b:.3f}x; median of pair ratios {pairs:.3f}x")
 PY
 done
