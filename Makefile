@@ -13,7 +13,7 @@ help:
 	@echo "make test         the whole test suite (unit, parser tables, conformance, faults)"
 	@echo "make interop      the servers against curl, ab, wrk and h2load (installs them if missing)"
 	@echo "make lint         rustfmt and clippy (warnings as errors), shellcheck on scripts/*.sh"
-	@echo "make docs-check   every name cited as file:line in docs/architectures.md is on that line"
+	@echo "make docs-check   README and docs/: every name cited at path:line is on that line, every path and test named exists"
 	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
 	@echo "make profile      where each server's time goes: flame graphs, CPU and syscalls per request (perf)"
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
