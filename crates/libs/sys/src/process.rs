@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
@@ -9,6 +10,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 pub use nix::unistd::{ForkResult, Pid};
 
 use crate::os_error;
+
+/// How many locks of a [`crate::shared::LockedWords`] this process holds now (their guards count
+/// themselves in and out): [`fork`] refuses to fork while one is held, since parent and child would
+/// both hold the lock of a shared region.
+pub(crate) static SHARED_LOCKS_HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// `fork(2)`: a child process that is a copy of this one, with copies of every fd and of every
 /// `MAP_SHARED` mapping (the same memory, not a copy).
@@ -18,7 +24,7 @@ use crate::os_error;
 /// the child forever. Fails, without forking, when the process has more than one thread, or holds the
 /// lock of a [`crate::shared::LockedWords`].
 pub fn fork() -> io::Result<ForkResult> {
-    if crate::shared::guards_held() > 0 {
+    if SHARED_LOCKS_HELD.load(Ordering::Acquire) > 0 {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
