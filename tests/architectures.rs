@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! The architecture suite: what makes each of the five servers what it is, checked from outside —
+//! The architecture suite: what makes each server what it is, checked from outside —
 //! pinning read back from the kernel, /stats adding up, memcached's round-robin, ramcloud's
 //! request-level balancing, nginx's three ways of sharing one listener, lab-epoll's single thread,
 //! and reuseport's supervisor.

@@ -1,4 +1,4 @@
-//! lab-bench: the five architectures side by side, with nginx as the reference, on chosen CPUs.
+//! lab-bench: the architectures side by side, with nginx as the reference, on chosen CPUs.
 //!
 //! Every server is started the way the test suites start it (labkit: wait for `listening on`),
 //! pinned to the server CPUs; lab-load runs as a pinned child process on the client CPUs with
