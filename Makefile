@@ -6,10 +6,11 @@ ARCHS := epoll memcached ramcloud nginx reuseport oneshot uring
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench profile bench-lab top fuzz soak idle docs-check $(addprefix run-,$(ARCHS))
+.PHONY: help build cert test interop lint bench profile bench-lab top fuzz soak idle docs-check $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
+	@echo "make cert         a CA and a server certificate for 127.0.0.1 and localhost in $(CERT_DIR) (HTTPS: ARGS=\"--tls-cert ...\")"
 	@echo "make test         the whole test suite (unit, parser tables, conformance, faults)"
 	@echo "make interop      the servers against curl, ab, wrk and h2load (installs them if missing)"
 	@echo "make lint         rustfmt and clippy (warnings as errors), shellcheck on scripts/*.sh"
@@ -24,6 +25,15 @@ help:
 
 build:
 	$(CARGO) build --release --workspace
+
+# make cert: a small CA and a server certificate it signs for 127.0.0.1 and localhost (lab-cert, with
+# the rcgen crate: nothing beyond the toolchain). Then, e.g.:
+#   make run-epoll ARGS="--tls-cert target/cert/server.pem --tls-key target/cert/server.key"
+#   curl --cacert target/cert/ca.pem https://127.0.0.1:8080/
+CERT_DIR ?= target/cert
+cert:
+	$(CARGO) build --release -p lab-cert
+	./target/release/lab-cert --out $(CERT_DIR)
 
 # Builds only the one server it runs (its package is named after its folder in crates/servers/): the first
 # curl answers without waiting for the plotting and terminal-UI libraries of the lab's instruments.

@@ -35,6 +35,7 @@ use crate::exec;
 pub use crate::session::Executed;
 use crate::session::{self, Execute, Expired, Session, Sweep, Timeouts, Want};
 use crate::stats::WorkerStats;
+use crate::tls::{Tls, TlsServer};
 use sys::epoll::{Event, Poller};
 
 /// Bytes one connection may read in one wake-up before the others get their turn.
@@ -126,6 +127,8 @@ pub struct Connections<E = ExecuteHere> {
     now: Instant,
     /// Published for the threads that execute this loop's requests elsewhere.
     open: Option<Arc<OpenConnections>>,
+    /// `--tls-cert`: every connection shakes hands first.
+    tls: Option<TlsServer>,
 }
 
 struct Slot {
@@ -171,6 +174,7 @@ impl<E: Executor> Connections<E> {
             sweep: Sweep::default(),
             now: Instant::now(),
             open: None,
+            tls: config.tls.clone(),
         }
     }
 
@@ -202,7 +206,7 @@ impl<E: Executor> Connections<E> {
             self.worker.conn_closed();
             return Err(e);
         }
-        self.slots[index].conn = Some(Conn::new(fd, self.now));
+        self.slots[index].conn = Some(Conn::accepted(fd, self.now, self.tls.as_ref()));
         Ok(token)
     }
 
@@ -386,12 +390,21 @@ pub struct Conn {
     /// epoll reported EPOLLRDHUP / EPOLLHUP / EPOLLERR: the end of the stream is in the socket, so
     /// reads go on until they return it (no further event would come to announce it).
     hung_up: bool,
+    /// `--tls-cert`: the TLS layer between the socket and the session (`conn::tls`).
+    tls: Option<Box<Tls>>,
 }
 
 impl Conn {
     /// A connection accepted at `now`.
     pub fn new(fd: OwnedFd, now: Instant) -> Self {
-        Conn { fd, session: Session::new(now), readable: false, hung_up: false }
+        Conn::accepted(fd, now, None)
+    }
+
+    /// A connection accepted at `now`, with TLS between its socket and its session if the server
+    /// has a certificate (`tls`): the handshake is its first exchange.
+    pub fn accepted(fd: OwnedFd, now: Instant, tls: Option<&TlsServer>) -> Self {
+        let tls = tls.map(TlsServer::accept);
+        Conn { fd, session: Session::new(now), readable: false, hung_up: false, tls }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -405,7 +418,7 @@ impl Conn {
 
     /// Whether output waits for the client (a write hit `EAGAIN`): then only `EPOLLOUT` can help.
     pub fn output_blocked(&self) -> bool {
-        !self.session.output().is_empty()
+        !self.session.output().is_empty() || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
     }
 
     /// Records what an epoll event says of the socket; [`Conn::pump`] then acts on it.
@@ -421,6 +434,9 @@ impl Conn {
     /// Does what the session asks until it must wait: for the kernel (EAGAIN), for responses from
     /// elsewhere, or for its next turn.
     pub fn pump(&mut self, now: Instant, executor: &mut impl Execute) -> Progress {
+        if self.tls.is_some() {
+            return self.pump_tls(now, executor);
+        }
         let mut budget = READ_BUDGET;
         loop {
             match self.session.next(now, executor) {
@@ -489,3 +505,4 @@ impl Conn {
 
 #[cfg(test)]
 mod tests;
+mod tls;

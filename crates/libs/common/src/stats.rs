@@ -200,7 +200,7 @@ impl Stats {
             workers.push(entry);
         }
         let [accepted, requests, open, rejected] = totals;
-        let report = json!({
+        let mut report = json!({
             "arch": self.arch,
             "pid": self.pid,
             "uptime_ms": self.started.elapsed().as_millis() as u64,
@@ -210,6 +210,9 @@ impl Stats {
             "totals": { "accepted": accepted, "requests": requests, "open": open, "rejected": rejected },
             "ledger": self.ledger.render(),
         });
+        if let Some(tls) = crate::tls::render() {
+            report["tls"] = tls;
+        }
         let mut body = serde_json::to_vec_pretty(&report).unwrap_or_default();
         body.push(b'\n');
         body
