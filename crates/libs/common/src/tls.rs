@@ -46,6 +46,10 @@ use crate::session::Session;
 /// own output limit stops it producing more before this is reached.
 const SEND_LIMIT: usize = 256 * 1024;
 
+/// The longest ticket every process accepts (see `TlsServer::load`); a session's ticket holds its
+/// secret, its ALPN protocol and its server name: a few hundred bytes.
+const TICKET_BOUND: usize = 2048;
+
 /// What `/stats` counts of handshakes, in `COUNTERS` order (docs/spec.md, "TLS").
 pub const COUNTER_NAMES: [&str; 8] =
     ["full", "resumed", "timeout", "closed", "malformed", "refused", "alert", "other"];
@@ -124,8 +128,13 @@ impl TlsServer {
                 format!("--tls-key {}: does not go with --tls-cert {}: {e}", key.display(), cert.display())
             })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        // Stateless tickets, made before any fork: every process and thread can resume them.
+        // Stateless tickets, the key made before any fork: every process and thread can resume
+        // them. ring's ticketer refuses a ticket longer than the longest it has made itself, so a
+        // process that has made none would refuse every other process's: one long ticket made
+        // now sets that bound for all of them. (It makes a new key every 6 hours, each process
+        // its own: past that, a ticket resumes only in the process that made it.)
         config.ticketer = provider::Ticketer::new().map_err(|e| format!("TLS ticket key: {e}"))?;
+        config.ticketer.encrypt(&[0; TICKET_BOUND]);
         let config = Arc::new(config);
         ServerConnection::new(Arc::clone(&config)).map_err(|e| format!("TLS: {e}"))?;
         let counters = sys::shared::shared_counters(COUNTER_NAMES.len()).map_err(|e| format!("TLS: {e}"))?;
