@@ -215,3 +215,52 @@ fn a_certificate_or_key_that_does_not_parse_exits_1_naming_the_file() {
         }
     });
 }
+
+/// Runs lab-load with `args` and `--json -`, and returns its JSON report.
+fn lab_load(args: &[&str]) -> Value {
+    let output = std::process::Command::new(acceptlab_tests::bin_path("lab-load"))
+        .args(args)
+        .args(["--json", "-", "--no-progress"])
+        .output()
+        .expect("run lab-load");
+    assert!(output.status.success(), "lab-load {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("lab-load's JSON")
+}
+
+/// lab-load speaks TLS: keep-alive and a new connection per request, every answer checked, the
+/// handshakes counted (full, or resumed with --tls-resume) and their time in the connect histogram;
+/// a certificate its CA did not sign fails the connect, and the server counts the client's alert.
+#[test]
+fn lab_load_over_tls_checks_every_answer_and_counts_handshakes() {
+    let cert = test_cert();
+    let running = spawn(&acceptlab_tests::SERVERS[0], &cert.server_args());
+    let url = format!("https://{}/", running.addr());
+    let ca = cert.files.ca.to_str().unwrap();
+    let no_errors = |json: &Value| {
+        let errors = &json["errors"];
+        assert!(["connect", "reset", "timeout", "status", "framing"].iter().all(|class| errors[class] == 0), "{json}");
+        assert_eq!(json["lost"], 0, "{json}");
+    };
+    let keep_alive = lab_load(&[&url, "--cacert", ca, "-c", "4", "-n", "2000", "--warmup", "0", "--pipeline", "4"]);
+    no_errors(&keep_alive);
+    assert_eq!(keep_alive["statuses"]["200"], 2000, "{keep_alive}");
+    assert_eq!(keep_alive["tls"]["full"], 4, "{keep_alive}");
+    let churn = lab_load(&[&url, "--cacert", ca, "-c", "2", "-n", "50", "--warmup", "0", "--close"]);
+    no_errors(&churn);
+    assert!(churn["tls"]["full"].as_u64() >= Some(50), "{churn}");
+    assert!(churn["connect"]["count"].as_u64() >= Some(50), "{churn}");
+    let resumed = lab_load(&[&url, "--insecure", "--tls-resume", "-c", "1", "-n", "20", "--warmup", "0", "--close"]);
+    no_errors(&resumed);
+    assert!(resumed["tls"]["resumed"].as_u64() >= Some(18), "{resumed}");
+    let other = std::env::temp_dir().join(format!("acceptlab-otherca-{}", std::process::id()));
+    let other = lab_cert::make(&other).expect("another CA");
+    let output = std::process::Command::new(acceptlab_tests::bin_path("lab-load"))
+        .args([&url, "--cacert", other.ca.to_str().unwrap(), "-c", "1", "-d", "0.3", "--warmup", "0"])
+        .args(["--json", "-", "--no-progress"])
+        .output()
+        .expect("run lab-load");
+    let untrusted: Value = serde_json::from_slice(&output.stdout).expect("lab-load's JSON");
+    assert!(untrusted["errors"]["connect"].as_u64() >= Some(1), "{untrusted}");
+    assert!(untrusted["first_errors"]["connect"].as_str().unwrap_or("").contains("TLS handshake"), "{untrusted}");
+    expect_count(&running, "failures", "alert", 1);
+}

@@ -72,10 +72,13 @@ pub fn insecure_client_config() -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// ring with X25519 first, as the servers have it (`common::tls::crypto_provider`), and curl.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    // ring has no post-quantum key exchange (hence the deprecation); the servers offer the same.
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
     #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    Arc::new(provider)
 }
 
 fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, String> {

@@ -115,10 +115,7 @@ impl TlsServer {
             return Err(format!("--tls-cert {}: no CERTIFICATE in it", cert.display()));
         }
         let key_der = read_pem(key, "--tls-key", PrivateKeyDer::from_pem_slice)?;
-        // ring has no post-quantum key exchange (hence the deprecation): X25519 and the NIST curves,
-        // as nginx's OpenSSL offers them beside it, and no cmake or C toolchain beyond a C compiler.
-        #[allow(deprecated)]
-        let provider = Arc::new(provider::default_provider());
+        let provider = Arc::new(crypto_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| format!("TLS: {e}"))?
@@ -149,6 +146,17 @@ impl TlsServer {
         conn.set_buffer_limit(Some(SEND_LIMIT));
         Box::new(Tls { conn, handshaking: true, counted: false, plaintext: 0, close_notify: false })
     }
+}
+
+/// ring, with X25519 the preferred key exchange, as in OpenSSL (nginx), curl and browsers: ring's
+/// own default puts P-384 first, whose ECDHE costs the server several times X25519's per handshake.
+/// (ring has no post-quantum key exchange, hence its deprecation; it needs no cmake.)
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    use provider::kx_group::{SECP256R1, SECP384R1, X25519};
+    #[allow(deprecated)]
+    let mut provider = provider::default_provider();
+    provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    provider
 }
 
 /// Reads a PEM file and parses it with `parse`; errors name the flag and the file.
