@@ -6,7 +6,7 @@ ARCHS := epoll memcached ramcloud nginx reuseport oneshot uring
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build cert test interop lint bench profile bench-lab top fuzz soak idle docs-check $(addprefix run-,$(ARCHS))
+.PHONY: help build cert test interop lint bench bench-tls profile bench-lab top fuzz soak idle docs-check $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
@@ -16,6 +16,7 @@ help:
 	@echo "make lint         rustfmt and clippy (warnings as errors), shellcheck on scripts/*.sh"
 	@echo "make docs-check   README and docs/: every name cited at path:line is on that line, every path and test named exists"
 	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
+	@echo "make bench-tls    the servers over TLS beside nginx with ssl: keep-alive, churn, resumed (CPU per request and per handshake)"
 	@echo "make profile      where each server's time goes: flame graphs, CPU and syscalls per request (perf)"
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
 	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
@@ -69,6 +70,14 @@ bench: build
 	scripts/install-tools.sh nginx perf
 	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --sweep-server-cpus 0-1 --sweep-client-cpus 1 \
 		--duration 1 --warmup 0.3 $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
+
+# make bench-tls: lab-epoll (BENCH_TLS_ROWS more rows) over TLS on CPU 0 beside nginx with `ssl` on the
+# same certificate, lab-load on CPU 1: plaintext and TLS keep-alive, a full handshake per request, a
+# resumed one per request; req/s and the server's CPU per request and per handshake (not in make bench).
+BENCH_TLS_ROWS ?= epoll
+bench-tls: build
+	scripts/install-tools.sh nginx
+	scripts/bench-tls.sh $(BENCH_TLS_ROWS)
 
 # make profile: the throughput workloads with --profile on the same 2-core split as make bench, each
 # round once without perf and once with it (PROFILE_ROUNDS of them; the ratio of the two is in the

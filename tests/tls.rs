@@ -238,10 +238,14 @@ fn lab_load_over_tls_checks_every_answer_and_counts_handshakes() {
     let ca = cert.files.ca.to_str().unwrap();
     let no_errors = |json: &Value| {
         let errors = &json["errors"];
-        assert!(["connect", "reset", "timeout", "status", "framing"].iter().all(|class| errors[class] == 0), "{json}");
+        assert!(
+            ["connect", "reset", "timeout", "status", "framing"].iter().all(|class| errors[class] == 0),
+            "{json}"
+        );
         assert_eq!(json["lost"], 0, "{json}");
     };
-    let keep_alive = lab_load(&[&url, "--cacert", ca, "-c", "4", "-n", "2000", "--warmup", "0", "--pipeline", "4"]);
+    let keep_alive =
+        lab_load(&[&url, "--cacert", ca, "-c", "4", "-n", "2000", "--warmup", "0", "--pipeline", "4"]);
     no_errors(&keep_alive);
     assert_eq!(keep_alive["statuses"]["200"], 2000, "{keep_alive}");
     assert_eq!(keep_alive["tls"]["full"], 4, "{keep_alive}");
@@ -249,7 +253,8 @@ fn lab_load_over_tls_checks_every_answer_and_counts_handshakes() {
     no_errors(&churn);
     assert!(churn["tls"]["full"].as_u64() >= Some(50), "{churn}");
     assert!(churn["connect"]["count"].as_u64() >= Some(50), "{churn}");
-    let resumed = lab_load(&[&url, "--insecure", "--tls-resume", "-c", "1", "-n", "20", "--warmup", "0", "--close"]);
+    let resumed =
+        lab_load(&[&url, "--insecure", "--tls-resume", "-c", "1", "-n", "20", "--warmup", "0", "--close"]);
     no_errors(&resumed);
     assert!(resumed["tls"]["resumed"].as_u64() >= Some(18), "{resumed}");
     let other = std::env::temp_dir().join(format!("acceptlab-otherca-{}", std::process::id()));
@@ -261,6 +266,9 @@ fn lab_load_over_tls_checks_every_answer_and_counts_handshakes() {
         .expect("run lab-load");
     let untrusted: Value = serde_json::from_slice(&output.stdout).expect("lab-load's JSON");
     assert!(untrusted["errors"]["connect"].as_u64() >= Some(1), "{untrusted}");
-    assert!(untrusted["first_errors"]["connect"].as_str().unwrap_or("").contains("TLS handshake"), "{untrusted}");
+    assert!(
+        untrusted["first_errors"]["connect"].as_str().unwrap_or("").contains("TLS handshake"),
+        "{untrusted}"
+    );
     expect_count(&running, "failures", "alert", 1);
 }

@@ -54,7 +54,9 @@ pub fn make(dir: &Path) -> Result<Files, String> {
 
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let files = Files::in_dir(dir);
-    for (path, text) in [(&files.ca, ca_cert.pem()), (&files.cert, cert.pem()), (&files.key, key.serialize_pem())] {
+    for (path, text) in
+        [(&files.ca, ca_cert.pem()), (&files.cert, cert.pem()), (&files.key, key.serialize_pem())]
+    {
         fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(files)

@@ -23,7 +23,12 @@ impl TestCert {
     /// The flags that make a server speak TLS with this certificate.
     pub fn server_args(&self) -> [&str; 4] {
         let utf8 = "a UTF-8 temporary path";
-        ["--tls-cert", self.files.cert.to_str().expect(utf8), "--tls-key", self.files.key.to_str().expect(utf8)]
+        [
+            "--tls-cert",
+            self.files.cert.to_str().expect(utf8),
+            "--tls-key",
+            self.files.key.to_str().expect(utf8),
+        ]
     }
 
     /// A fresh client configuration trusting the CA (its own session cache: nothing to resume).

@@ -179,7 +179,12 @@ impl Report<'_> {
         }
         if run.tls.is_some() {
             let [full, resumed] = rec.tls_handshakes;
-            let _ = writeln!(out, "  tls         {} full handshakes, {} resumed", grouped(full), grouped(resumed));
+            let _ = writeln!(
+                out,
+                "  tls         {} full handshakes, {} resumed",
+                grouped(full),
+                grouped(resumed)
+            );
         }
         for (path, latencies) in self.requests.paths().iter().zip(&rec.per_path) {
             let _ = writeln!(

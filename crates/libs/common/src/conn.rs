@@ -434,35 +434,64 @@ impl Conn {
     /// Does what the session asks until it must wait: for the kernel (EAGAIN), for responses from
     /// elsewhere, or for its next turn.
     pub fn pump(&mut self, now: Instant, executor: &mut impl Execute) -> Progress {
-        if self.tls.is_some() {
-            return self.pump_tls(now, executor);
+        // With TLS, ciphertext left over from the last pump (the socket was full) goes first.
+        if self.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+            if let Some(progress) = self.tls_flush() {
+                return progress;
+            }
         }
         let mut budget = READ_BUDGET;
         loop {
             match self.session.next(now, executor) {
+                Want::Send if self.tls.is_some() => {
+                    if let Some(progress) = self.tls_send() {
+                        return progress;
+                    }
+                }
                 Want::Send => match sys::socket::write(self.fd.as_fd(), self.session.output()) {
                     Ok(n) => self.session.sent(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return Progress::Done,
                 },
-                Want::Receive if !self.readable => return Progress::Wait,
-                Want::Receive if budget == 0 => return Progress::ReadyAgain,
-                Want::Receive => match self.read() {
-                    Ok(n) => budget = budget.saturating_sub(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Progress::Done,
-                },
+                Want::Receive => {
+                    // With TLS, the socket is read through rustls, and `Conn::read` takes what it
+                    // decrypted: still this one call, so that it stays inlined here.
+                    if self.tls.is_some() {
+                        match self.tls_receive(now, &mut budget) {
+                            TlsStep::Stop(progress) => return progress,
+                            TlsStep::Next => continue,
+                            TlsStep::Plaintext => {}
+                        }
+                    } else if !self.readable {
+                        return Progress::Wait;
+                    } else if budget == 0 {
+                        return Progress::ReadyAgain;
+                    }
+                    match self.read() {
+                        Ok(n) => budget = budget.saturating_sub(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Progress::Done,
+                    }
+                }
                 Want::Wait => return Progress::Wait,
                 Want::Yield => return Progress::ReadyAgain,
                 Want::Finish { unread_input } if unread_input || self.readable => {
+                    if self.tls.is_some() {
+                        self.tls_close();
+                    }
                     if sys::socket::shutdown_write(self.fd.as_fd()).is_err() {
                         return Progress::Done;
                     }
                     self.session.linger(now);
                 }
-                Want::Finish { .. } | Want::Close => return Progress::Done,
+                Want::Finish { .. } | Want::Close => {
+                    if self.tls.is_some() {
+                        self.tls_close();
+                    }
+                    return Progress::Done;
+                }
                 Want::Discard => return self.discard_input(),
             }
         }
@@ -473,7 +502,17 @@ impl Conn {
     fn read(&mut self) -> io::Result<usize> {
         let Some(space) = self.session.read_buffer() else { return Ok(0) };
         let room = space.len();
-        let n = sys::socket::read(self.fd.as_fd(), space)?;
+        let n = match &mut self.tls {
+            None => sys::socket::read(self.fd.as_fd(), space)?,
+            // What rustls has decrypted (`conn::tls`): the socket's state is not this read's.
+            Some(tls) => {
+                let n = tls.read_plaintext(space);
+                if n > 0 {
+                    self.session.received(n);
+                }
+                return Ok(n);
+            }
+        };
         if n == 0 {
             self.session.received_eof();
             return Ok(0);
@@ -506,3 +545,4 @@ impl Conn {
 #[cfg(test)]
 mod tests;
 mod tls;
+use tls::TlsStep;

@@ -382,7 +382,8 @@ impl UringConnections {
                     Ok(_) => {
                         if let Some(buffer) = completion.buffer {
                             let bytes = self.ring.buffer(&buffer);
-                            let direct = conn.has(Flags::RECEIVING) && !conn.has(Flags::PENDING) && conn.tls.is_none();
+                            let direct =
+                                conn.has(Flags::RECEIVING) && !conn.has(Flags::PENDING) && conn.tls.is_none();
                             match (conn.has(Flags::DISCARDING), direct) {
                                 (true, _) => {} // lingering: dropped
                                 (false, true) => {
@@ -527,6 +528,7 @@ impl Conn {
         executor: &mut ExecuteOn<'_>,
     ) -> Progress {
         if let Some(mut tls) = self.tls.take() {
+            let executor = &mut crate::tls::DynExecute(executor);
             let progress = self.pump_tls(&mut tls, ring, buffers, token, now, executor);
             self.tls = Some(tls);
             return progress;

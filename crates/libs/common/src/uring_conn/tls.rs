@@ -10,12 +10,13 @@ use std::time::Instant;
 use sys::uring::Ring;
 
 use super::{index_of, Buffers, Conn, Flags, Progress, SEND};
-use crate::conn::ExecuteOn;
 use crate::session::Want;
-use crate::tls::{Plain, Tls};
+use crate::tls::{DynExecute, Plain, Tls};
 use std::os::fd::AsFd;
 
 impl Conn {
+    /// Kept out of line: the plaintext pump pays one test of `Conn::tls` for it, not a larger body.
+    #[inline(never)]
     pub(super) fn pump_tls(
         &mut self,
         tls: &mut Tls,
@@ -23,7 +24,7 @@ impl Conn {
         buffers: &mut Buffers,
         token: u64,
         now: Instant,
-        executor: &mut ExecuteOn<'_>,
+        executor: &mut DynExecute<'_>,
     ) -> Progress {
         let index = index_of(token);
         self.set(Flags::RECEIVING, false);
