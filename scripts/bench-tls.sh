@@ -4,7 +4,8 @@
 #
 # Usage: scripts/bench-tls.sh [ROW...]
 #   ROW       lab servers to run, by binary name without lab-, default: epoll
-#   DURATION  (environment) measured seconds per workload, default 3; ROUNDS, default 3
+#   DURATION  (environment) measured seconds per workload, default 3; ROUNDS, default 3 (0: no table)
+#   SPLIT     (environment) e.g. "memcached ramcloud": after the table, which thread pays (see below)
 #
 # Each server runs one worker on CPU 0 (the lab rows with --workers 1 --cpus 0, nginx with
 # worker_processes 1 pinned to CPU 0), lab-load one thread on CPU 1. Workloads:
@@ -128,8 +129,9 @@ print(f"{rps:.0f} {cpu_us / max(requests, 1):.1f} {per_handshake:.1f} {handshake
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-printf '%-10s %-15s %12s %16s %18s\n' server workload "req/s" "cpu µs/request" "cpu µs/handshake"
+[[ $ROUNDS -gt 0 ]] && printf '%-10s %-15s %12s %16s %18s\n' server workload "req/s" "cpu µs/request" "cpu µs/handshake"
 for row in "${ROWS[@]}" nginx-ssl; do
+    [[ $ROUNDS -gt 0 ]] || break
     for workload in keep-alive tls-keep-alive tls-churn tls-resume; do
         : >"$WORK/rounds"
         for _ in $(seq 1 "$ROUNDS"); do
@@ -142,4 +144,45 @@ for row in "${ROWS[@]}" nginx-ssl; do
             "$(cut -d' ' -f3 "$WORK/rounds" | median)"
     done
 done
-echo "(medians of $ROUNDS rounds of ${DURATION} s; server on CPU 0, lab-load on CPU 1; µs/handshake: tls-churn and tls-resume only)"
+[[ $ROUNDS -gt 0 ]] && echo "(medians of $ROUNDS rounds of ${DURATION} s; server on CPU 0, lab-load on CPU 1; µs/handshake: tls-churn and tls-resume only)"
+
+# Which thread pays, where a design has one in the middle (SPLIT="memcached ramcloud"): the server
+# with 2 workers, unpinned, the main thread (lab-memcached's acceptor, lab-ramcloud's dispatcher)
+# against the worker threads, in CPU µs per handshake (tls-churn) and per request (tls-keep-alive).
+thread_ticks() {
+    local pid=$1 main=0 others=0 task stat ticks
+    for task in /proc/"$pid"/task/*; do
+        stat=$(cut -d' ' -f14,15 "$task/stat" 2>/dev/null) || continue
+        ticks=$((${stat% *} + ${stat#* }))
+        if [[ ${task##*/} == "$pid" ]]; then main=$((main + ticks)); else others=$((others + ticks)); fi
+    done
+    echo "$main $others"
+}
+if [[ -n ${SPLIT:-} ]]; then
+    printf '\n%-10s %-15s %12s %22s %22s\n' server workload "req/s" "main thread cpu µs/op" "workers cpu µs/op"
+    for row in $SPLIT; do
+        for workload in tls-churn tls-keep-alive; do
+            flags=(-c 32 --close)
+            [[ $workload == tls-keep-alive ]] && flags=(-c 64)
+            PORT=$(free_port)
+            "target/release/lab-$row" --addr "127.0.0.1:$PORT" --workers 2 \
+                --tls-cert "$CERT/server.pem" --tls-key "$CERT/server.key" >/dev/null 2>&1 &
+            SERVER_PID=$!
+            for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+            read -r main_before others_before < <(thread_ticks "$SERVER_PID")
+            "$LOAD" "https://127.0.0.1:$PORT/" "${flags[@]}" --cacert "$CERT/ca.pem" -d "$DURATION" \
+                --warmup 0 --json "$WORK/load.json" --no-progress >/dev/null
+            read -r main_after others_after < <(thread_ticks "$SERVER_PID")
+            stop
+            python3 -c '
+import json, os, sys
+report = json.load(open(sys.argv[1]))
+tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+ops = sum(report["tls"].values()) if sys.argv[4] == "tls-churn" else report["requests"]
+main, others = int(sys.argv[2]) * tick_us / ops, int(sys.argv[3]) * tick_us / ops
+rps = report["rps"]
+print(f"{sys.argv[5]:<10} {sys.argv[4]:<15} {rps:>12.0f} {main:>22.1f} {others:>22.1f}")
+' "$WORK/load.json" "$((main_after - main_before))" "$((others_after - others_before))" "$workload" "$row"
+        done
+    done
+fi

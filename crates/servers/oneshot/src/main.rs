@@ -20,6 +20,7 @@
 //! and a heavy connection slows nobody else; yet no thread carries everyone's I/O, as lab-ramcloud's
 //! dispatcher does. The price is paid per wake-up: an `epoll_ctl` to re-arm, a lock per connection,
 //! and a connection's cache lines moving to whichever core serves it next.
+//! With --tls-cert each step of a handshake runs on whichever thread the event went to.
 #![forbid(unsafe_code)]
 
 use std::io;
