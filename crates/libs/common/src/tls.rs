@@ -249,17 +249,6 @@ impl Tls {
         Ok(n)
     }
 
-    /// As [`Tls::read_tls`], for bytes a completion already brought (io_uring): all of them.
-    pub fn receive(&mut self, mut bytes: &[u8], now: Instant, session: &mut Session) -> io::Result<()> {
-        while !bytes.is_empty() {
-            if self.conn.read_tls(&mut bytes)? == 0 {
-                break;
-            }
-            self.process(now, session)?;
-        }
-        Ok(())
-    }
-
     fn process(&mut self, now: Instant, session: &mut Session) -> io::Result<()> {
         if self.handshaking {
             session.head_pending(now, true);
