@@ -15,6 +15,7 @@ mod reuseport_balance;
 mod slow_reader;
 mod small_backlog;
 mod syn_flood;
+mod tls_cost;
 mod uring_accept_queue;
 
 /// One experiment: its name, its claim, and the function that measures it.
@@ -51,4 +52,5 @@ pub const EXPERIMENTS: &[Experiment] = &[
     l4_vs_l7::EXPERIMENT,
     copy_on_write::EXPERIMENT,
     uring_accept_queue::EXPERIMENT,
+    tls_cost::EXPERIMENT,
 ];
