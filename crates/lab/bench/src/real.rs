@@ -540,7 +540,30 @@ pub fn start(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    if let Spec::System(_) = spec {
+        hello(addr).map_err(|reason| format!("{id} on {addr}: GET /: {reason}"))?;
+    }
     Ok(running)
+}
+
+/// One `GET /` on a connection of its own: the real systems are configured to answer it as the
+/// project's servers do, 200 and `Hello, World!`.
+fn hello(addr: SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(|e| format!("read: {e}"))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.lines().next().unwrap_or("");
+    if status.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nHello, World!") {
+        Ok(())
+    } else {
+        Err(format!("want 200 and `Hello, World!`, got {:?}", answer.chars().take(200).collect::<String>()))
+    }
 }
 
 impl Drop for Running {
