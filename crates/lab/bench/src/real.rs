@@ -348,22 +348,22 @@ impl Cgroup {
     }
 
     /// Kills every process in it (cgroup.kill where the kernel has it, else each one) until none is
-    /// left or `patience` passes, then removes it.
+    /// left and it is removed, or `patience` passes (a process killed leaves the listing before it
+    /// has quite left the cgroup: the removal is tried again until then).
     fn kill_all(&self, patience: Duration) {
         let deadline = Instant::now() + patience;
-        loop {
+        while Instant::now() < deadline {
             let procs = self.procs();
-            if procs.is_empty() || Instant::now() > deadline {
-                break;
+            if procs.is_empty() && fs::remove_dir(&self.dir).is_ok() {
+                return;
             }
-            if fs::write(self.dir.join("cgroup.kill"), "1").is_err() {
+            if !procs.is_empty() && fs::write(self.dir.join("cgroup.kill"), "1").is_err() {
                 for pid in procs {
                     signal(pid, Signal::SIGKILL);
                 }
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = fs::remove_dir(&self.dir);
     }
 }
 
