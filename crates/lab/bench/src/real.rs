@@ -459,7 +459,9 @@ pub fn start(
     let write = |name: &str, text: &str| {
         fs::write(dir.join(name), text).map_err(|e| format!("write {}: {e}", dir.join(name).display()))
     };
-    let (program, args, env, ready): (PathBuf, Vec<String>, Vec<(&str, &str)>, Option<PathBuf>) = match spec {
+    // The program, its arguments, its environment, and the file it writes once ready (Node's cluster).
+    type Invocation = (PathBuf, Vec<String>, Vec<(&'static str, &'static str)>, Option<PathBuf>);
+    let (program, args, env, ready): Invocation = match spec {
         Spec::User { command } => {
             let line = substitute(command, addr, workers, cpus);
             (PathBuf::from("sh"), vec!["-c".into(), line], vec![], None)
