@@ -367,6 +367,18 @@ impl Cgroup {
     }
 }
 
+/// Kills what is left in this lab-bench's cgroups and removes them: for a signal's stop, which ends
+/// the process without running the servers' own stops.
+pub fn remove_cgroups() {
+    let Ok(parent) = own_cgroup() else { return };
+    let prefix = format!("acceptlab-bench-{}-", std::process::id());
+    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            Cgroup { dir: entry.path(), cpuset: false }.kill_all(Duration::from_secs(2));
+        }
+    }
+}
+
 fn signal(pid: u32, signal: Signal) {
     if let Ok(raw) = i32::try_from(pid) {
         let _ = kill(Pid::from_raw(raw), signal);
