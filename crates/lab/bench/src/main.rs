@@ -1,4 +1,6 @@
-//! lab-bench: the five architectures side by side, with nginx as the reference, on chosen CPUs.
+//! lab-bench: the five architectures side by side, with nginx as the reference, on chosen CPUs;
+//! beside them, where named, the real systems (Node, Apache, HAProxy) and a user's `--server`
+//! (`real`: each started as a process tree pinned and held in a cgroup of its own).
 //!
 //! Every server is started the way the test suites start it (labkit: wait for `listening on`),
 //! pinned to the server CPUs; lab-load runs as a pinned child process on the client CPUs with
