@@ -11,7 +11,7 @@
 //! Every one of them is a process tree started the same way: from a thread pinned to the server
 //! CPUs (so it and every process it starts inherit the affinity), in a process group of its own,
 //! and in a cgroup v2 of its own where the machine allows one (with the server CPUs as its
-//! `cpuset.cpus` where the cpuset controller is there to enable), so that a forking server's
+//! `cpuset.cpus` where the cpuset controller is enabled there), so that a forking server's
 //! children are pinned and stopped too. Stopped with SIGTERM, then every process of the cgroup, the
 //! group and the tree killed; the ones still running after that are kept for the results
 //! ([`left_behind`]).
@@ -326,9 +326,10 @@ impl Cgroup {
         let n = CGROUPS_MADE.fetch_add(1, Ordering::SeqCst);
         let dir = parent.join(format!("acceptlab-bench-{}-{n}", std::process::id()));
         fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let controllers = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-        let cpuset = controllers.split_whitespace().any(|c| c == "cpuset")
-            && fs::write(parent.join("cgroup.subtree_control"), "+cpuset").is_ok()
+        // Only where the cpuset controller is already enabled for lab-bench's cgroup's children:
+        // enabling it would change the machine's cgroup tree, which lab-bench leaves as it found it.
+        let enabled = fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+        let cpuset = enabled.split_whitespace().any(|c| c == "cpuset")
             && fs::write(dir.join("cpuset.cpus"), cpus_text(cpus)).is_ok();
         Ok(Cgroup { dir, cpuset })
     }
@@ -511,7 +512,7 @@ pub fn start(
         }
         Ok(cgroup) => {
             let how = format!(
-                "a cgroup v2 of its own ({}) to find and stop every process; no cpuset controller to enable \
+                "a cgroup v2 of its own ({}) to find and stop every process; the cpuset controller not enabled \
                  there, so pinned by affinity, inherited from the thread that started it",
                 cgroup.pattern()
             );
