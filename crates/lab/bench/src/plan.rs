@@ -10,6 +10,8 @@ pub enum Launch {
     Lab { bin: &'static str, args: Vec<String> },
     /// nginx from the distribution, the reference, from a configuration made for the run.
     Nginx(crate::nginx::Config),
+    /// A real system beside nginx (Node, Apache, HAProxy) or a user's `--server`: `real`.
+    Real(crate::real::Spec),
 }
 
 /// One server under test.
@@ -185,6 +187,86 @@ pub fn resolve_workloads(names: &[String]) -> Result<Vec<&'static str>, String> 
 /// `real-nginx` the reference) or by its exact id.
 pub fn selected(archs: &[String], target: &Target) -> bool {
     archs.is_empty() || archs.iter().any(|a| a == target.family || *a == target.id)
+}
+
+/// The rows of the real systems beside nginx that `--archs` names (`real` names them all, with
+/// nginx), those installed here, on `cpus`, for `connections` lab-load connections; each one named
+/// but not installed said in one line on stderr, unless `quiet`.
+pub fn real_targets(cpus: &[usize], archs: &[String], connections: usize, quiet: bool) -> Vec<Target> {
+    use crate::real::{find, named, System};
+    let n = cpus.len();
+    let mut rows = Vec::new();
+    let mut missing: Vec<(&str, Vec<&str>)> = Vec::new();
+    for system in System::ALL.into_iter().filter(|s| named(archs, *s)) {
+        if find(system.program()).is_none() {
+            match missing.iter_mut().find(|(program, _)| *program == system.program()) {
+                Some((_, ids)) => ids.push(system.id()),
+                None => missing.push((system.program(), vec![system.id()])),
+            }
+            continue;
+        }
+        // Apache's event MPM closes kept-alive connections whenever no worker thread is idle (64
+        // connections on 2, 4 or 16 threads: thousands of resets a second; on 64, a few), so its
+        // threads are twice lab-load's connections, not the CPUs.
+        let workers = match system {
+            System::NodeOne => 1,
+            System::ApacheEvent => (2 * connections).max(n),
+            _ => n,
+        };
+        let on = if system == System::NodeOne { &cpus[..1] } else { cpus };
+        rows.push(Target {
+            id: system.id().into(),
+            family: system.family(),
+            workers,
+            cpus: on.to_vec(),
+            launch: Launch::Real(crate::real::Spec::System(system)),
+            serves_lab_routes: false,
+        });
+    }
+    if !quiet {
+        for (program, ids) in missing {
+            eprintln!(
+                "lab-bench: {program} is not installed (not on PATH nor in /usr/sbin): {} skipped \
+                 (scripts/install-tools.sh {program} installs it)",
+                ids.join(", ")
+            );
+        }
+    }
+    rows
+}
+
+/// The rows of `--server NAME='COMMAND'`, on `cpus`, with `{workers}` = the number of CPUs.
+pub fn user_targets(cpus: &[usize], servers: &[(String, String)]) -> Vec<Target> {
+    servers
+        .iter()
+        .map(|(name, command)| Target {
+            id: name.clone(),
+            family: "user",
+            workers: cpus.len(),
+            cpus: cpus.to_vec(),
+            launch: Launch::Real(crate::real::Spec::User { command: command.clone() }),
+            serves_lab_routes: false,
+        })
+        .collect()
+}
+
+/// Whether `--archs` selects a row of the real systems or of a user's server (made only where
+/// named, so always), or, with `real`, one of nginx's.
+pub fn selected_real(archs: &[String], target: &Target) -> bool {
+    match target.launch {
+        Launch::Real(_) => true,
+        _ => archs.iter().any(|a| a == "real") && target.family.starts_with("real-"),
+    }
+}
+
+/// How a row of a real system or a user's server is configured, in one line (empty for the
+/// project's own, whose command line says it).
+pub fn configuration(target: &Target) -> String {
+    match &target.launch {
+        Launch::Lab { .. } => String::new(),
+        Launch::Nginx(config) => crate::real::describe_nginx(config),
+        Launch::Real(spec) => crate::real::describe(spec, target.workers, &target.cpus),
+    }
 }
 
 #[cfg(test)]
