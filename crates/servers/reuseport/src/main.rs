@@ -29,6 +29,7 @@ mod steer;
 
 use std::io;
 use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use common::accept::Acceptor;
@@ -45,6 +46,9 @@ use sys::signal::{ShutdownSignals, Signal};
 
 use pool::Server;
 use steer::{Load, Migrate, Steer, Steering};
+
+/// How long a stopping worker serves the connections it accepted as usual before it drains them.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// lab-reuseport: N worker processes, each on its own SO_REUSEPORT socket of one port.
 #[derive(Parser)]
@@ -133,6 +137,8 @@ fn worker_main(server: &Server, index: usize, listener: Listener) -> io::Result<
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     let mut taken = worker.accepted_and_open().0;
+    // Once stopped: until when the connections it accepted are served as usual, before the drain.
+    let mut settle: Option<Instant> = None;
     if let Some(load) = &load {
         load.live();
     }
@@ -140,13 +146,16 @@ fn worker_main(server: &Server, index: usize, listener: Listener) -> io::Result<
         if let Some(load) = &load {
             load.idle(worker.accepted_and_open().1);
         }
-        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
+        let settling = settle.map(|at| at.saturating_duration_since(Instant::now()));
+        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left(), settling]))?;
         if let Some(load) = &load {
             load.busy();
         }
         conns.woke_up();
         // A stop is seen before anything else the wake-up brought: the socket closes at once, and
         // what queued there goes where migration sends it (or, with none, is reset by the kernel).
+        // The connections already accepted are served as usual for SETTLE, so that one whose
+        // request is still on its way is answered, not closed unread; then the drain begins.
         if events.iter().any(|event| event.token == SIGNALS)
             && told_to_stop(&server.signals)?
             && drain.begin()
@@ -155,7 +164,7 @@ fn worker_main(server: &Server, index: usize, listener: Listener) -> io::Result<
                 load.retire();
             }
             acceptor.stop_listening()?;
-            conns.begin_drain();
+            settle = Some(Instant::now() + SETTLE);
         }
         for event in events.iter() {
             match event.token {
@@ -173,7 +182,11 @@ fn worker_main(server: &Server, index: usize, listener: Listener) -> io::Result<
             }
         }
         conns.tick();
-        if drain.is_done(&conns) {
+        if settle.is_some_and(|at| Instant::now() >= at) {
+            settle = None;
+            conns.begin_drain();
+        }
+        if settle.is_none() && drain.is_done(&conns) {
             return Ok(());
         }
     }

@@ -273,7 +273,10 @@ impl Supervisor<'_> {
             let worker = self.slots[slot].take().expect("found above");
             self.server.set_slot(slot, EMPTY, 0);
             if let Some(words) = self.server.steering.slot(slot) {
-                words[word::LIVE].store(0, Relaxed); // (already 0 unless it died)
+                // Already so unless it died: the program skips the slot until its next worker.
+                for w in [word::LIVE, word::BUSY_SINCE, word::OPEN] {
+                    words[w].store(0, Relaxed);
+                }
             }
             if self.stop.is_some() {
                 continue;
