@@ -548,6 +548,18 @@ fn reuseport_row(name: &str) -> Option<&'static Server> {
     acceptlab_tests::runs_here(server).unwrap_or_else(|failure| panic!("{failure}")).then_some(server)
 }
 
+/// Waits until every worker of `running` has published its load as live (the program chooses only
+/// among those), and returns the /stats that says so.
+fn all_live(running: &Running) -> Value {
+    let mut stats = Value::Null;
+    let live = eventually(Duration::from_secs(5), || {
+        stats = running.connect().stats();
+        workers(&stats).iter().all(|worker| worker["load"]["live"] == true)
+    });
+    assert!(live, "every worker live: {stats}");
+    stats
+}
+
 /// Whether a response has arrived on `client` (without waiting for one).
 fn answered(client: &Client) -> bool {
     client.stream().set_nonblocking(true).expect("set_nonblocking");
@@ -564,6 +576,7 @@ fn answered(client: &Client) -> bool {
 fn reuseport_steer_load_sends_new_connections_past_a_held_worker() {
     let Some(server) = reuseport_row("reuseport-load") else { return };
     let running = spawn(server, &[]);
+    all_live(&running);
     let mut held = running.connect();
     held.send(&get("/sleep?ms=2500"));
     thread::sleep(Duration::from_millis(300)); // past the 1 ms after which a batch counts as busy
@@ -589,11 +602,20 @@ fn reuseport_migration_loses_nothing_when_a_worker_socket_closes() {
     let Some(server) = reuseport_row("reuseport-load") else { return };
     for migrate in ["on", "off"] {
         let running = spawn(server, &["--migrate", migrate]);
-        let mut held: Vec<Client> = (0..2).map(|_| running.connect()).collect();
-        for client in &mut held {
-            client.send(&get("/sleep?ms=1500"));
-            thread::sleep(Duration::from_millis(100)); // the second goes to the other worker
-        }
+        all_live(&running);
+        let mut held = vec![running.connect()];
+        held[0].send(&get("/sleep?ms=1500"));
+        // Once the first is seen executing (by the other worker, which answers /stats), the
+        // program sends the second to the other worker.
+        let mut stats = Value::Null;
+        let executing = eventually(Duration::from_secs(1), || {
+            stats = running.connect().stats();
+            workers(&stats).iter().any(|w| json_count(&w["load"], "busy_ms") >= 100)
+        });
+        assert!(executing, "the first held request executing: {stats}");
+        thread::sleep(Duration::from_millis(50));
+        held.push(running.connect());
+        held[1].send(&get("/sleep?ms=1500"));
         thread::sleep(Duration::from_millis(200));
         let mut clients: Vec<Client> = (0..CLIENTS).map(|_| running.connect()).collect();
         for client in &mut clients {
@@ -624,11 +646,15 @@ fn reuseport_migration_loses_nothing_when_a_worker_socket_closes() {
 
 /// SIGTTIN adds a worker on a socket of its own, SIGTTOU removes one, SIGHUP replaces every
 /// worker with a new process on a new socket; /stats counts each, and the server answers
-/// throughout.
+/// throughout (with migration, so that a /stats connection queued on a closing socket is moved,
+/// not reset).
 #[test]
 fn reuseport_workers_are_added_removed_and_replaced_by_signal() {
-    let server = SERVERS.iter().find(|server| server.name == "reuseport").expect("a reuseport row");
-    let mut running = spawn(server, &[]);
+    let server = Server::other("reuseport-migrate", "lab-reuseport", &["--workers", "2", "--migrate", "on"]);
+    if !acceptlab_tests::runs_here(&server).unwrap_or_else(|failure| panic!("{failure}")) {
+        return;
+    }
+    let mut running = spawn(&server, &[]);
     let supervisor = running.pid();
     let signal = |signal| kill(Pid::from_raw(supervisor as i32), signal).expect("signal the supervisor");
     let settled = |what: &str, serving: u64, listeners: usize| {

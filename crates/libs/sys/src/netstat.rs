@@ -62,24 +62,23 @@ pub struct Listening {
     pub accept_queue: u32,
 }
 
-/// The namespace's listening TCP sockets: from anywhere, the queue of a socket this process holds
-/// no fd of (lab-reuseport's /stats, where each worker process holds only its own). The kernel
-/// lists listening sockets first, so reading stops at the first other line: the file's thousands
-/// of TIME_WAIT lines under churn are never generated.
-pub fn listening() -> io::Result<Vec<Listening>> {
+/// The namespace's listening TCP sockets of one family (`/proc/net/tcp`, or `tcp6` with `ipv6`):
+/// from anywhere, the queue of a socket this process holds no fd of (lab-reuseport's /stats, where
+/// each worker process holds only its own). The kernel lists listening sockets first, so reading
+/// stops at the first other line: the file's thousands of TIME_WAIT lines under churn are never
+/// generated. (A file with no line past the listening ones still walks every connection of the
+/// namespace, hence one family only: `tcp6` without IPv6 sockets costs 20 ms at 130 000 of them.)
+pub fn listening(ipv6: bool) -> io::Result<Vec<Listening>> {
     use std::io::BufRead;
+    let path = if ipv6 { "/proc/net/tcp6" } else { "/proc/net/tcp" };
+    let file =
+        std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("open {path}: {e}")))?;
     let mut all = Vec::new();
-    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let file = match std::fs::File::open(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // IPv6 off
-            file => file.map_err(|e| io::Error::new(e.kind(), format!("open {path}: {e}")))?,
-        };
-        for line in io::BufReader::new(file).lines().skip(1) {
-            let line = line.map_err(|e| io::Error::new(e.kind(), format!("read {path}: {e}")))?;
-            match parse_listening(&line) {
-                Some(listening) => all.push(listening),
-                None => break,
-            }
+    for line in io::BufReader::new(file).lines().skip(1) {
+        let line = line.map_err(|e| io::Error::new(e.kind(), format!("read {path}: {e}")))?;
+        match parse_listening(&line) {
+            Some(listening) => all.push(listening),
+            None => break,
         }
     }
     Ok(all)

@@ -171,9 +171,9 @@ fn worker_main(server: &Server, index: usize, listener: Listener) -> io::Result<
                 LISTENER => {
                     let sent = load.as_ref().map(Load::sent);
                     conns.accept_from(&poller, &mut acceptor);
-                    let accepted = worker.accepted_and_open().0;
+                    let (accepted, open) = worker.accepted_and_open();
                     if let (Some(load), Some(sent)) = (&load, sent) {
-                        load.took(accepted - taken, sent);
+                        load.took(accepted - taken, sent, open);
                     }
                     taken = accepted;
                 }

@@ -326,6 +326,7 @@ fn open_socket(config: &Config, addr: SocketAddr) -> io::Result<Listener> {
 /// published load.
 pub fn annex(server: &Server) -> common::stats::Annex {
     let (shared, table, addr) = (server.shared, server.steering.table, server.addr.to_string());
+    let ipv6 = server.addr.is_ipv6();
     let steering = json!({
         "mode": server.steering.steer.name(),
         "migrate": server.steering.migrate,
@@ -338,7 +339,7 @@ pub fn annex(server: &Server) -> common::stats::Annex {
         sys::socket::somaxconn().map_or(server.config.backlog, |cap| server.config.backlog.min(cap));
     Box::new(move |report: &mut Value| {
         let slot_word = |slot: usize, i: usize| shared[SLOTS_AT + 2 * slot + i].load(Relaxed);
-        let listening = sys::netstat::listening().unwrap_or_default();
+        let listening = sys::netstat::listening(ipv6).unwrap_or_default();
         let listeners: Vec<Value> = (0..max_workers)
             .filter(|&slot| slot_word(slot, 0) != EMPTY)
             .filter_map(|slot| {

@@ -215,7 +215,9 @@ impl Load {
     /// The worker has just taken `n` connections and emptied its queue: what the program had sent
     /// before `sent` (read before accepting) is taken or lost (a handshake that never completed, a
     /// full queue), so it no longer counts as queued.
-    pub fn took(&self, n: u64, sent: u64) {
+    /// Its open connections are published at once: they no longer count as queued.
+    pub fn took(&self, n: u64, sent: u64, open: u64) {
+        self.words[word::OPEN].store(open, Relaxed);
         let taken = self.words[word::TAKEN].load(Relaxed).wrapping_add(n);
         self.words[word::TAKEN].store(taken.max(sent), Relaxed);
     }
