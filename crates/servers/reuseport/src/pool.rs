@@ -111,9 +111,9 @@ pub fn supervise(server: &Server, first: Listener, worker_main: WorkerMain) -> i
     let slots = vec![None; server.max_workers];
     let mut sup =
         Supervisor { server, worker_main, slots, to_replace: Vec::new(), replacing: None, stop: None };
-    sup.start(0, Some(first))?;
+    sup.start(0, Some(first), None)?;
     for slot in 1..server.config.workers {
-        sup.start(slot, None)?;
+        sup.start(slot, None, None)?;
     }
     startup::announce(server.addr);
     loop {
@@ -152,7 +152,8 @@ impl Supervisor<'_> {
 
     /// Opens a socket for `slot` (or takes `listener`), joins it to the group and the program's
     /// sockarray, and forks the worker that alone will hold it: the supervisor closes its copy.
-    fn start(&mut self, slot: usize, listener: Option<Listener>) -> io::Result<()> {
+    /// `counted`: the count in /stats this start adds one to, before the worker can answer.
+    fn start(&mut self, slot: usize, listener: Option<Listener>, counted: Option<usize>) -> io::Result<()> {
         let server = self.server;
         let listener = match listener {
             Some(listener) => listener,
@@ -162,6 +163,9 @@ impl Supervisor<'_> {
         server.set_slot(slot, SERVING, sys::socket::inode(listener.fd.as_fd())?);
         // Registered before the worker runs, so that /stats lists it at once.
         server.stats.worker(slot, Role::Process, server.config.cpu_for(slot));
+        if let Some(what) = counted {
+            server.count(what);
+        }
         match sys::process::fork()? {
             ForkResult::Parent { child } => {
                 self.slots[slot] = Some(Worker { pid: child, retiring: false });
@@ -203,8 +207,7 @@ impl Supervisor<'_> {
             startup::log(format!("SIGTTIN: ignored: every one of --max-workers {max} slots is in use"));
             return Ok(());
         };
-        self.start(slot, None)?;
-        self.server.count(ADDED);
+        self.start(slot, None, Some(ADDED))?;
         let cpu = self.server.config.cpu_for(slot).map_or("any CPU".into(), |cpu| format!("CPU {cpu}"));
         startup::log(format!("SIGTTIN: worker {slot} added on {cpu}: {} serving", self.serving()));
         Ok(())
@@ -250,7 +253,7 @@ impl Supervisor<'_> {
         let Some(old) = self.to_replace.pop() else { return Ok(()) };
         let free = self.slots.iter().position(Option::is_none);
         if let Some(slot) = free {
-            self.start(slot, None)?;
+            self.start(slot, None, None)?;
         }
         self.retire(old);
         self.replacing = Some((old, free.is_none()));
@@ -285,7 +288,7 @@ impl Supervisor<'_> {
                 startup::log(format!("worker {slot} (pid {pid}) exited: {ended}; retired"));
                 if let Some((old, start_here)) = self.replacing.filter(|&(old, _)| old == slot) {
                     if start_here {
-                        self.start(old, None)?;
+                        self.start(old, None, None)?;
                     }
                     self.server.count(REPLACED);
                     self.replacing = None;
@@ -306,8 +309,7 @@ impl Supervisor<'_> {
                 continue;
             }
             startup::log(format!("worker {slot} (pid {pid}) exited: {ended}; restarting"));
-            self.start(slot, None)?;
-            self.server.count(RESTARTED);
+            self.start(slot, None, Some(RESTARTED))?;
         }
         Ok(())
     }
