@@ -579,7 +579,7 @@ fn reuseport_steer_load_sends_new_connections_past_a_held_worker() {
     all_live(&running);
     let mut held = running.connect();
     held.send(&get("/sleep?ms=2500"));
-    thread::sleep(Duration::from_millis(300)); // past the 1 ms after which a batch counts as busy
+    thread::sleep(Duration::from_millis(300)); // past the 10 ms after which a batch counts as busy
     for i in 0..12 {
         let response = running.connect().get("/");
         assert_eq!(response.status, 200, "new connection {i}: {response:?}");

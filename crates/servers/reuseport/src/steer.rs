@@ -65,9 +65,10 @@ pub mod word {
     pub const WORDS: usize = 8;
 }
 
-/// A worker executing one batch of events for longer than this counts as busy (1 ms: a request
-/// of the lab's workloads takes microseconds; `/sleep` holds a worker for its whole length).
-pub const BUSY_AFTER_NS: i32 = 1_000_000;
+/// A worker executing one batch of events for longer than this counts as busy (10 ms: a batch of
+/// the lab's workloads takes microseconds to a few ms, lab-bench's heavy requests 1 ms each, so
+/// that a worker merely working is weighed by its connections; `/sleep` holds one for its length).
+pub const BUSY_AFTER_NS: i32 = 10_000_000;
 /// Added to a busy worker's score: it is chosen only if every live worker is busy.
 pub const BUSY_PENALTY: i32 = 1 << 30;
 
@@ -164,7 +165,7 @@ impl Steering {
     pub fn describe(&self) -> &'static str {
         match (self.steer, self.ebpf.is_some()) {
             (Steer::Load, _) => {
-                "least of open + queued connections, busy (one batch > 1 ms) last; ties by hash"
+                "least of open + queued connections, busy (one batch > 10 ms) last; ties by hash"
             }
             (Steer::Hash, true) => "hash; migrations to the least loaded",
             (Steer::Hash, false) => "hash",
