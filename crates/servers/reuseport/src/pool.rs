@@ -166,7 +166,8 @@ impl Supervisor<'_> {
         if let Some(what) = counted {
             server.count(what);
         }
-        match sys::process::fork()? {
+        let forked = sys::process::fork().inspect_err(|_| server.set_slot(slot, EMPTY, 0))?;
+        match forked {
             ForkResult::Parent { child } => {
                 self.slots[slot] = Some(Worker { pid: child, retiring: false });
                 Ok(())
@@ -207,7 +208,10 @@ impl Supervisor<'_> {
             startup::log(format!("SIGTTIN: ignored: every one of --max-workers {max} slots is in use"));
             return Ok(());
         };
-        self.start(slot, None, Some(ADDED))?;
+        if let Err(e) = self.start(slot, None, Some(ADDED)) {
+            startup::log(format!("SIGTTIN: {e}: serving on with {} workers", self.serving()));
+            return Ok(());
+        }
         let cpu = self.server.config.cpu_for(slot).map_or("any CPU".into(), |cpu| format!("CPU {cpu}"));
         startup::log(format!("SIGTTIN: worker {slot} added on {cpu}: {} serving", self.serving()));
         Ok(())
@@ -253,7 +257,11 @@ impl Supervisor<'_> {
         let Some(old) = self.to_replace.pop() else { return Ok(()) };
         let free = self.slots.iter().position(Option::is_none);
         if let Some(slot) = free {
-            self.start(slot, None, None)?;
+            if let Err(e) = self.start(slot, None, None) {
+                startup::log(format!("SIGHUP: {e}: the replacement stops, {} serving", self.serving()));
+                self.to_replace.clear();
+                return Ok(());
+            }
         }
         self.retire(old);
         self.replacing = Some((old, free.is_none()));

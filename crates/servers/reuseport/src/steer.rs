@@ -160,8 +160,7 @@ impl Steering {
         self.table.get(slot * word::WORDS..(slot + 1) * word::WORDS)
     }
 
-    /// The program's text, for `--steer` modes that load one: `migrate_only` leaves new connections
-    /// to the hash.
+    /// The rule, in words, for /stats.
     pub fn describe(&self) -> &'static str {
         match (self.steer, self.ebpf.is_some()) {
             (Steer::Load, _) => {
