@@ -104,7 +104,8 @@ const NEIGHBOUR_ROWS: [(&str, &str, &[&str]); 5] = [
 fn sleep_neighbour(report: &mut Report) {
     const NEW: usize = 20;
     report.does(format!(
-        "sleep neighbour: for each of {}, sends GET /sleep?ms=2000 on one connection, and 200 ms later          opens {NEW} new connections at once, each GET /; times each to its response",
+        "sleep neighbour: for each of {}, sends GET /sleep?ms=2000 on one connection, and 200 ms later \
+         opens {NEW} new connections at once, each GET /; times each to its response",
         NEIGHBOUR_ROWS.map(|(label, _, _)| label).join(", ")
     ));
     let load_works = sys::bpf::probe().is_ok();

@@ -88,11 +88,11 @@ fn run(report: &mut Report) {
     let changed = lost_by_row.iter().all(|(_, _, scaling)| {
         scaling["added"] == 1 && scaling["removed"] == 2 && scaling["replaced"].as_u64() >= Some(2)
     });
-    report.check(
-        "every row: 1 worker added, 2 removed, every worker replaced",
-        changed,
-        format!("{lost_by_row:?}"),
-    );
+    let counted: Vec<String> = lost_by_row
+        .iter()
+        .map(|(label, _, s)| format!("{label}: +{} -{} replaced {}", s["added"], s["removed"], s["replaced"]))
+        .collect();
+    report.check("every row: 1 worker added, 2 removed, every worker replaced", changed, counted.join("; "));
     report.check(
         "with a program deciding migrations (--steer load, or hash --migrate on): no request lost",
         lost(0) == 0 && lost(2) == 0,
