@@ -12,7 +12,8 @@
 #      per CPU) against lab-reuseport, lab-memcached, lab-ramcloud, lab-nginx exclusive and nginx.
 #   2. sweep-bimodal: lab-oneshot against lab-memcached, lab-ramcloud and lab-reuseport, with the
 #      queueing model beside each (the central queue without a central thread).
-#   3. fairness: lab-oneshot, lab-memcached, lab-reuseport.
+#   3. fairness: lab-oneshot, lab-memcached, lab-reuseport (every row of it: the hash, --steer cpu
+#      and --steer load, whose eBPF program picks the least loaded worker).
 #   4. throughput for every other row, to complete the matrix.
 #   5. throughput of the real systems beside nginx (HAProxy and Apache from .lab/root, Node where the
 #      machine has it: lab-bench says in one line which are missing and goes on), about a minute more;

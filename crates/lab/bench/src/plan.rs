@@ -63,7 +63,7 @@ fn lab(
 }
 
 /// Every server for `cpus`: the seven architectures with `--workers` = the number of CPUs (lab-nginx
-/// once per accept mode, lab-reuseport with and without `--steer cpu`), then nginx with one worker
+/// once per accept mode, lab-reuseport with the hash, `--steer cpu` and `--steer load`), then nginx with one worker
 /// and with N workers three ways. With a single CPU the variants that only differ in how several
 /// workers share the listener are left out: there is nothing for them to choose between.
 pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
@@ -85,6 +85,8 @@ pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
     all.push(lab("reuseport", "reuseport", "lab-reuseport", n, cpus, &[]));
     if several {
         all.push(lab("reuseport-steer", "reuseport", "lab-reuseport", n, cpus, &["--steer", "cpu"]));
+        // An eBPF program picks the least loaded worker (and migrates a closing socket's queue).
+        all.push(lab("reuseport-load", "reuseport", "lab-reuseport", n, cpus, &["--steer", "load"]));
     }
     all.push(lab("oneshot", "oneshot", "lab-oneshot", n, cpus, &[]));
     // lab-uring: one ring (lab-epoll's completion twin, on one CPU), the same with a 20 µs batch
@@ -291,7 +293,7 @@ mod tests {
             ]
         );
         let eight = targets(&[0, 1, 2, 3, 4, 5, 6, 7], true);
-        assert_eq!(eight.len(), 16);
+        assert_eq!(eight.len(), 17);
         let uring: Vec<_> =
             eight.iter().filter(|t| t.family == "uring").map(|t| (t.id.as_str(), t.workers)).collect();
         assert_eq!(uring, [("uring", 1), ("uring-batch", 1), ("uring-reuseport", 8)]);
