@@ -1,6 +1,6 @@
 #![forbid(unsafe_code)]
 //! The documents' promises about the code, for README.md and every markdown file under docs/ (the
-//! `summary.md` files lab-bench writes into docs/results are recorded outputs and left as they are):
+//! summaries lab-bench writes into docs/results are recorded outputs and left as they are):
 //!
 //! - every `name` cited with a `path:line` (or a `:line` after one) names what stands on that line,
 //!   outside a comment, read across the document's line breaks;
@@ -38,10 +38,15 @@ fn tracked_files() -> Vec<PathBuf> {
         .collect()
 }
 
-/// The documents checked: README.md and docs/**/*.md but the recorded `summary.md` outputs.
+/// The documents checked: README.md and docs/**/*.md but the summaries lab-bench wrote into
+/// docs/results (recorded outputs, which begin `# lab-bench results`).
 fn documents() -> Vec<PathBuf> {
     let is_doc = |p: &PathBuf| {
-        let recorded = p.starts_with("docs/results") && p.file_name().is_some_and(|n| n == "summary.md");
+        let written_by_lab_bench = || {
+            let text = fs::read_to_string(root().join(p)).unwrap_or_default();
+            text.starts_with("# lab-bench results")
+        };
+        let recorded = p.starts_with("docs/results") && written_by_lab_bench();
         (p == Path::new("README.md") || p.starts_with("docs"))
             && p.extension().is_some_and(|e| e == "md")
             && !recorded

@@ -44,6 +44,7 @@ pub const SERVERS: &[Server] = &[
     Server { name: "nginx-exclusive", bin: "lab-nginx", args: &["--workers", "2", "--accept", "exclusive"], single_threaded: false },
     Server { name: "nginx-herd", bin: "lab-nginx", args: &["--workers", "2", "--accept", "herd"], single_threaded: false },
     Server { name: "reuseport", bin: "lab-reuseport", args: &["--workers", "2"], single_threaded: false },
+    Server { name: "reuseport-load", bin: "lab-reuseport", args: &["--workers", "2", "--steer", "load"], single_threaded: false },
     Server { name: "oneshot", bin: "lab-oneshot", args: &["--workers", "2"], single_threaded: false },
     Server { name: "uring", bin: "lab-uring", args: &["--workers", "2"], single_threaded: false },
 ];
@@ -62,13 +63,17 @@ impl Server {
     }
 
     /// Why this row cannot run on this machine, if it cannot: lab-uring where this process may not
-    /// make an io_uring (old kernel, `kernel.io_uring_disabled`, a seccomp profile), with the
-    /// refusal as lab-uring would print it.
+    /// make an io_uring (old kernel, `kernel.io_uring_disabled`, a seccomp profile), lab-reuseport
+    /// with an eBPF program (`--steer load`, `--migrate on`) where it may not load one (no
+    /// `CAP_BPF`), with the refusal as the server would print it.
     pub fn unavailable(&self) -> Option<String> {
-        if self.bin != "lab-uring" {
-            return None;
+        let ebpf =
+            self.args.windows(2).any(|pair| pair == ["--steer", "load"] || pair == ["--migrate", "on"]);
+        match self.bin {
+            "lab-uring" => sys::uring::probe().err().map(|e| e.to_string()),
+            "lab-reuseport" if ebpf => sys::bpf::probe().err().map(|e| e.to_string()),
+            _ => None,
         }
-        sys::uring::probe().err().map(|e| e.to_string())
     }
 
     /// The `arch` the binary reports in /stats: its name without the `lab-` prefix.
@@ -190,6 +195,20 @@ pub fn run_without_io_uring(
     command.args(args).envs(envs.iter().copied()).stdin(Stdio::null());
     sys::process::deny_io_uring_setup(&mut command);
     command.output().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+}
+
+/// `bin` with `args`, run to its end in a child whose `bpf(2)` fails with EPERM (as without
+/// `CAP_BPF`): its exit status, stdout and stderr. A server that starts is stopped after `for_`.
+pub fn run_without_bpf(bin: &std::path::Path, args: &[&str], for_: Duration) -> std::process::Output {
+    let mut command = Command::new(bin);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    sys::process::deny_system_call(&mut command, nix::libc::SYS_bpf);
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    let ended = eventually(for_, || child.try_wait().ok().flatten().is_some());
+    if !ended {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("wait {}: {e}", bin.display()))
 }
 
 /// [`bin_path`], with an error instead of a panic.

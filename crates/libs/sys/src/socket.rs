@@ -51,6 +51,12 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The socket's inode number (`fstat`'s `st_ino`): how `/proc/net/tcp` names it.
+pub fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let stat = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| os_error("fstat fd", fd.as_raw_fd(), e))?;
+    Ok(stat.st_ino)
+}
+
 /// `setsockopt(TCP_NODELAY)`: send small writes at once instead of waiting for Nagle's algorithm to
 /// coalesce them with the next one (which, against a delayed ACK, can stall a response for 40 ms).
 pub fn set_nodelay(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {

@@ -12,6 +12,7 @@ mod nagle;
 mod non_reading_client;
 mod processes_vs_threads;
 mod reuseport_balance;
+mod rolling_restart;
 mod slow_reader;
 mod small_backlog;
 mod syn_flood;
@@ -47,6 +48,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
     processes_vs_threads::EXPERIMENT,
     bind_interface::EXPERIMENT,
     reuseport_balance::EXPERIMENT,
+    rolling_restart::EXPERIMENT,
     failure_modes::EXPERIMENT,
     idempotency::EXPERIMENT,
     l4_vs_l7::EXPERIMENT,
