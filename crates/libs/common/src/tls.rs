@@ -181,9 +181,10 @@ fn what(flag: &str) -> &'static str {
     }
 }
 
-/// A driver's executor behind a reference to its trait: the TLS pumps call [`Session::next`] through
-/// it, so that `Session::next` for the plaintext pump's own executor keeps one caller and stays
-/// inlined there (a second caller of that instance made the plaintext path ~10% dearer, callgrind).
+/// A driver's executor behind a reference to its trait: the io_uring driver's TLS pump calls
+/// [`Session::next`] through it, so that `Session::next` for the plaintext pump's own executor keeps
+/// one caller (in lab-epoll a second caller of that instance made the plaintext path ~10% dearer,
+/// callgrind; the epoll driver has one pump for both, see `conn::tls`).
 pub(crate) struct DynExecute<'a>(pub &'a mut dyn Execute);
 
 impl Execute for DynExecute<'_> {
