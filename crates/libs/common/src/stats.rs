@@ -239,6 +239,9 @@ impl Stats {
             "totals": { "accepted": accepted, "requests": requests, "open": open, "rejected": rejected },
             "ledger": self.ledger.render(),
         });
+        if let Some(tls) = crate::tls::render() {
+            report["tls"] = tls;
+        }
         if let Some(annex) = self.annex.0.get() {
             annex(&mut report);
         }

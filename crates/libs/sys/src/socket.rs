@@ -235,6 +235,13 @@ pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     nix::sys::socket::send(fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
 }
 
+/// `sendmsg(2)` of several buffers with `MSG_NOSIGNAL`: one system call for what `write` would send
+/// in as many (a TLS connection's records, each in its own buffer).
+pub fn write_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    nix::sys::socket::sendmsg::<()>(fd.as_raw_fd(), bufs, &[], MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(io::Error::from)
+}
+
 /// `shutdown(SHUT_WR)`: sends FIN after what is queued; reading stays possible.
 pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Write)

@@ -22,6 +22,8 @@
 //! busy: `/stats` shows each listener's own accept queue growing behind a slow worker while the
 //! others idle. `--steer load` (`steer`) lets a program in the kernel pick by the load each worker
 //! publishes, and `--migrate` lets it move a closing socket's queue instead of resetting it.
+//! With --tls-cert the process the kernel picked does the handshake; the ticket key is made before
+//! the fork, so a session resumes in any process.
 #![forbid(unsafe_code)]
 
 mod pool;

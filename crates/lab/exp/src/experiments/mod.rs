@@ -16,6 +16,7 @@ mod rolling_restart;
 mod slow_reader;
 mod small_backlog;
 mod syn_flood;
+mod tls_cost;
 mod uring_accept_queue;
 
 /// One experiment: its name, its claim, and the function that measures it.
@@ -53,4 +54,5 @@ pub const EXPERIMENTS: &[Experiment] = &[
     l4_vs_l7::EXPERIMENT,
     copy_on_write::EXPERIMENT,
     uring_accept_queue::EXPERIMENT,
+    tls_cost::EXPERIMENT,
 ];

@@ -23,6 +23,7 @@ fn config() -> Config {
         header_timeout: None,
         memory_budget: 1 << 30,
         nodelay: true,
+        tls: None,
         pause_accept: None,
         idempotency: Default::default(),
     }
