@@ -6,15 +6,18 @@ ARCHS := epoll memcached ramcloud nginx reuseport oneshot uring
 ADDR ?= 127.0.0.1:8080
 ARGS ?=
 
-.PHONY: help build test interop lint bench profile bench-lab top fuzz soak idle slow-bodies docs-check $(addprefix run-,$(ARCHS))
+.PHONY: help build cert test interop lint bench bench-real bench-tls profile bench-lab top fuzz soak idle slow-bodies docs-check $(addprefix run-,$(ARCHS))
 
 help:
 	@echo "make run-<arch>   serve on $(ADDR) (arch: $(ARCHS)); ARGS=\"--workers 4 ...\""
+	@echo "make cert         a CA and a server certificate for 127.0.0.1 and localhost in $(CERT_DIR) (HTTPS: ARGS=\"--tls-cert ...\")"
 	@echo "make test         the whole test suite (unit, parser tables, conformance, faults)"
 	@echo "make interop      the servers against curl, ab, wrk and h2load (installs them if missing)"
 	@echo "make lint         rustfmt and clippy (warnings as errors), shellcheck on scripts/*.sh"
-	@echo "make docs-check   every name cited as file:line in docs/architectures.md is on that line"
+	@echo "make docs-check   README and docs/: every name cited at path:line is on that line, every path and test named exists"
 	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
+	@echo "make bench-tls    the servers over TLS beside nginx with ssl: keep-alive, churn, resumed (CPU per request and per handshake)"
+	@echo "make bench-real   Node, Apache and HAProxy beside lab-epoll, lab-reuseport and nginx, on 2 cores (<= 3 min)"
 	@echo "make profile      where each server's time goes: flame graphs, CPU and syscalls per request (perf)"
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
 	@echo "make top          lab-top, the live view of a server's /stats, on $(ADDR)"
@@ -26,6 +29,15 @@ help:
 
 build:
 	$(CARGO) build --release --workspace
+
+# make cert: a small CA and a server certificate it signs for 127.0.0.1 and localhost (lab-cert, with
+# the rcgen crate: nothing beyond the toolchain). Then, e.g.:
+#   make run-epoll ARGS="--tls-cert target/cert/server.pem --tls-key target/cert/server.key"
+#   curl --cacert target/cert/ca.pem https://127.0.0.1:8080/
+CERT_DIR ?= target/cert
+cert:
+	$(CARGO) build --release -p lab-cert
+	./target/release/lab-cert --out $(CERT_DIR)
 
 # Builds only the one server it runs (its package is named after its folder in crates/servers/): the first
 # curl answers without waiting for the plotting and terminal-UI libraries of the lab's instruments.
@@ -60,6 +72,21 @@ lint:
 bench: build
 	scripts/install-tools.sh nginx perf
 	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --sweep-server-cpus 0-1 --sweep-client-cpus 1 \
+		--duration 1 --warmup 0.3 $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
+
+# make bench-tls: lab-epoll (BENCH_TLS_ROWS more rows) over TLS on CPU 0 beside nginx with `ssl` on the
+# same certificate, lab-load on CPU 1: plaintext and TLS keep-alive, a full handshake per request, a
+# resumed one per request; req/s and the server's CPU per request and per handshake (not in make bench).
+BENCH_TLS_ROWS ?= epoll
+bench-tls: build
+	scripts/install-tools.sh nginx
+	scripts/bench-tls.sh $(BENCH_TLS_ROWS)
+# make bench-real: the real systems (Node one process and cluster under each scheduler, Apache's event
+# MPM, HAProxy) beside lab-epoll, lab-reuseport and nginx, on make bench's split, in a target of their
+# own so make bench keeps to its 6 minutes; throughput only (they serve none of the lab's routes).
+bench-real: build
+	scripts/install-tools.sh nginx node apache2 haproxy
+	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --archs epoll,reuseport,real --workloads throughput \
 		--duration 1 --warmup 0.3 $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
 
 # make profile: the throughput workloads with --profile on the same 2-core split as make bench, each

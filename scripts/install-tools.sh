@@ -2,7 +2,8 @@
 # install-tools.sh: installs the named client/server tools (curl wrk ab h2load nginx ...) with apt-get when missing.
 #
 # Usage: scripts/install-tools.sh TOOL...
-#   TOOL is a command name: curl, wrk, ab, h2load, nginx, strace, perf, taskset, shellcheck, tmux, ip, ss.
+#   TOOL is a command name: curl, wrk, ab, h2load, nginx, strace, perf, taskset, shellcheck, tmux, ip, ss,
+#   and the real systems lab-bench runs beside nginx: node (or Debian's nodejs), apache2, haproxy.
 #   With no arguments: curl wrk ab h2load.
 # Runs `apt-get update` only when something is missing; uses sudo only when not root.
 set -euo pipefail
@@ -15,6 +16,9 @@ package_for() {
         ab) echo apache2-utils ;;
         h2load) echo nghttp2-client ;;
         nginx) echo nginx ;;
+        node) echo nodejs ;;
+        apache2) echo apache2-bin ;; # the server and its modules, without Debian's service and site
+        haproxy) echo haproxy ;;
         strace) echo strace ;;
         perf) echo linux-perf ;;
         valgrind) echo valgrind ;;
@@ -40,6 +44,9 @@ main() {
         fi
         # nginx lives in /usr/sbin, which is not on every user's PATH; Debian's linux-perf may
         # install only a versioned /usr/bin/perf_X.Y.
+        if [[ $tool == node ]] && command -v nodejs >/dev/null 2>&1; then
+            continue
+        fi
         if ! command -v "$tool" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$tool" ]] \
             && ! compgen -G "/usr/bin/${tool}_[0-9]*" >/dev/null; then
             missing+=("$pkg")

@@ -13,6 +13,11 @@
 #   INTEROP_ARGS        extra arguments for every server (e.g. "--cpus 0-1")
 #   CARGO_TARGET_DIR    where the release binaries are (default target/)
 #
+# With no SERVER given it also checks the real systems lab-bench runs beside the project's servers
+# (nginx, Node one process and cluster, Apache's event MPM, HAProxy; installed here if missing): each
+# row once, for valid answers (a short keep-alive run: no errors, every answer a 2xx, and lab-bench's
+# own GET / at start answered `Hello, World!`).
+#
 # Prints one PASS/FAIL line per check and exits 1 if any check failed.
 set -euo pipefail
 
@@ -249,6 +254,30 @@ check_h2load() {
     fi
 }
 
+# The real systems' rows of lab-bench, once each: present and not INVALID in its summary table.
+check_real_rows() {
+    SERVER_LABEL="lab-bench --archs real"
+    "$ROOT/scripts/install-tools.sh" nginx node apache2 haproxy
+    local out=$WORK/real log=$WORK/real.log status=0 row line
+    "$RELEASE_DIR/lab-bench" --archs real --workloads keep-alive --rounds 1 --duration 0.3 --warmup 0.1 \
+        --out "$out" >"$log" 2>&1 || status=$?
+    if [[ $status -ne 0 ]]; then
+        fail "real rows" "lab-bench exit $status" "$log"
+        return
+    fi
+    for row in real-nginx-1w real-node-1 real-node-rr real-node-none real-apache-event real-haproxy; do
+        SERVER_LABEL=$row
+        line=$(grep -m1 "^| $row |" "$out/summary.md" || true)
+        if [[ -z $line ]]; then
+            fail "keep-alive row" "no row in summary.md" "$log"
+        elif [[ $line == *INVALID* ]]; then
+            fail "keep-alive row" "$line"
+        else
+            pass "keep-alive row" "valid, $(cut -d'|' -f4 <<<"$line" | awk '{ print $1 }') req/s"
+        fi
+    done
+}
+
 run_server() { # BIN [ARGS...]
     SERVER_LABEL="${1##*/}${2:+ ${*:2}}"
     start_server "$@" || return 0
@@ -295,6 +324,10 @@ main() {
         fi
         run_server "${run[@]}" </dev/null
     done
+
+    if [[ $# -eq 0 ]]; then
+        check_real_rows </dev/null
+    fi
 
     echo "interop: $PASSED passed, $FAILED failed"
     [[ $FAILED -eq 0 ]]

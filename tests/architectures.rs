@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! The architecture suite: what makes each of the five servers what it is, checked from outside —
+//! The architecture suite: what makes each server what it is, checked from outside —
 //! pinning read back from the kernel, /stats adding up, memcached's round-robin, ramcloud's
 //! request-level balancing, nginx's three ways of sharing one listener, lab-epoll's single thread,
 //! and reuseport's supervisor.
@@ -539,6 +539,175 @@ fn reuseport_workers_share_one_port_and_a_killed_one_is_replaced() {
     let workers_now = now.clone();
     let none_left = eventually(Duration::from_secs(2), || workers_now.iter().all(|&pid| gone(pid)));
     assert!(none_left, "workers {workers_now:?} outlived the supervisor");
+}
+
+/// The `reuseport-load` row (`--steer load`), if this machine may load its program: skipped loudly
+/// where it may not, a failure where `ACCEPTLAB_REQUIRE_ALL_ROWS=1`.
+fn reuseport_row(name: &str) -> Option<&'static Server> {
+    let server = SERVERS.iter().find(|server| server.name == name).expect("a reuseport-load row");
+    acceptlab_tests::runs_here(server).unwrap_or_else(|failure| panic!("{failure}")).then_some(server)
+}
+
+/// Waits until every worker of `running` has published its load as live (the program chooses only
+/// among those), and returns the /stats that says so.
+fn all_live(running: &Running) -> Value {
+    let mut stats = Value::Null;
+    let live = eventually(Duration::from_secs(5), || {
+        stats = running.connect().stats();
+        workers(&stats).iter().all(|worker| worker["load"]["live"] == true)
+    });
+    assert!(live, "every worker live: {stats}");
+    stats
+}
+
+/// Whether a response has arrived on `client` (without waiting for one).
+fn answered(client: &Client) -> bool {
+    client.stream().set_nonblocking(true).expect("set_nonblocking");
+    let mut byte = [0u8; 1];
+    let arrived = client.stream().peek(&mut byte).is_ok_and(|n| n > 0);
+    client.stream().set_nonblocking(false).expect("set_nonblocking");
+    arrived
+}
+
+/// `--steer load`: with one of two workers held by a long request, every new connection opened
+/// meanwhile goes to the other worker and is answered while the held one still executes (with the
+/// kernel's hash, each would wait behind the held one with odds of one in two).
+#[test]
+fn reuseport_steer_load_sends_new_connections_past_a_held_worker() {
+    let Some(server) = reuseport_row("reuseport-load") else { return };
+    let running = spawn(server, &[]);
+    all_live(&running);
+    let mut held = running.connect();
+    held.send(&get("/sleep?ms=2500"));
+    thread::sleep(Duration::from_millis(300)); // past the 10 ms after which a batch counts as busy
+    for i in 0..12 {
+        let response = running.connect().get("/");
+        assert_eq!(response.status, 200, "new connection {i}: {response:?}");
+        assert!(!answered(&held), "new connection {i} was answered only after the held request");
+    }
+    let stats = running.connect().stats();
+    assert_eq!(stats["steering"]["mode"], "load", "{stats}");
+    let steered: u64 = workers(&stats).iter().map(|w| json_count(&w["load"], "steered")).sum();
+    assert!(steered >= 13, "the program chose the socket of every connection: {stats}");
+    assert_eq!(held.read_response().status, 200, "the held request");
+}
+
+/// Clients queued on both workers' sockets (each worker accepts its first connection, then pauses
+/// accepting for 2 s: `--pause-accept`), then SIGTTOU: the supervisor retires the worker in the
+/// highest slot, whose socket closes with its queue full. With migration every queued client is
+/// answered by the other worker once its pause ends; with `--migrate off` (and the host's
+/// tcp_migrate_req 0) the kernel resets them. For the hash (a program that only decides
+/// migrations) and for `--steer load`.
+#[test]
+fn reuseport_migration_loses_nothing_when_a_worker_socket_closes() {
+    const CLIENTS: usize = 16;
+    let Some(load) = reuseport_row("reuseport-load") else { return };
+    for (steer, migrate) in [("hash", "on"), ("hash", "off"), ("load", "on"), ("load", "off")] {
+        let running = spawn(load, &["--steer", steer, "--migrate", migrate, "--pause-accept", "2"]);
+        // No /stats yet: its connection would be the first one accepted, and start the pause.
+        thread::sleep(Duration::from_millis(300));
+        let mut clients: Vec<Client> = (0..CLIENTS).map(|_| running.connect()).collect();
+        for client in &mut clients {
+            client.send(&get("/"));
+        }
+        thread::sleep(Duration::from_millis(300));
+        kill(Pid::from_raw(running.pid() as i32), Signal::SIGTTOU).expect("kill -TTOU the supervisor");
+        let mut served = 0;
+        for client in &mut clients {
+            client.set_read_timeout(Duration::from_secs(5));
+            served += usize::from(client.try_read_response(false).is_ok_and(|r| r.status == 200));
+        }
+        let stats = running.connect().stats();
+        let row = format!("--steer {steer} --migrate {migrate}");
+        // (No load table, so no count, with the hash and no program.)
+        let migrated: u64 = workers(&stats).iter().filter_map(|w| w["load"]["migrated_in"].as_u64()).sum();
+        assert_eq!(json_count(&stats["scaling"], "removed"), 1, "{row}: {stats}");
+        match migrate {
+            "on" => {
+                assert_eq!(served, CLIENTS, "{row}: with migration every queued client is answered: {stats}");
+                assert!(migrated > 0, "{row}: the program counted the migrated requests: {stats}");
+            }
+            _ => assert!(
+                served < CLIENTS,
+                "{row}: without migration the closed socket's queue is reset: {stats}"
+            ),
+        }
+    }
+}
+
+/// SIGTTIN adds a worker on a socket of its own, SIGTTOU removes one, SIGHUP replaces every
+/// worker with a new process on a new socket; /stats counts each, and the server answers
+/// throughout (with migration, so that a /stats connection queued on a closing socket is moved,
+/// not reset).
+#[test]
+fn reuseport_workers_are_added_removed_and_replaced_by_signal() {
+    let server = Server::other("reuseport-migrate", "lab-reuseport", &["--workers", "2", "--migrate", "on"]);
+    if !acceptlab_tests::runs_here(&server).unwrap_or_else(|failure| panic!("{failure}")) {
+        return;
+    }
+    let mut running = spawn(&server, &[]);
+    let supervisor = running.pid();
+    let signal = |signal| kill(Pid::from_raw(supervisor as i32), signal).expect("signal the supervisor");
+    let settled = |what: &str, serving: u64, listeners: usize| {
+        let mut stats = Value::Null;
+        let ok = eventually(Duration::from_secs(5), || {
+            stats = running.connect().stats();
+            json_count(&stats["scaling"], "serving") == serving
+                && stats["listeners"].as_array().map_or(0, Vec::len) == listeners
+                && children(supervisor).len() == listeners
+        });
+        assert!(ok, "after {what}: {serving} workers, each with its socket: {stats}");
+        assert_eq!(running.connect().get("/").status, 200, "after {what}");
+        stats
+    };
+    settled("start", 2, 2);
+    signal(Signal::SIGTTIN);
+    let stats = settled("SIGTTIN", 3, 3);
+    assert_eq!(json_count(&stats["scaling"], "added"), 1, "{stats}");
+    signal(Signal::SIGTTOU);
+    let stats = settled("SIGTTOU", 2, 2);
+    assert_eq!(json_count(&stats["scaling"], "removed"), 1, "{stats}");
+    let before = children(supervisor);
+    signal(Signal::SIGHUP);
+    let mut stats = Value::Null;
+    let replaced = eventually(Duration::from_secs(8), || {
+        stats = running.connect().stats();
+        json_count(&stats["scaling"], "replaced") == 2
+    });
+    assert!(replaced, "SIGHUP replaced both workers: {stats}");
+    let stats = settled("SIGHUP", 2, 2);
+    let after = children(supervisor);
+    assert!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "new processes: {before:?} then {after:?}: {stats}"
+    );
+    assert!(running.is_running(), "{}", running.stderr_text());
+}
+
+/// Where `bpf(2)` is refused (no CAP_BPF, here a seccomp filter): `--steer load` exits 1 with one
+/// line naming the call, the errno and the fix; `--migrate on` with the hash serves on without
+/// migration, saying so in one line.
+#[test]
+fn reuseport_without_bpf_refuses_steer_load_and_serves_without_migration() {
+    let bin = acceptlab_tests::bin_path("lab-reuseport");
+    let output =
+        acceptlab_tests::run_without_bpf(&bin, &["--addr", "127.0.0.1:0", "--steer", "load"], EXIT_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("--steer load: bpf BPF_MAP_CREATE") && stderr.contains("Operation not permitted"),
+        "the call and the errno: {stderr}"
+    );
+    assert!(stderr.contains("run as root"), "the fix: {stderr}");
+    let args = ["--addr", "127.0.0.1:0", "--workers", "1", "--migrate", "on"];
+    let output = acceptlab_tests::run_without_bpf(&bin, &args, Duration::from_secs(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "served, then stopped by SIGTERM: {stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("listening on"), "{stderr}");
+    let fallback: Vec<&str> = stderr.lines().filter(|line| line.contains("--migrate")).collect();
+    assert_eq!(fallback.len(), 1, "{stderr}");
+    assert!(fallback[0].contains("falling back to --migrate off"), "{stderr}");
 }
 
 /// lab-uring's batch wait (`--batch-wait-us`) waits for a receive from every connection not just

@@ -298,6 +298,26 @@ fn each_request_gets_its_status_with_the_common_headers() {
     });
 }
 
+/// The same table over TLS (`--tls-cert`): the session behind the TLS layer is the same one, so every
+/// request gets the same status, each on a fresh TLS connection.
+#[test]
+fn each_request_gets_its_status_over_tls() {
+    let cert = acceptlab_tests::tls::test_cert();
+    for_each_server(|server| {
+        let running = spawn(server, &cert.server_args());
+        for (request, status) in STATUS_TABLE {
+            let mut client = running.connect_tls(&cert.client);
+            let _ = client.try_send(request.as_bytes());
+            let response = match request.starts_with("HEAD ") {
+                true => client.read_head_response(),
+                false => client.read_response(),
+            };
+            assert_eq!(response.status, *status, "over TLS: {request:?}: {response:?}");
+            assert_common_headers(&response, request);
+        }
+    });
+}
+
 #[test]
 fn root_says_hello_world() {
     for_each_server(|server| {

@@ -807,13 +807,20 @@ fn idle_connections_hold_no_read_buffer() {
 }
 
 /// Defect 3 of issue 9: a lab-reuseport worker told to stop (SIGTERM to it, not to the supervisor)
-/// leaves the connections queued on its socket to its replacement. The busy worker used to accept
-/// them in the same wake-up as the signal, then close them unread.
+/// leaves the connections queued on its socket to a live socket: each worker holds its socket
+/// alone, so the socket closes at once and, with migration (`--migrate on`), the kernel moves its
+/// queue to another worker's socket (the replacement's, for the last to close). The busy worker
+/// used to accept them in the same wake-up as the signal, then close them unread. Without
+/// migration the kernel resets them (reuseport_migration_loses_nothing_when_a_worker_socket_closes).
 #[test]
 fn a_reuseport_worker_told_to_stop_leaves_its_queue_to_its_replacement() {
     const CLIENTS: usize = 16;
     for server in SERVERS.iter().filter(|server| server.arch() == "reuseport") {
-        let running = spawn(server, &[]);
+        let migrating = Server::other(server.name, server.bin, &["--migrate", "on"]);
+        if !acceptlab_tests::runs_here(&migrating).unwrap_or_else(|failure| panic!("{failure}")) {
+            continue;
+        }
+        let running = spawn(server, &["--migrate", "on"]);
         let mut busy = running.connect();
         busy.send(&get("/sleep?ms=1500"));
         thread::sleep(Duration::from_millis(200));

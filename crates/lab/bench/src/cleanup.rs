@@ -144,6 +144,8 @@ fn stop(signo: i32) -> ! {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The real systems' and --server's cgroups: whatever in them is not below this process too.
+    crate::real::remove_cgroups();
     let left: Vec<u32> = descendants().into_iter().filter(|&pid| alive(pid)).collect();
     let mut problems = Vec::new();
     if !left.is_empty() {

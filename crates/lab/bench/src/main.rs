@@ -1,4 +1,6 @@
-//! lab-bench: the five architectures side by side, with nginx as the reference, on chosen CPUs.
+//! lab-bench: the architectures side by side, with nginx as the reference, on chosen CPUs;
+//! beside them, where named, the real systems (Node, Apache, HAProxy) and a user's `--server`
+//! (`real`: each started as a process tree pinned and held in a cgroup of its own).
 //!
 //! Every server is started the way the test suites start it (labkit: wait for `listening on`),
 //! pinned to the server CPUs; lab-load runs as a pinned child process on the client CPUs with
@@ -31,6 +33,7 @@ mod model_curves;
 mod nginx;
 mod plan;
 mod profile;
+mod real;
 mod report;
 mod results;
 mod stats;
@@ -67,9 +70,18 @@ pub struct Cli {
     #[arg(long, value_name = "LIST", requires = "churn_server_cpus")]
     churn_client_cpus: Option<String>,
     /// Servers to run, by architecture (epoll, memcached, ramcloud, nginx, reuseport, oneshot, uring, real-nginx)
-    /// or by row name (nginx-exclusive, real-nginx-1w, ...) [default: all].
+    /// or by row name (nginx-exclusive, real-nginx-1w, ...) [default: all]. The real systems beside
+    /// nginx run only when named: real-node (real-node-1, -rr, -none), real-apache, real-haproxy, or
+    /// real (all of them and nginx).
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     archs: Vec<String>,
+    /// A server of your own as a row beside the others (repeatable): COMMAND is run by `sh -c` with
+    /// {addr}, {port}, {workers} and {cpus} substituted, pinned to the server CPUs with every process
+    /// it starts (a cgroup of its own where the machine allows), stopped with all of them afterwards.
+    /// It must serve GET / and stay in the foreground. Valid when lab-load saw no errors and every
+    /// answer was a 2xx. It runs whatever --archs says (--archs NAME: it alone).
+    #[arg(long = "server", value_name = "NAME=COMMAND", value_parser = real::parse_server)]
+    servers: Vec<(String, String)>,
     /// Workloads: keep-alive, pipelined, churn, sweep-uniform, sweep-bimodal, fairness, or the
     /// groups throughput and sweep [default: all].
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
@@ -143,6 +155,8 @@ const AFTER_HELP: &str = "\
 Examples:
   lab-bench                                   the whole matrix, half the CPUs each side
   lab-bench --server-cpus 0 --client-cpus 1 --archs epoll,real-nginx --workloads throughput
+  lab-bench --server-cpus 0 --client-cpus 1 --archs epoll,reuseport,real --workloads throughput
+  lab-bench --archs epoll --workloads throughput --server 'mine=./my-server --listen {addr} --threads {workers}'
   lab-bench --net veth --rps --archs reuseport --workloads fairness
   lab-bench --server-addr 10.0.0.1 --client-exec 'ssh load1' --client-exec 'ssh load2'
   lab-bench --compare results/old results/new

@@ -46,6 +46,7 @@ pub fn network() -> &'static Network {
 pub enum Server {
     Lab(labkit::Running),
     Nginx(crate::nginx::Running),
+    Real(crate::real::Running),
 }
 
 impl Server {
@@ -67,6 +68,11 @@ impl Server {
                 crate::cleanup::gated(|| crate::nginx::start(&binary, config, scratch, network().server_ip))
                     .map(Server::Nginx)
             }
+            Launch::Real(spec) => crate::cleanup::gated(|| {
+                let ip = network().server_ip;
+                crate::real::start(&target.id, spec, target.workers, &target.cpus, scratch, ip)
+            })
+            .map(Server::Real),
         }
     }
 
@@ -74,6 +80,7 @@ impl Server {
         match self {
             Server::Lab(running) => running.addr(),
             Server::Nginx(running) => running.addr,
+            Server::Real(running) => running.addr,
         }
     }
 
@@ -82,6 +89,7 @@ impl Server {
         match self {
             Server::Lab(running) => running.pid(),
             Server::Nginx(running) => running.pid(),
+            Server::Real(running) => running.pid(),
         }
     }
 
@@ -90,7 +98,7 @@ impl Server {
         labkit::cpu_time(self.pid())
     }
 
-    /// Whether it serves /stats (the project's servers; nginx does not).
+    /// Whether it serves /stats (the project's servers; nginx, the real systems and a user's do not).
     pub fn has_stats(&self) -> bool {
         matches!(self, Server::Lab(_))
     }

@@ -10,6 +10,8 @@ pub enum Launch {
     Lab { bin: &'static str, args: Vec<String> },
     /// nginx from the distribution, the reference, from a configuration made for the run.
     Nginx(crate::nginx::Config),
+    /// A real system beside nginx (Node, Apache, HAProxy) or a user's `--server`: `real`.
+    Real(crate::real::Spec),
 }
 
 /// One server under test.
@@ -61,7 +63,7 @@ fn lab(
 }
 
 /// Every server for `cpus`: the seven architectures with `--workers` = the number of CPUs (lab-nginx
-/// once per accept mode, lab-reuseport with and without `--steer cpu`), then nginx with one worker
+/// once per accept mode, lab-reuseport with the hash, `--steer cpu` and `--steer load`), then nginx with one worker
 /// and with N workers three ways. With a single CPU the variants that only differ in how several
 /// workers share the listener are left out: there is nothing for them to choose between.
 pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
@@ -83,6 +85,8 @@ pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
     all.push(lab("reuseport", "reuseport", "lab-reuseport", n, cpus, &[]));
     if several {
         all.push(lab("reuseport-steer", "reuseport", "lab-reuseport", n, cpus, &["--steer", "cpu"]));
+        // An eBPF program picks the least loaded worker (and migrates a closing socket's queue).
+        all.push(lab("reuseport-load", "reuseport", "lab-reuseport", n, cpus, &["--steer", "load"]));
     }
     all.push(lab("oneshot", "oneshot", "lab-oneshot", n, cpus, &[]));
     // lab-uring: one ring (lab-epoll's completion twin, on one CPU), the same with a 20 µs batch
@@ -187,6 +191,86 @@ pub fn selected(archs: &[String], target: &Target) -> bool {
     archs.is_empty() || archs.iter().any(|a| a == target.family || *a == target.id)
 }
 
+/// The rows of the real systems beside nginx that `--archs` names (`real` names them all, with
+/// nginx), those installed here, on `cpus`, for `connections` lab-load connections; each one named
+/// but not installed said in one line on stderr, unless `quiet`.
+pub fn real_targets(cpus: &[usize], archs: &[String], connections: usize, quiet: bool) -> Vec<Target> {
+    use crate::real::{find, named, System};
+    let n = cpus.len();
+    let mut rows = Vec::new();
+    let mut missing: Vec<(&str, Vec<&str>)> = Vec::new();
+    for system in System::ALL.into_iter().filter(|s| named(archs, *s)) {
+        if find(system.program()).is_none() {
+            match missing.iter_mut().find(|(program, _)| *program == system.program()) {
+                Some((_, ids)) => ids.push(system.id()),
+                None => missing.push((system.program(), vec![system.id()])),
+            }
+            continue;
+        }
+        // Apache's event MPM closes kept-alive connections whenever no worker thread is idle (64
+        // connections on 2, 4 or 16 threads: thousands of resets a second; on 64, a few), so its
+        // threads are twice lab-load's connections, not the CPUs.
+        let workers = match system {
+            System::NodeOne => 1,
+            System::ApacheEvent => (2 * connections).max(n),
+            _ => n,
+        };
+        let on = if system == System::NodeOne { &cpus[..1] } else { cpus };
+        rows.push(Target {
+            id: system.id().into(),
+            family: system.family(),
+            workers,
+            cpus: on.to_vec(),
+            launch: Launch::Real(crate::real::Spec::System(system)),
+            serves_lab_routes: false,
+        });
+    }
+    if !quiet {
+        for (program, ids) in missing {
+            eprintln!(
+                "lab-bench: {program} is not installed (not on PATH nor in /usr/sbin): {} skipped \
+                 (scripts/install-tools.sh {program} installs it)",
+                ids.join(", ")
+            );
+        }
+    }
+    rows
+}
+
+/// The rows of `--server NAME='COMMAND'`, on `cpus`, with `{workers}` = the number of CPUs.
+pub fn user_targets(cpus: &[usize], servers: &[(String, String)]) -> Vec<Target> {
+    servers
+        .iter()
+        .map(|(name, command)| Target {
+            id: name.clone(),
+            family: "user",
+            workers: cpus.len(),
+            cpus: cpus.to_vec(),
+            launch: Launch::Real(crate::real::Spec::User { command: command.clone() }),
+            serves_lab_routes: false,
+        })
+        .collect()
+}
+
+/// Whether `--archs` selects a row of the real systems or of a user's server (made only where
+/// named, so always), or, with `real`, one of nginx's.
+pub fn selected_real(archs: &[String], target: &Target) -> bool {
+    match target.launch {
+        Launch::Real(_) => true,
+        _ => archs.iter().any(|a| a == "real") && target.family.starts_with("real-"),
+    }
+}
+
+/// How a row of a real system or a user's server is configured, in one line (empty for the
+/// project's own, whose command line says it).
+pub fn configuration(target: &Target) -> String {
+    match &target.launch {
+        Launch::Lab { .. } => String::new(),
+        Launch::Nginx(config) => crate::real::describe_nginx(config),
+        Launch::Real(spec) => crate::real::describe(spec, target.workers, &target.cpus),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,7 +293,7 @@ mod tests {
             ]
         );
         let eight = targets(&[0, 1, 2, 3, 4, 5, 6, 7], true);
-        assert_eq!(eight.len(), 16);
+        assert_eq!(eight.len(), 17);
         let uring: Vec<_> =
             eight.iter().filter(|t| t.family == "uring").map(|t| (t.id.as_str(), t.workers)).collect();
         assert_eq!(uring, [("uring", 1), ("uring-batch", 1), ("uring-reuseport", 8)]);

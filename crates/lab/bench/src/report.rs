@@ -136,6 +136,7 @@ pub fn summary(doc: &Value) -> String {
         }
         let _ = writeln!(md, "\nChart: [throughput.svg](throughput.svg)\n");
     }
+    md.push_str(&configurations(doc));
     md.push_str(&where_the_time_goes(doc));
 
     // Latency against load.
@@ -236,6 +237,64 @@ pub fn summary(doc: &Value) -> String {
          was busy ≥ 90% of its CPUs while the server had CPU to spare, so the figure is the client's \
          ceiling, not the server's. Every round is in results.json."
     );
+    md
+}
+
+/// How nginx, the real systems beside it and the user's servers were configured (one line each),
+/// how they were held and stopped, and which workloads they skipped.
+fn configurations(doc: &Value) -> String {
+    let mut rows: Vec<(&str, &str)> = Vec::new();
+    for w in THROUGHPUT {
+        for r in runs(doc, w) {
+            let (id, configuration) = (r["server"].as_str().unwrap_or("?"), r["configuration"].as_str());
+            if let Some(configuration) = configuration.filter(|_| !rows.iter().any(|(seen, _)| *seen == id)) {
+                rows.push((id, configuration));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let settings = &doc["settings"];
+    let mut md = String::from("## How the real systems and the user's servers were configured\n\n");
+    for (id, configuration) in rows {
+        let _ = writeln!(md, "- `{id}`: {configuration}");
+    }
+    let mut binaries: Vec<String> = Vec::new();
+    for system in settings["real_systems"].as_array().into_iter().flatten() {
+        let line = format!(
+            "`{}`: {}",
+            system["binary"].as_str().unwrap_or("?"),
+            system["version"].as_str().unwrap_or("version unknown")
+        );
+        if !binaries.contains(&line) {
+            binaries.push(line);
+        }
+    }
+    if !binaries.is_empty() {
+        let _ = writeln!(md, "\nBinaries: {}.", binaries.join("; "));
+    }
+    let _ = writeln!(
+        md,
+        "\nNone of them has /stats, so the count check is skipped: such a row is valid when lab-load saw no \
+         errors and every answer was a 2xx."
+    );
+    if let Some(how) = settings["containment"].as_str() {
+        let left = settings["left_behind"].as_array().map_or(0, Vec::len);
+        let _ = writeln!(
+            md,
+            "Every one but nginx started in {how}; stopped with everything it started: {}.",
+            if left == 0 {
+                "no process left behind".to_string()
+            } else {
+                format!("LEFT BEHIND: {}", settings["left_behind"])
+            }
+        );
+    }
+    if let Some(line) = settings["skipped"].as_str() {
+        let _ = writeln!(md, "The {line}.");
+    }
+    md.push('\n');
     md
 }
 

@@ -124,14 +124,29 @@ impl Bench {
         let sweep_client_cpus = cpus_arg(&cli.sweep_client_cpus, &client_cpus, "--sweep-client-cpus")?;
         let workloads = plan::resolve_workloads(&cli.workloads)?;
         let nginx = if cli.no_nginx { None } else { crate::nginx::find() };
-        let wants_nginx = cli.archs.is_empty() || cli.archs.iter().any(|a| a.starts_with("real-nginx"));
+        let wants_nginx =
+            cli.archs.is_empty() || cli.archs.iter().any(|a| a.starts_with("real-nginx") || a == "real");
         if nginx.is_none() && !cli.no_nginx && wants_nginx {
             eprintln!("lab-bench: nginx is not installed (not on PATH nor in /usr/sbin): running without the reference");
         }
-        let targets: Vec<Target> = plan::targets(&server_cpus, nginx.is_some())
+        if let Some((name, _)) = cli
+            .servers
+            .iter()
+            .find(|(name, _)| plan::targets(&server_cpus, true).iter().any(|t| t.id == *name))
+        {
+            return Err(format!("--server {name}: the name of one of lab-bench's own rows"));
+        }
+        let connections = cli.conns_per_cpu * client_cpus.len();
+        let mut targets: Vec<Target> = plan::targets(&server_cpus, nginx.is_some())
             .into_iter()
-            .filter(|t| plan::selected(&cli.archs, t))
+            .filter(|t| plan::selected(&cli.archs, t) || plan::selected_real(&cli.archs, t))
             .collect();
+        targets.extend(plan::real_targets(&server_cpus, &cli.archs, connections, false));
+        targets.extend(plan::user_targets(&server_cpus, &cli.servers));
+        let skipped = skipped_line(&workloads, &targets);
+        if let Some(line) = &skipped {
+            eprintln!("lab-bench: {line}");
+        }
         let sweep_targets: Vec<Target> = plan::targets(&sweep_server_cpus, false)
             .into_iter()
             .filter(|t| plan::selected(&cli.archs, t))
@@ -212,6 +227,17 @@ impl Bench {
                 "warmup_s": cli.warmup,
                 "connections_per_client_cpu": cli.conns_per_cpu,
                 "nginx": nginx.as_ref().map(|path| path.display().to_string()),
+                "real_systems": crate::real::System::ALL
+                    .iter()
+                    .filter(|system| targets.iter().any(|t| t.id == system.id()))
+                    .map(|system| json!({
+                        "row": system.id(),
+                        "binary": crate::real::find(system.program()).map(|p| p.display().to_string()),
+                        "version": crate::real::version(*system),
+                    }))
+                    .collect::<Vec<_>>(),
+                "user_servers": cli.servers.iter().map(|(name, command)| json!({"name": name, "command": command})).collect::<Vec<_>>(),
+                "skipped": skipped,
                 "sweep_loads": SWEEP_LOADS,
                 "mixes": MIXES.iter().map(|m| json!({"name": m.name, "mix": m.spec, "about": m.about})).collect::<Vec<_>>(),
                 "fairness_heavy_path": format!("/spin?us={HEAVY_SPIN_US}"),
@@ -231,6 +257,8 @@ impl Bench {
             },
             "runs": earlier.as_ref().map_or(json!([]), |doc| doc["runs"].clone()),
         });
+        let (cli_conns_per_cpu, cli_archs, cli_servers) =
+            (cli.conns_per_cpu, cli.archs.clone(), cli.servers.clone());
         let mut bench = Bench {
             cli,
             server_cpus,
@@ -245,9 +273,12 @@ impl Bench {
             perf,
             perf_cpus,
             veth,
-            churn: churn_cpus.map(|(servers, clients)| ChurnSplit {
-                client_cpus: clients,
-                targets: plan::targets(&servers, nginx.is_some()),
+            churn: churn_cpus.map(|(servers, clients)| {
+                let mut targets = plan::targets(&servers, nginx.is_some());
+                let connections = cli_conns_per_cpu * clients.len();
+                targets.extend(plan::real_targets(&servers, &cli_archs, connections, true));
+                targets.extend(plan::user_targets(&servers, &cli_servers));
+                ChurnSplit { client_cpus: clients, targets }
             }),
             progress: Progress { started: Instant::now(), planned: 0.0, done: 0.0, runs_done: 0, runs: 0 },
         };
@@ -364,11 +395,21 @@ impl Bench {
                 }
             }
         }
+        // Every server has stopped: the ones started through a cgroup or a process tree of their own
+        // (the real systems and --server) are checked to have left nothing running.
+        let left = crate::real::left_behind();
+        if let Some(how) = crate::real::containment() {
+            self.doc["settings"]["containment"] = json!(how);
+            self.doc["settings"]["left_behind"] = json!(left);
+        }
         self.doc["finished_utc"] = json!(machine::utc_now().0);
         results::save(&self.doc, &self.out)?;
         let _ = fs::remove_dir_all(&self.scratch);
         if let Some(reason) = host_problem {
             return Err(format!("--net veth: {reason}"));
+        }
+        if !left.is_empty() {
+            return Err(format!("processes left behind: {}", left.join("; ")));
         }
         Ok((self.out, self.doc))
     }
@@ -713,17 +754,55 @@ fn problems_of(m: &Measured) -> Option<String> {
     if errors > 0 || lost > 0 {
         problems.push(format!("{errors} errors, {lost} lost"));
     }
+    // lab-load counts a 3xx as an answer; the bench wants every answer a 2xx.
+    let not_2xx: u64 = m.load["statuses"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(code, _)| !code.starts_with('2'))
+        .filter_map(|(_, count)| count.as_u64())
+        .sum();
+    if not_2xx > 0 {
+        problems.push(format!("{not_2xx} answers not a 2xx"));
+    }
     problems.extend(m.count_mismatch());
     (!problems.is_empty()).then(|| problems.join("; "))
 }
 
 fn target_json(target: &Target, workload: &str) -> Value {
-    json!({
+    let mut record = json!({
         "server": target.id,
         "family": target.family,
         "workers": target.workers,
         "cpus": target.cpus,
         "workload": workload,
+    });
+    let configuration = plan::configuration(target);
+    if !configuration.is_empty() {
+        record["configuration"] = json!(configuration);
+    }
+    if !target.serves_lab_routes {
+        record["count_check"] = json!(COUNT_CHECK_SKIPPED);
+    }
+    record
+}
+
+/// Why a row without /stats has no count check, and what its validity rests on.
+const COUNT_CHECK_SKIPPED: &str =
+    "skipped: no /stats to count with; valid when lab-load saw no errors and every answer was a 2xx";
+
+/// The workloads that need the lab's routes (/spin, /stats) and the rows that serve none of them,
+/// in one line, where both are chosen.
+fn skipped_line(workloads: &[&str], targets: &[Target]) -> Option<String> {
+    let needing: Vec<&str> =
+        workloads.iter().copied().filter(|w| plan::throughput_flags(w).is_none()).collect();
+    let rows: Vec<&str> = targets.iter().filter(|t| !t.serves_lab_routes).map(|t| t.id.as_str()).collect();
+    (!needing.is_empty() && !rows.is_empty()).then(|| {
+        format!(
+            "{} skip {}: they serve none of the lab's routes (/spin, /stats) that these workloads need",
+            needing.join(", "),
+            rows.join(", ")
+        )
     })
 }
 

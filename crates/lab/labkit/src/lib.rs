@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod tls;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -42,6 +44,7 @@ pub const SERVERS: &[Server] = &[
     Server { name: "nginx-exclusive", bin: "lab-nginx", args: &["--workers", "2", "--accept", "exclusive"], single_threaded: false },
     Server { name: "nginx-herd", bin: "lab-nginx", args: &["--workers", "2", "--accept", "herd"], single_threaded: false },
     Server { name: "reuseport", bin: "lab-reuseport", args: &["--workers", "2"], single_threaded: false },
+    Server { name: "reuseport-load", bin: "lab-reuseport", args: &["--workers", "2", "--steer", "load"], single_threaded: false },
     Server { name: "oneshot", bin: "lab-oneshot", args: &["--workers", "2"], single_threaded: false },
     Server { name: "uring", bin: "lab-uring", args: &["--workers", "2"], single_threaded: false },
 ];
@@ -60,13 +63,17 @@ impl Server {
     }
 
     /// Why this row cannot run on this machine, if it cannot: lab-uring where this process may not
-    /// make an io_uring (old kernel, `kernel.io_uring_disabled`, a seccomp profile), with the
-    /// refusal as lab-uring would print it.
+    /// make an io_uring (old kernel, `kernel.io_uring_disabled`, a seccomp profile), lab-reuseport
+    /// with an eBPF program (`--steer load`, `--migrate on`) where it may not load one (no
+    /// `CAP_BPF`), with the refusal as the server would print it.
     pub fn unavailable(&self) -> Option<String> {
-        if self.bin != "lab-uring" {
-            return None;
+        let ebpf =
+            self.args.windows(2).any(|pair| pair == ["--steer", "load"] || pair == ["--migrate", "on"]);
+        match self.bin {
+            "lab-uring" => sys::uring::probe().err().map(|e| e.to_string()),
+            "lab-reuseport" if ebpf => sys::bpf::probe().err().map(|e| e.to_string()),
+            _ => None,
         }
-        sys::uring::probe().err().map(|e| e.to_string())
     }
 
     /// The `arch` the binary reports in /stats: its name without the `lab-` prefix.
@@ -188,6 +195,20 @@ pub fn run_without_io_uring(
     command.args(args).envs(envs.iter().copied()).stdin(Stdio::null());
     sys::process::deny_io_uring_setup(&mut command);
     command.output().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+}
+
+/// `bin` with `args`, run to its end in a child whose `bpf(2)` fails with EPERM (as without
+/// `CAP_BPF`): its exit status, stdout and stderr. A server that starts is stopped after `for_`.
+pub fn run_without_bpf(bin: &std::path::Path, args: &[&str], for_: Duration) -> std::process::Output {
+    let mut command = Command::new(bin);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    sys::process::deny_system_call(&mut command, nix::libc::SYS_bpf);
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    let ended = eventually(for_, || child.try_wait().ok().flatten().is_some());
+    if !ended {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("wait {}: {e}", bin.display()))
 }
 
 /// [`bin_path`], with an error instead of a panic.
@@ -463,6 +484,11 @@ impl Running {
     pub fn connect(&self) -> Client {
         Client::connect(self.addr())
     }
+
+    /// A fresh connection to the server over TLS, the handshake done (see [`tls::TestCert`]).
+    pub fn connect_tls(&self, tls: &Arc<rustls::ClientConfig>) -> Client {
+        Client::connect_tls(self.addr(), tls).unwrap_or_else(|e| panic!("TLS connect {}: {e}", self.addr()))
+    }
 }
 
 impl Drop for Running {
@@ -697,9 +723,12 @@ impl Response {
     }
 }
 
-/// A blocking HTTP/1.1 client over one connection: raw bytes out, one parsed response at a time in.
+/// A blocking HTTP/1.1 client over one connection: raw bytes out, one parsed response at a time in;
+/// over TLS when made with [`Client::connect_tls`].
 pub struct Client {
     stream: TcpStream,
+    /// The TLS session over `stream`, for an HTTPS server (`--tls-cert`).
+    tls: Option<Box<rustls::ClientConnection>>,
     /// Bytes read from the socket that no response has consumed yet.
     unparsed: Vec<u8>,
     at_eof: bool,
@@ -724,7 +753,25 @@ impl Client {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(Client { stream, unparsed: Vec::new(), at_eof: false })
+        Ok(Client { stream, tls: None, unparsed: Vec::new(), at_eof: false })
+    }
+
+    /// Connects to `addr` over TLS, trusting what `tls` trusts; the handshake completes before it
+    /// returns.
+    pub fn connect_tls(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> io::Result<Client> {
+        let mut client = Client::try_connect(addr)?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut conn = rustls::ClientConnection::new(Arc::clone(tls), name).map_err(io::Error::other)?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut client.stream)?;
+        }
+        client.tls = Some(Box::new(conn));
+        Ok(client)
+    }
+
+    /// Whether this connection's TLS session was resumed (`None`: not TLS).
+    pub fn tls_resumed(&self) -> Option<bool> {
+        self.tls.as_ref().map(|tls| tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed))
     }
 
     pub fn stream(&self) -> &TcpStream {
@@ -742,7 +789,14 @@ impl Client {
 
     /// Writes all of `bytes`; the server may have closed the connection by then.
     pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        match &mut self.tls {
+            None => self.stream.write_all(bytes),
+            Some(tls) => {
+                let mut stream = rustls::Stream::new(tls.as_mut(), &mut self.stream);
+                stream.write_all(bytes)?;
+                stream.flush()
+            }
+        }
     }
 
     /// Sends `bytes` and reads one response.
@@ -811,7 +865,15 @@ impl Client {
         let n = loop {
             // A read with SO_RCVTIMEO fails with EINTR when this process is stopped and continued,
             // even with no signal handler (signal(7)): that is not the server's doing.
-            match self.stream.read(&mut chunk) {
+            let read = match &mut self.tls {
+                None => self.stream.read(&mut chunk),
+                // A server that closes without a close_notify ends the stream all the same here.
+                Some(tls) => match rustls::Stream::new(tls.as_mut(), &mut self.stream).read(&mut chunk) {
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(0),
+                    read => read,
+                },
+            };
+            match read {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 read => break read?,
             }

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
@@ -29,7 +30,7 @@ Results (stdout, and all of it with --json):
 #[derive(Debug, Parser)]
 #[command(name = "lab-load", version, after_help = RESULTS)]
 pub struct Cli {
-    /// The target: http://HOST[:PORT][/PATH]
+    /// The target: http://HOST[:PORT][/PATH], or https:// (with --cacert or --insecure)
     url: String,
     /// Connections in all, shared among the threads.
     #[arg(short = 'c', long, default_value_t = 64)]
@@ -90,6 +91,16 @@ pub struct Cli {
     /// Seed for arrival gaps and path choice, to repeat a run's schedule [default: from the clock].
     #[arg(long)]
     seed: Option<u64>,
+    /// https://: trust the CA certificates in this PEM file (make cert's target/cert/ca.pem).
+    #[arg(long, value_name = "PEM")]
+    cacert: Option<PathBuf>,
+    /// https://: accept any server certificate (the handshake costs the server the same).
+    #[arg(long, conflicts_with = "cacert")]
+    insecure: bool,
+    /// https://: resume TLS sessions by ticket, so that a new connection costs an abbreviated
+    /// handshake; without it every handshake is a full one.
+    #[arg(long)]
+    tls_resume: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -121,13 +132,23 @@ pub struct Run {
     pub json: Option<PathBuf>,
     pub progress: bool,
     pub seed: u64,
+    /// https://: the client's TLS settings and the name the server's certificate must carry; the
+    /// handshake counts in the connect time.
+    pub tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
 }
 
 impl Cli {
     /// Checks what clap cannot and resolves the target's address.
     pub fn resolve(self) -> Result<Run, String> {
-        let (host, target_path) = split_url(&self.url)?;
-        let addr = resolve_host(host)?;
+        let (https, host, target_path) = split_url(&self.url)?;
+        let addr = resolve_host(host, if https { 443 } else { 80 })?;
+        let tls = match https {
+            true => Some(self.tls_client(host)?),
+            false if self.cacert.is_some() || self.insecure || self.tls_resume => {
+                return Err("--cacert, --insecure and --tls-resume are for https:// URLs".into())
+            }
+            false => None,
+        };
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
         }
@@ -196,14 +217,43 @@ impl Cli {
             json: self.json,
             progress: if self.no_progress { false } else { self.progress || std::io::stderr().is_terminal() },
             seed,
+            tls,
         })
+    }
+
+    /// The TLS client for an https:// URL to `authority`: whom to trust, and whether to resume.
+    fn tls_client(
+        &self,
+        authority: &str,
+    ) -> Result<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>), String> {
+        let config = match (&self.cacert, self.insecure) {
+            (Some(ca), _) => labkit::tls::client_config(ca)?,
+            (None, true) => labkit::tls::insecure_client_config()?,
+            (None, false) => return Err("https:// needs --cacert PEM (the CA to trust) or --insecure".into()),
+        };
+        let mut config = rustls::ClientConfig::clone(&config);
+        if !self.tls_resume {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
+        let host = match authority.rfind(':') {
+            Some(colon) if !authority[colon..].contains(']') => &authority[..colon],
+            _ => authority,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("not a server name for TLS: {host:?}: {e}"))?;
+        Ok((Arc::new(config), name))
     }
 }
 
-/// Splits `http://host:port/path?query` into its authority and its target (`/` when absent).
-fn split_url(url: &str) -> Result<(&str, &str), String> {
-    let rest =
-        url.strip_prefix("http://").ok_or_else(|| format!("only http:// URLs are supported: {url:?}"))?;
+/// Splits `http://host:port/path?query` (or `https://`) into whether it is https, its authority and
+/// its target (`/` when absent).
+fn split_url(url: &str) -> Result<(bool, &str, &str), String> {
+    let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => return Err(format!("only http:// and https:// URLs are supported: {url:?}")),
+    };
     let (authority, target) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
         Some(_) => return Err(format!("a query needs a path before it: {url:?}")),
@@ -212,16 +262,16 @@ fn split_url(url: &str) -> Result<(&str, &str), String> {
     if authority.is_empty() {
         return Err(format!("no host in {url:?}"));
     }
-    Ok((authority, target))
+    Ok((https, authority, target))
 }
 
-/// Resolves `host[:port]` (port 80 by default; IPv6 in brackets), IPv4 first.
-fn resolve_host(authority: &str) -> Result<SocketAddr, String> {
+/// Resolves `host[:port]` (port `default_port` if none; IPv6 in brackets), IPv4 first.
+fn resolve_host(authority: &str, default_port: u16) -> Result<SocketAddr, String> {
     let has_port = match authority.rfind(':') {
         Some(colon) => !authority[colon..].contains(']'),
         None => false,
     };
-    let with_port = if has_port { authority.to_string() } else { format!("{authority}:80") };
+    let with_port = if has_port { authority.to_string() } else { format!("{authority}:{default_port}") };
     let addrs: Vec<SocketAddr> =
         with_port.to_socket_addrs().map_err(|e| format!("cannot resolve {authority}: {e}"))?.collect();
     addrs
@@ -291,13 +341,15 @@ mod tests {
 
     #[test]
     fn urls_split_into_authority_and_target() {
-        assert_eq!(split_url("http://127.0.0.1:8080/spin?us=1"), Ok(("127.0.0.1:8080", "/spin?us=1")));
-        assert_eq!(split_url("http://localhost"), Ok(("localhost", "/")));
-        assert_eq!(split_url("http://[::1]:80/"), Ok(("[::1]:80", "/")));
-        assert!(split_url("https://x/").is_err());
+        assert_eq!(split_url("http://127.0.0.1:8080/spin?us=1"), Ok((false, "127.0.0.1:8080", "/spin?us=1")));
+        assert_eq!(split_url("http://localhost"), Ok((false, "localhost", "/")));
+        assert_eq!(split_url("http://[::1]:80/"), Ok((false, "[::1]:80", "/")));
+        assert_eq!(split_url("https://x/"), Ok((true, "x", "/")));
+        assert!(split_url("ftp://x/").is_err());
         assert!(split_url("http:///").is_err());
-        assert_eq!(resolve_host("127.0.0.1"), Ok("127.0.0.1:80".parse().unwrap()));
-        assert_eq!(resolve_host("[::1]:81"), Ok("[::1]:81".parse().unwrap()));
+        assert_eq!(resolve_host("127.0.0.1", 80), Ok("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(resolve_host("127.0.0.1", 443), Ok("127.0.0.1:443".parse().unwrap()));
+        assert_eq!(resolve_host("[::1]:81", 443), Ok("[::1]:81".parse().unwrap()));
     }
 
     #[test]

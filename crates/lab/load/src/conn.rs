@@ -2,8 +2,9 @@
 //! parser, and the bytes it still has to write. What to send and when is the worker's business.
 
 use std::collections::VecDeque;
-use std::io::ErrorKind;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::request::Requests;
@@ -17,6 +18,10 @@ pub enum Phase {
     Closed,
     /// `connect(2)` is under way since then.
     Connecting {
+        since: Instant,
+    },
+    /// https://: TCP is up, the TLS handshake is under way (its time counts in the connect's).
+    Handshaking {
         since: Instant,
     },
     Open,
@@ -59,6 +64,37 @@ pub struct Connection {
     pub carried: Vec<InFlight>,
     /// Whether this slot is in the worker's list of connections free for another request.
     pub listed_free: bool,
+    /// https://: the TLS session over `socket`; `out` then holds plaintext not yet encrypted.
+    tls: Option<Box<rustls::ClientConnection>>,
+}
+
+/// A socket as rustls's transport: one `read`, one vectored `send`, and whether the read filled the
+/// room it was given.
+struct Socket<'a> {
+    fd: BorrowedFd<'a>,
+    filled: bool,
+}
+
+impl Read for Socket<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = sys::socket::read(self.fd, buf)?;
+        self.filled = n == buf.len();
+        Ok(n)
+    }
+}
+
+impl Write for Socket<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sys::socket::write(self.fd, buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        sys::socket::write_vectored(self.fd, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Default for Connection {
@@ -75,6 +111,7 @@ impl Default for Connection {
             retry_at: None,
             carried: Vec::new(),
             listed_free: false,
+            tls: None,
         }
     }
 }
@@ -86,10 +123,80 @@ impl Connection {
         self.in_flight.push_back(request);
     }
 
+    /// TCP is up: starts the TLS handshake (sent by [`Connection::handshake`]).
+    pub fn start_tls(
+        &mut self,
+        config: &Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<(), Failure> {
+        let since = match self.phase {
+            Phase::Connecting { since } => since,
+            _ => Instant::now(),
+        };
+        let conn = rustls::ClientConnection::new(Arc::clone(config), name)
+            .map_err(|e| (ErrorClass::Connect, format!("TLS: {e}")))?;
+        self.tls = Some(Box::new(conn));
+        self.phase = Phase::Handshaking { since };
+        Ok(())
+    }
+
+    /// Moves the TLS handshake on as far as the socket allows: `Ok(true)` once it is done.
+    pub fn handshake(&mut self, recorder: &mut Recorder) -> Result<bool, Failure> {
+        let (Some(socket), Some(tls)) = (&self.socket, &mut self.tls) else { return Ok(false) };
+        let fail = |e: &dyn std::fmt::Display| (ErrorClass::Connect, format!("TLS handshake: {e}"));
+        let mut transport = Socket { fd: socket.as_fd(), filled: false };
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(&mut transport) {
+                    Ok(n) => recorder.bytes_written += n as u64,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(fail(&e)),
+                }
+            }
+            if !tls.is_handshaking() {
+                let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                recorder.tls_handshakes[usize::from(resumed)] += 1;
+                return Ok(true);
+            }
+            match tls.read_tls(&mut transport) {
+                Ok(0) => return Err(fail(&"the server closed the connection")),
+                Ok(n) => {
+                    recorder.bytes_read += n as u64;
+                    if let Err(e) = tls.process_new_packets() {
+                        let _ = tls.write_tls(&mut transport); // the alert saying why, if it fits
+                        return Err(fail(&e));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(&e)),
+            }
+        }
+    }
+
     /// Writes what is queued until done or the socket's buffer is full (then the next writable
     /// event resumes it).
     pub fn flush(&mut self, recorder: &mut Recorder) -> Result<(), Failure> {
         let Some(socket) = &self.socket else { return Ok(()) };
+        if let Some(tls) = &mut self.tls {
+            if self.written < self.out.len() {
+                // rustls takes it all (no buffer limit is set on a client): encrypted now, sent below.
+                let _ = tls.writer().write_all(&self.out[self.written..]);
+                self.out.clear();
+                self.written = 0;
+            }
+            let mut transport = Socket { fd: socket.as_fd(), filled: false };
+            while tls.wants_write() {
+                match tls.write_tls(&mut transport) {
+                    Ok(n) => recorder.bytes_written += n as u64,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err((ErrorClass::Reset, format!("send: {e}"))),
+                }
+            }
+            return Ok(());
+        }
         while self.written < self.out.len() {
             match sys::socket::write(socket.as_fd(), &self.out[self.written..]) {
                 Ok(n) => {
@@ -107,7 +214,7 @@ impl Connection {
     }
 
     pub fn has_output(&self) -> bool {
-        self.written < self.out.len()
+        self.written < self.out.len() || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
     }
 
     /// Reads and parses until the socket is drained; `Ok(true)` when the server has closed.
@@ -121,6 +228,9 @@ impl Connection {
         recorder: &mut Recorder,
         answered: &mut u64,
     ) -> Result<bool, Failure> {
+        if self.tls.is_some() {
+            return self.read_tls_responses(buf, peer_closed, requests, recorder, answered);
+        }
         loop {
             let Some(socket) = &self.socket else { return Ok(false) };
             let carried = self.unparsed.len();
@@ -142,6 +252,61 @@ impl Connection {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err((ErrorClass::Reset, format!("read: {e}"))),
+            }
+        }
+    }
+
+    /// [`Connection::read_responses`] over TLS: reads ciphertext, decrypts it, parses the plaintext.
+    fn read_tls_responses(
+        &mut self,
+        buf: &mut [u8],
+        peer_closed: bool,
+        requests: &Requests,
+        recorder: &mut Recorder,
+        answered: &mut u64,
+    ) -> Result<bool, Failure> {
+        loop {
+            let (Some(socket), Some(tls)) = (&self.socket, &mut self.tls) else { return Ok(false) };
+            let mut transport = Socket { fd: socket.as_fd(), filled: false };
+            let mut eof = match tls.read_tls(&mut transport) {
+                Ok(0) => true,
+                Ok(n) => {
+                    recorder.bytes_read += n as u64;
+                    false
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err((ErrorClass::Reset, format!("read: {e}"))),
+            };
+            let filled = transport.filled;
+            tls.process_new_packets().map_err(|e| (ErrorClass::Framing, format!("TLS: {e}")))?;
+            let now = Instant::now();
+            loop {
+                let Some(tls) = &mut self.tls else { return Ok(false) };
+                let carried = self.unparsed.len();
+                buf[..carried].copy_from_slice(&self.unparsed);
+                match tls.reader().read(&mut buf[carried..]) {
+                    Ok(0) => {
+                        eof = true; // close_notify
+                        break;
+                    }
+                    Ok(n) => {
+                        self.unparsed.clear();
+                        self.parse_responses(&buf[..carried + n], requests, recorder, now, answered)?;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                        eof = true; // closed without close_notify: HTTP/1.1 framing says what was whole
+                        break;
+                    }
+                    Err(e) => return Err((ErrorClass::Reset, format!("read: {e}"))),
+                }
+            }
+            if eof {
+                return Ok(true);
+            }
+            if !filled && !peer_closed {
+                return Ok(false);
             }
         }
     }
@@ -223,6 +388,7 @@ impl Connection {
         self.unparsed.clear();
         self.out.clear();
         self.written = 0;
+        self.tls = None;
         self.phase = Phase::Closed;
         lost
     }

@@ -66,6 +66,7 @@ fn main() {
         close: run.close,
         arrivals: run.arrivals,
         timeout: run.timeout,
+        tls: run.tls.clone(),
         spread_sources: run.close && is_ipv4_loopback(&run),
         start,
         measure_from,

@@ -168,12 +168,22 @@ impl Report<'_> {
             let _ =
                 writeln!(out, "  uncorrected {}   (from the send)", latency_line(rec.latency.uncorrected()));
         }
-        if run.close && !rec.connect.is_empty() {
+        if (run.close || run.tls.is_some()) && !rec.connect.is_empty() {
             let _ = writeln!(
                 out,
-                "  connect     {}   ({} connects)",
+                "  connect     {}   ({} connects{})",
                 latency_line(&rec.connect),
-                grouped(rec.connect.len())
+                grouped(rec.connect.len()),
+                if run.tls.is_some() { ", TLS handshake included" } else { "" }
+            );
+        }
+        if run.tls.is_some() {
+            let [full, resumed] = rec.tls_handshakes;
+            let _ = writeln!(
+                out,
+                "  tls         {} full handshakes, {} resumed",
+                grouped(full),
+                grouped(resumed)
             );
         }
         for (path, latencies) in self.requests.paths().iter().zip(&rec.per_path) {
@@ -284,6 +294,10 @@ impl Report<'_> {
             "latency_histogram": histwire::encode(&rec.latency.corrected),
             "uncorrected_latency_histogram": histwire::encode(rec.latency.uncorrected()),
             "connect": { "count": rec.connect.len(), "latency_us": latency_json(&rec.connect) },
+            "tls": run.tls.as_ref().map(|_| json!({
+                "full": rec.tls_handshakes[0],
+                "resumed": rec.tls_handshakes[1],
+            })),
             "paths": paths,
             "client_cpu": {
                 "cpu_s": self.client_cpu.cpu_s,

@@ -117,6 +117,8 @@ pub struct Recorder {
     pub last_response: Option<Instant>,
     /// The first error of each class, in words (`connect 127.0.0.1:8080: Connection refused`).
     pub first_errors: [Option<String>; 5],
+    /// https://: TLS handshakes completed, full and resumed (warm-up included).
+    pub tls_handshakes: [u64; 2],
 }
 
 /// How far behind its scheduled time a request may go out and still count as on time.
@@ -142,6 +144,7 @@ impl Recorder {
             statuses: Vec::new(),
             last_response: None,
             first_errors: Default::default(),
+            tls_handshakes: [0; 2],
         }
     }
 
@@ -193,6 +196,8 @@ impl Recorder {
         self.late += other.late;
         self.bytes_read += other.bytes_read;
         self.bytes_written += other.bytes_written;
+        self.tls_handshakes[0] += other.tls_handshakes[0];
+        self.tls_handshakes[1] += other.tls_handshakes[1];
         for (mine, theirs) in self.errors.iter_mut().zip(other.errors) {
             *mine += theirs;
         }

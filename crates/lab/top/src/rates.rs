@@ -141,6 +141,7 @@ mod tests {
             context_switches: wakeups / 2,
             open: 1,
             ring: None,
+            load: None,
         }
     }
 

@@ -42,6 +42,17 @@ pub struct Worker {
     pub open: u64,
     /// The counters of the io_uring the worker drives (lab-uring), where /stats has them.
     pub ring: Option<Ring>,
+    /// The load the worker publishes for lab-reuseport's steering program (`workers[].load`).
+    pub load: Option<Load>,
+}
+
+/// A lab-reuseport worker's published load (/stats `workers[].load`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    pub live: bool,
+    pub busy_ms: u64,
+    pub queued: u64,
+    pub steered: u64,
 }
 
 /// One io_uring's counters (/stats `workers[].ring`).
@@ -109,6 +120,15 @@ impl Sample {
                                 completions: count(ring, "completions")?,
                                 enters: count(ring, "enters")?,
                                 enobufs: count(ring, "enobufs")?,
+                            }),
+                        },
+                        load: match worker.get("load") {
+                            None => None,
+                            Some(load) => Some(Load {
+                                live: field(load, "live")?.as_bool().unwrap_or(false),
+                                busy_ms: count(load, "busy_ms")?,
+                                queued: count(load, "queued")?,
+                                steered: count(load, "steered")?,
                             }),
                         },
                     })

@@ -274,7 +274,16 @@ fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
     // the title.
     const RING: [u16; 2] = [9, 8];
     let rings = sample.workers.iter().any(|worker| worker.ring.is_some());
-    let fixed: Vec<u16> = FIXED.iter().chain(if rings { &RING[..] } else { &[] }).copied().collect();
+    // lab-reuseport's --steer load: each worker's published load, as the program reads it (how long
+    // its current batch has run, its queue as the program counts it, and what the program sent it).
+    const LOAD: [u16; 3] = [8, 7, 9];
+    let loads = sample.workers.iter().any(|worker| worker.load.is_some());
+    let fixed: Vec<u16> = FIXED
+        .iter()
+        .chain(if rings { &RING[..] } else { &[] })
+        .chain(if loads { &LOAD[..] } else { &[] })
+        .copied()
+        .collect();
     // The share column takes what the others leave: a bar, a space and `100%`.
     let columns = fixed.len() as u16 + 1;
     let share_width = area.width.saturating_sub(2 + fixed.iter().sum::<u16>() + columns - 1).max(6);
@@ -313,6 +322,16 @@ fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
                     Cell::from(Line::from(per_second(ring.map(|r| r.enobufs))).right_aligned()),
                 ]);
             }
+            if loads {
+                let load = worker.load;
+                let text = |value: Option<u64>| Line::from(value.map_or("-".into(), grouped)).right_aligned();
+                let busy = load.filter(|l| l.live).map(|l| l.busy_ms);
+                cells.extend([
+                    Cell::from(text(busy)),
+                    Cell::from(text(load.map(|l| l.queued))),
+                    Cell::from(text(load.map(|l| l.steered))),
+                ]);
+            }
             cells.push(
                 Cell::from(share.map_or(String::new(), |share| {
                     format!("{} {:>3.0}%", bar(share, bar_width), share * 100.0)
@@ -324,6 +343,9 @@ fn draw_workers(frame: &mut Frame, area: Rect, watch: &Watch, sample: &Sample) {
     let mut names = vec!["id", "role", "cpu", "accepted/s", "requests/s", "wakeups/s", "ctx sw/s", "open"];
     if rings {
         names.extend(["enter/req", "nobufs/s"]);
+    }
+    if loads {
+        names.extend(["busy ms", "queued", "steered"]);
     }
     names.push("share");
     let header = Row::new(names).add_modifier(Modifier::BOLD);
@@ -433,6 +455,7 @@ mod tests {
             context_switches: 0,
             open: 0,
             ring: None,
+            load: None,
         };
         Sample {
             arch: "epoll".into(),
@@ -481,6 +504,20 @@ mod tests {
         watch.toggle_pause();
         watch.record(Ok(reading(2, 600, 150, 0)));
         assert_eq!(watch.rates.as_ref().unwrap().requests, 200.0);
+    }
+
+    #[test]
+    fn a_steered_workers_published_load_has_its_columns() {
+        let mut watch = Watch::new("x".into(), Duration::from_millis(250));
+        let mut steered = reading(1, 1000, 0, 0);
+        steered.workers[0].load =
+            Some(crate::sample::Load { live: true, busy_ms: 2900, queued: 3, steered: 41 });
+        watch.record(Ok(steered));
+        let text = plain_text(&watch, 140);
+        assert!(text.contains("busy ms") && text.contains("queued") && text.contains("steered"), "{text}");
+        assert!(text.contains("2,900") && text.contains("41"), "{text}");
+        watch.record(Ok(reading(2, 1000, 0, 0)));
+        assert!(!plain_text(&watch, 140).contains("steered"), "no load, no columns");
     }
 
     #[test]

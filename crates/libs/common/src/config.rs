@@ -1,6 +1,7 @@
 //! The command line every server shares (docs/spec.md, "Common command line").
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use clap::{Args, Parser, ValueEnum};
 use sys::cpu::{parse_cpu_list, CpuList};
 
 use crate::idempotency::Bounds;
+use crate::tls::TlsServer;
 
 /// The common flags, flattened into each server's own `clap` parser.
 #[derive(Debug, Clone, Args)]
@@ -52,6 +54,12 @@ pub struct CommonArgs {
     /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
     #[arg(long)]
     pub no_nodelay: bool,
+    /// Serve HTTPS (TLS 1.3 and 1.2, ALPN http/1.1) with this certificate chain, PEM (`make cert`).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// For experiments (lab-exp accept-queue): accept the first connection, then accept nothing for
     /// SECS seconds, so the accept queue fills while that first connection can still ask /stats.
     /// Per process (lab-reuseport: each worker process pauses after its own first connection).
@@ -89,6 +97,8 @@ pub struct Config {
     /// `--memory-budget`, in bytes.
     pub memory_budget: usize,
     pub nodelay: bool,
+    /// `--tls-cert` and `--tls-key`, loaded (by `startup::configure`, before any thread or fork).
+    pub tls: Option<TlsServer>,
     /// `--pause-accept`: how long accepting stops after the first connection.
     pub pause_accept: Option<Duration>,
     /// `--idempotency-entries` and `--idempotency-age`; the store is shared by every worker unless a
@@ -135,6 +145,7 @@ impl CommonArgs {
             body_min_rate: self.body_min_rate,
             memory_budget: usize::try_from(self.memory_budget.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
             nodelay: !self.no_nodelay,
+            tls: None,
             pause_accept: self.pause_accept,
             idempotency: Bounds {
                 entries: self.idempotency_entries as usize,

@@ -35,6 +35,7 @@ use crate::exec;
 pub use crate::session::Executed;
 use crate::session::{self, Execute, Expired, Session, Sweep, Timeouts, Want};
 use crate::stats::WorkerStats;
+use crate::tls::{Tls, TlsServer};
 use sys::epoll::{Event, Poller};
 
 /// Bytes one connection may read in one wake-up before the others get their turn.
@@ -126,6 +127,8 @@ pub struct Connections<E = ExecuteHere> {
     now: Instant,
     /// Published for the threads that execute this loop's requests elsewhere.
     open: Option<Arc<OpenConnections>>,
+    /// `--tls-cert`: every connection shakes hands first.
+    tls: Option<TlsServer>,
 }
 
 struct Slot {
@@ -168,6 +171,7 @@ impl<E: Executor> Connections<E> {
             sweep: Sweep::default(),
             now: Instant::now(),
             open: None,
+            tls: config.tls.clone(),
         }
     }
 
@@ -199,7 +203,7 @@ impl<E: Executor> Connections<E> {
             self.worker.conn_closed();
             return Err(e);
         }
-        self.slots[index].conn = Some(Conn::new(fd, self.now));
+        self.slots[index].conn = Some(Conn::accepted(fd, self.now, self.tls.as_ref()));
         Ok(token)
     }
 
@@ -387,12 +391,21 @@ pub struct Conn {
     /// epoll reported EPOLLRDHUP / EPOLLHUP / EPOLLERR: the end of the stream is in the socket, so
     /// reads go on until they return it (no further event would come to announce it).
     hung_up: bool,
+    /// `--tls-cert`: the TLS layer between the socket and the session (`conn::tls`).
+    tls: Option<Box<Tls>>,
 }
 
 impl Conn {
     /// A connection accepted at `now`.
     pub fn new(fd: OwnedFd, now: Instant) -> Self {
-        Conn { fd, session: Session::new(now), readable: false, hung_up: false }
+        Conn::accepted(fd, now, None)
+    }
+
+    /// A connection accepted at `now`, with TLS between its socket and its session if the server
+    /// has a certificate (`tls`): the handshake is its first exchange.
+    pub fn accepted(fd: OwnedFd, now: Instant, tls: Option<&TlsServer>) -> Self {
+        let tls = tls.map(TlsServer::accept);
+        Conn { fd, session: Session::new(now), readable: false, hung_up: false, tls }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -406,7 +419,7 @@ impl Conn {
 
     /// Whether output waits for the client (a write hit `EAGAIN`): then only `EPOLLOUT` can help.
     pub fn output_blocked(&self) -> bool {
-        !self.session.output().is_empty()
+        !self.session.output().is_empty() || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
     }
 
     /// Records what an epoll event says of the socket; [`Conn::pump`] then acts on it.
@@ -422,32 +435,64 @@ impl Conn {
     /// Does what the session asks until it must wait: for the kernel (EAGAIN), for responses from
     /// elsewhere, or for its next turn.
     pub fn pump(&mut self, now: Instant, executor: &mut impl Execute) -> Progress {
+        // With TLS, ciphertext left over from the last pump (the socket was full) goes first.
+        if self.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+            if let Some(progress) = self.tls_flush() {
+                return progress;
+            }
+        }
         let mut budget = READ_BUDGET;
         loop {
             match self.session.next(now, executor) {
+                Want::Send if self.tls.is_some() => {
+                    if let Some(progress) = self.tls_send() {
+                        return progress;
+                    }
+                }
                 Want::Send => match sys::socket::write(self.fd.as_fd(), self.session.output()) {
                     Ok(n) => self.session.sent(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return Progress::Done,
                 },
-                Want::Receive if !self.readable => return Progress::Wait,
-                Want::Receive if budget == 0 => return Progress::ReadyAgain,
-                Want::Receive => match self.read() {
-                    Ok(n) => budget = budget.saturating_sub(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Progress::Done,
-                },
+                Want::Receive => {
+                    // With TLS, the socket is read through rustls, and `Conn::read` takes what it
+                    // decrypted: still this one call, so that it stays inlined here.
+                    if self.tls.is_some() {
+                        match self.tls_receive(now, &mut budget) {
+                            TlsStep::Stop(progress) => return progress,
+                            TlsStep::Next => continue,
+                            TlsStep::Plaintext => {}
+                        }
+                    } else if !self.readable {
+                        return Progress::Wait;
+                    } else if budget == 0 {
+                        return Progress::ReadyAgain;
+                    }
+                    match self.read() {
+                        Ok(n) => budget = budget.saturating_sub(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Progress::Done,
+                    }
+                }
                 Want::Wait => return Progress::Wait,
                 Want::Yield => return Progress::ReadyAgain,
                 Want::Finish { unread_input } if unread_input || self.readable => {
+                    if self.tls.is_some() {
+                        self.tls_close();
+                    }
                     if sys::socket::shutdown_write(self.fd.as_fd()).is_err() {
                         return Progress::Done;
                     }
                     self.session.linger(now);
                 }
-                Want::Finish { .. } | Want::Close => return Progress::Done,
+                Want::Finish { .. } | Want::Close => {
+                    if self.tls.is_some() {
+                        self.tls_close();
+                    }
+                    return Progress::Done;
+                }
                 Want::Discard => return self.discard_input(),
             }
         }
@@ -462,7 +507,17 @@ impl Conn {
         };
         let Some(space) = self.session.read_buffer_for(waiting) else { return Ok(0) };
         let room = space.len();
-        let n = sys::socket::read(self.fd.as_fd(), space)?;
+        let n = match &mut self.tls {
+            None => sys::socket::read(self.fd.as_fd(), space)?,
+            // What rustls has decrypted (`conn::tls`): the socket's state is not this read's.
+            Some(tls) => {
+                let n = tls.read_plaintext(space);
+                if n > 0 {
+                    self.session.received(n);
+                }
+                return Ok(n);
+            }
+        };
         if n == 0 {
             self.session.received_eof();
             return Ok(0);
@@ -494,3 +549,5 @@ impl Conn {
 
 #[cfg(test)]
 mod tests;
+mod tls;
+use tls::TlsStep;

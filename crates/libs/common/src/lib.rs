@@ -17,7 +17,10 @@
 //!    `/stats`, and `/ledger` through [`idempotency`] (the ledger and its Idempotency-Key store).
 //! 5. [`drain`] times the graceful stop on SIGINT / SIGTERM.
 //! 6. [`stats`] keeps the per-worker counters in memory that threads, and forked processes, share.
-//! 7. [`dispatch`] picks the worker for a new connection where an acceptor hands them out
+//! 7. [`tls`] sits between a driver's transport and the session when the server has a certificate
+//!    (`--tls-cert`): the handshake, then records decrypted into the session and its output
+//!    encrypted, with no I/O of its own.
+//! 8. [`dispatch`] picks the worker for a new connection where an acceptor hands them out
 //!    (lab-memcached): round-robin, or by each worker's recent busy time.
 #![forbid(unsafe_code)]
 
@@ -33,6 +36,7 @@ pub mod session;
 pub mod slots;
 pub mod startup;
 pub mod stats;
+pub mod tls;
 pub mod uring_conn;
 
 /// Tokens an event loop reserves for its own fds; connection tokens never reach these values.

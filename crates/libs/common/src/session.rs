@@ -425,6 +425,13 @@ impl Session {
         self.closing = true;
     }
 
+    /// Bytes that are not a request yet arrived at `now` (a TLS handshake under way): with `pending`,
+    /// `--header-timeout` runs from the first of them as for a request head; without, that is over
+    /// (the handshake completed) and the first request's head gets its own.
+    pub fn head_pending(&mut self, now: Instant, pending: bool) {
+        self.head_since = if pending { self.head_since.or(Some(now)) } else { None };
+    }
+
     /// The bytes waiting to be sent.
     pub fn output(&self) -> &[u8] {
         &self.output[self.output_sent..]

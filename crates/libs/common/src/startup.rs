@@ -22,10 +22,14 @@ pub fn listen(config: &Config, addr: SocketAddr, reuse_port: bool) -> Listener {
     Listener { addr, fd: Arc::new(fd), pause_after_first }
 }
 
-/// Resolves the common command line (a bad one exits 2 with the reason) and checks the environment
+/// Resolves the common command line (a bad one exits 2 with the reason), loads the TLS certificate
+/// and key if given (one that does not parse exits 1, naming the file) and checks the environment
 /// it will run in (see [`check_environment`]): the first step of every server.
 pub fn configure(args: &CommonArgs, max_workers: Option<usize>) -> Config {
-    let config = args.resolve(max_workers).unwrap_or_else(|e| crate::config::usage_error(&e));
+    let mut config = args.resolve(max_workers).unwrap_or_else(|e| crate::config::usage_error(&e));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(crate::tls::TlsServer::load(cert, key).unwrap_or_else(|e| fatal(e)));
+    }
     check_environment(&config);
     config
 }

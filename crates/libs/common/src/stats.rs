@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde_json::json;
@@ -106,6 +106,20 @@ pub struct Stats {
     listeners: Vec<Listener>,
     /// `POST /ledger` and its Idempotency-Key store, made here so that it exists before any fork.
     ledger: Ledger,
+    /// What an architecture adds to each report (lab-reuseport: its listeners and steering).
+    annex: AnnexCell,
+}
+
+/// Adds an architecture's own fields to a `/stats` report, just before it is sent.
+pub type Annex = Box<dyn Fn(&mut serde_json::Value) + Send + Sync>;
+
+#[derive(Default)]
+struct AnnexCell(OnceLock<Annex>);
+
+impl std::fmt::Debug for AnnexCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Annex" } else { "None" })
+    }
 }
 
 impl Stats {
@@ -121,7 +135,22 @@ impl Stats {
         let counters = sys::shared::shared_counters(SLOT * (workers + 1))?;
         let pid = std::process::id();
         let ledger = Ledger::new(idempotency)?;
-        Ok(Arc::new(Stats { arch, pid, started: Instant::now(), max_conns, counters, listeners, ledger }))
+        let annex = AnnexCell::default();
+        Ok(Arc::new(Stats {
+            arch,
+            pid,
+            started: Instant::now(),
+            max_conns,
+            counters,
+            listeners,
+            ledger,
+            annex,
+        }))
+    }
+
+    /// Sets what this server adds to every report (once; a second call is ignored).
+    pub fn set_annex(&self, annex: Annex) {
+        let _ = self.annex.0.set(annex);
     }
 
     /// The ledger of `POST /ledger`.
@@ -208,7 +237,7 @@ impl Stats {
             workers.push(entry);
         }
         let [accepted, requests, open, rejected] = totals;
-        let report = json!({
+        let mut report = json!({
             "arch": self.arch,
             "pid": self.pid,
             "uptime_ms": self.started.elapsed().as_millis() as u64,
@@ -221,6 +250,12 @@ impl Stats {
             },
             "ledger": self.ledger.render(),
         });
+        if let Some(tls) = crate::tls::render() {
+            report["tls"] = tls;
+        }
+        if let Some(annex) = self.annex.0.get() {
+            annex(&mut report);
+        }
         let mut body = serde_json::to_vec_pretty(&report).unwrap_or_default();
         body.push(b'\n');
         body
@@ -261,6 +296,11 @@ impl WorkerStats {
             true => _ = counter.fetch_add(n, Relaxed),
             false => counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed),
         }
+    }
+
+    /// How many connections this worker has accepted, and how many it has open now.
+    pub fn accepted_and_open(&self) -> (u64, u64) {
+        (self.counter(Field::Accepted).load(Relaxed), self.counter(Field::Open).load(Relaxed))
     }
 
     /// The CPU this worker is pinned to, if any.

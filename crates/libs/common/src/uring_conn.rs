@@ -43,6 +43,7 @@ use crate::config::Config;
 use crate::conn::ExecuteOn;
 use crate::session::{self, Expired, Session, Sweep, Timeouts, Want};
 use crate::stats::WorkerStats;
+use crate::tls::{Tls, TlsServer};
 
 /// Bytes a connection that is not reading may hold unasked-for before its receive is cancelled.
 pub const PENDING_LIMIT: usize = 64 * 1024;
@@ -81,6 +82,9 @@ struct Conn {
     session: Session,
     /// What the ring is doing with it and what has arrived: the `Flags` bits.
     flags: u8,
+    /// `--tls-cert`: the TLS layer between the ring and the session (`uring_conn::tls`); what
+    /// `Buffers::pending` then holds is ciphertext.
+    tls: Option<Box<Tls>>,
 }
 
 /// The buffers of the connections that are busy, beside the slots.
@@ -242,6 +246,7 @@ pub struct UringConnections {
     sweep: Sweep,
     now: Instant,
     batching: Batching,
+    tls: Option<TlsServer>,
 }
 
 /// How many receives the next wait waits for (`Ring::wait`'s `batch`; it matters only with the
@@ -297,6 +302,7 @@ impl UringConnections {
             sweep: Sweep::default(),
             now: Instant::now(),
             batching: Batching::default(),
+            tls: config.tls.clone(),
         }
     }
 
@@ -345,7 +351,8 @@ impl UringConnections {
         }
         let index = self.free.pop().unwrap_or_else(|| self.slots.push());
         let token = self.slots.token(index);
-        self.slots.conns[index] = Some(Conn { fd, session: Session::new(self.now), flags: 0 });
+        let tls = self.tls.as_ref().map(TlsServer::accept);
+        self.slots.conns[index] = Some(Conn { fd, session: Session::new(self.now), flags: 0, tls });
         self.pump(token);
     }
 
@@ -375,7 +382,8 @@ impl UringConnections {
                     Ok(_) => {
                         if let Some(buffer) = completion.buffer {
                             let bytes = self.ring.buffer(&buffer);
-                            let direct = conn.has(Flags::RECEIVING) && !conn.has(Flags::PENDING);
+                            let direct =
+                                conn.has(Flags::RECEIVING) && !conn.has(Flags::PENDING) && conn.tls.is_none();
                             match (conn.has(Flags::DISCARDING), direct) {
                                 (true, _) => {} // lingering: dropped
                                 (false, true) => {
@@ -405,10 +413,19 @@ impl UringConnections {
             }
             SEND => {
                 conn.set(Flags::SENDING, false);
-                if let Some(buf) = completion.owned {
+                let mut owned = completion.owned;
+                if let (Some(_), Ok(n)) = (&conn.tls, completion.result) {
+                    match conn.send_rest(&mut self.ring, &mut owned, n as usize, token) {
+                        Ok(true) => return, // a short send: the rest of the ciphertext is on its way
+                        Ok(false) => {}
+                        Err(()) => return self.close(index),
+                    }
+                }
+                if let Some(buf) = owned {
                     self.buffers.give_back(buf);
                 }
                 match completion.result {
+                    Ok(_) if conn.tls.is_some() => {} // ciphertext: the session's output was taken already
                     Ok(n) => conn.session.sent(n as usize),
                     Err(_) => return self.close(index),
                 }
@@ -514,6 +531,12 @@ impl Conn {
         now: Instant,
         executor: &mut ExecuteOn<'_>,
     ) -> Progress {
+        if let Some(mut tls) = self.tls.take() {
+            let executor = &mut crate::tls::DynExecute(executor);
+            let progress = self.pump_tls(&mut tls, ring, buffers, token, now, executor);
+            self.tls = Some(tls);
+            return progress;
+        }
         let index = index_of(token);
         self.set(Flags::RECEIVING, false);
         loop {
@@ -578,6 +601,8 @@ impl Conn {
         armed
     }
 }
+
+mod tls;
 
 #[cfg(test)]
 mod tests {

@@ -229,7 +229,8 @@ pub fn parse_request_resuming<'b>(
         }
     };
     let idempotency_key = match method {
-        Method::Post => crate::idempotency::key_field(head.fields)?,
+        Method::Post => crate::idempotency::key_field(head.fields)
+            .map_err(|reason| FramingError { status: Status::BadRequest, reason })?,
         _ => None,
     };
     let request = Request {

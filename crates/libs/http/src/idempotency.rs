@@ -1,5 +1,6 @@
-//! `POST /ledger` and its `Idempotency-Key` header (IETF httpapi draft "The Idempotency-Key HTTP
-//! Header Field"): reading the field and routing the request. The store that remembers keys and
+//! The `Idempotency-Key` header of `POST /ledger` (IETF httpapi draft "The Idempotency-Key HTTP
+//! Header Field"): finding the field among a request's and reading the key in it; framing, routing
+//! and the response each take what they need from here, and this module needs none of them. The store that remembers keys and
 //! their responses is `common::idempotency`; the server-side meaning is in docs/spec.md.
 //!
 //! The field's value is a Structured Field String (RFC 8941 §3.3.3): `Idempotency-Key:
@@ -8,10 +9,6 @@
 
 use std::borrow::Cow;
 
-use crate::framing::FramingError;
-use crate::response::Status;
-use crate::route::{Action, MAX_SLEEP_MS};
-
 /// The longest key kept, in bytes after unquoting (Stripe's limit).
 pub const MAX_KEY_BYTES: usize = 255;
 
@@ -19,41 +16,17 @@ pub const MAX_KEY_BYTES: usize = 255;
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed: true";
 
 /// The raw value of the request's `Idempotency-Key` field, if it has one; a second one is refused
-/// (the field is a single Item, RFC 8941 §3.3, and which of two to believe cannot be known).
-pub(crate) fn key_field<'b>(fields: &[httparse::Header<'b>]) -> Result<Option<&'b [u8]>, FramingError> {
+/// with the reason (the field is a single Item, RFC 8941 §3.3, and which of two to believe cannot
+/// be known).
+pub(crate) fn key_field<'b>(fields: &[httparse::Header<'b>]) -> Result<Option<&'b [u8]>, &'static str> {
     let mut found = None;
     for field in fields.iter().filter(|field| field.name.eq_ignore_ascii_case("idempotency-key")) {
         if found.is_some() {
-            return Err(FramingError {
-                status: Status::BadRequest,
-                reason: "Idempotency-Key sent more than once",
-            });
+            return Err("Idempotency-Key sent more than once");
         }
         found = Some(field.value);
     }
     Ok(found)
-}
-
-/// Routes `POST /ledger?ms=N` with its body and the raw value of its `Idempotency-Key` field.
-/// `ms` (default 0, at most 10000) is how long the append takes, as a slow payment would.
-pub(crate) fn ledger<'a>(query: &str, key: Option<&'a [u8]>, body: Cow<'a, [u8]>) -> Action<'a> {
-    let hold_ms = match query {
-        "" => 0,
-        query => match crate::route::query_number(query, "ms", MAX_SLEEP_MS) {
-            Some(ms) => ms,
-            None => return bad("ms must be an integer in 0..=10000"),
-        },
-    };
-    let key = match key.map(parse_key) {
-        None => None,
-        Some(Ok(key)) => Some(key),
-        Some(Err(reason)) => return bad(reason),
-    };
-    Action::Ledger { body, key, hold_ms }
-}
-
-fn bad(reason: &'static str) -> Action<'static> {
-    Action::Reject { status: Status::BadRequest, reason, allow: None }
 }
 
 /// The key an `Idempotency-Key` value names: an sf-string unquoted and unescaped, or a bare token.
@@ -116,23 +89,5 @@ mod tests {
         }
         assert!(parse_key(&[b'k'; 255]).is_ok());
         assert_eq!(parse_key(&[b'k'; 256]), Err("Idempotency-Key over 255 bytes"));
-    }
-
-    #[test]
-    fn the_ledger_route_reads_its_hold_and_its_key() {
-        let body = Cow::Borrowed(&b"pay 5"[..]);
-        assert_eq!(
-            ledger("ms=20", Some(b"\"k\""), body.clone()),
-            Action::Ledger { body: body.clone(), key: Some(Cow::Borrowed(b"k")), hold_ms: 20 }
-        );
-        assert_eq!(
-            ledger("", None, body.clone()),
-            Action::Ledger { body: body.clone(), key: None, hold_ms: 0 }
-        );
-        assert!(matches!(
-            ledger("ms=x", None, body.clone()),
-            Action::Reject { status: Status::BadRequest, .. }
-        ));
-        assert!(matches!(ledger("", Some(b"a b"), body), Action::Reject { status: Status::BadRequest, .. }));
     }
 }

@@ -113,9 +113,7 @@ pub fn route(request: Request<'_>) -> Job<'_> {
         #[cfg(debug_assertions)]
         ("/debug/panic", true, _) => Action::Panic,
         ("/echo", _, Method::Post) => Action::Echo(request.body),
-        ("/ledger", _, Method::Post) => {
-            crate::idempotency::ledger(request.query, request.idempotency_key, request.body)
-        }
+        ("/ledger", _, Method::Post) => ledger(request.query, request.idempotency_key, request.body),
         // Framing lets `*` through only with OPTIONS (RFC 9112 §3.2.4).
         ("*", _, Method::Options) => options(ANY_PATH),
         ("/" | "/spin" | "/sleep" | "/stats", _, Method::Options) => options(GET_HEAD),
@@ -141,6 +139,24 @@ fn method_not_allowed(allow: Option<&'static str>) -> Action<'static> {
     Action::Reject { status: Status::MethodNotAllowed, reason: "method not allowed", allow }
 }
 
+/// Routes `POST /ledger?ms=N` with its body and the raw value of its `Idempotency-Key` field.
+/// `ms` (default 0, at most 10000) is how long the append takes, as a slow payment would.
+fn ledger<'a>(query: &str, key: Option<&'a [u8]>, body: Cow<'a, [u8]>) -> Action<'a> {
+    let hold_ms = match query {
+        "" => 0,
+        query => match query_number(query, "ms", MAX_SLEEP_MS) {
+            Some(ms) => ms,
+            None => return bad_query("ms must be an integer in 0..=10000"),
+        },
+    };
+    let key = match key.map(crate::idempotency::parse_key) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(reason)) => return bad_query(reason),
+    };
+    Action::Ledger { body, key, hold_ms }
+}
+
 /// The value of `name` in a query string, if it is a decimal integer in `0..=max`.
 pub(crate) fn query_number(query: &str, name: &str, max: u32) -> Option<u32> {
     let value = query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
@@ -148,4 +164,27 @@ pub(crate) fn query_number(query: &str, name: &str, max: u32) -> Option<u32> {
         return None;
     }
     value.parse::<u64>().ok().filter(|&n| n <= u64::from(max)).map(|n| n as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_route_reads_its_hold_and_its_key() {
+        let body = Cow::Borrowed(&b"pay 5"[..]);
+        assert_eq!(
+            ledger("ms=20", Some(b"\"k\""), body.clone()),
+            Action::Ledger { body: body.clone(), key: Some(Cow::Borrowed(b"k")), hold_ms: 20 }
+        );
+        assert_eq!(
+            ledger("", None, body.clone()),
+            Action::Ledger { body: body.clone(), key: None, hold_ms: 0 }
+        );
+        assert!(matches!(
+            ledger("ms=x", None, body.clone()),
+            Action::Reject { status: Status::BadRequest, .. }
+        ));
+        assert!(matches!(ledger("", Some(b"a b"), body), Action::Reject { status: Status::BadRequest, .. }));
+    }
 }

@@ -20,6 +20,8 @@
 //!   address, `SO_ERROR`, `SO_LINGER` 0.
 //! - [`netns`]: a network namespace of one's own, with its loopback up, for lab-exp's experiments.
 //! - [`netstat`]: the namespace's TCP counters from `/proc/net/netstat` and `/proc/net/snmp`.
+//! - [`bpf`]: `bpf(2)` for a `SO_REUSEPORT` group: a `SK_REUSEPORT` program that picks each new
+//!   connection's socket (and where a closing socket's queue goes), its maps, and an assembler.
 //! - [`process`]: `fork(2)` for a single-threaded supervisor, and what it needs to keep its worker
 //!   processes: dying with the parent, reaping, and signalling them.
 //!
@@ -32,6 +34,7 @@
 //! has the call, and each remaining `unsafe` block says why it is sound in a `// SAFETY:` line.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+pub mod bpf;
 pub mod client;
 pub mod cpu;
 pub mod epoll;

@@ -53,6 +53,48 @@ fn parse_into(text: &str, into: &mut BTreeMap<String, i64>) {
     }
 }
 
+/// A listening TCP socket as `/proc/net/tcp` (or `tcp6`) lists it (its backlog is not there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// The socket's inode number (what `fstat` on its fd reports as `st_ino`).
+    pub inode: u64,
+    /// Connections in its accept queue now (`rx_queue` of a LISTEN line).
+    pub accept_queue: u32,
+}
+
+/// The namespace's listening TCP sockets of one family (`/proc/net/tcp`, or `tcp6` with `ipv6`):
+/// from anywhere, the queue of a socket this process holds no fd of (lab-reuseport's /stats, where
+/// each worker process holds only its own). The kernel lists listening sockets first, so reading
+/// stops at the first other line: the file's thousands of TIME_WAIT lines under churn are never
+/// generated. (A file with no line past the listening ones still walks every connection of the
+/// namespace, hence one family only: `tcp6` without IPv6 sockets costs 20 ms at 130 000 of them.)
+pub fn listening(ipv6: bool) -> io::Result<Vec<Listening>> {
+    use std::io::BufRead;
+    let path = if ipv6 { "/proc/net/tcp6" } else { "/proc/net/tcp" };
+    let file =
+        std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("open {path}: {e}")))?;
+    let mut all = Vec::new();
+    for line in io::BufReader::new(file).lines().skip(1) {
+        let line = line.map_err(|e| io::Error::new(e.kind(), format!("read {path}: {e}")))?;
+        match parse_listening(&line) {
+            Some(listening) => all.push(listening),
+            None => break,
+        }
+    }
+    Ok(all)
+}
+
+/// One line of `/proc/net/tcp`: `sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout
+/// inode ...`; `None` unless its state is 0A (LISTEN).
+fn parse_listening(line: &str) -> Option<Listening> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.get(3) != Some(&"0A") {
+        return None;
+    }
+    let (_, rx) = fields.get(4)?.split_once(':')?;
+    Some(Listening { inode: fields.get(9)?.parse().ok()?, accept_queue: u32::from_str_radix(rx, 16).ok()? })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +109,14 @@ mod tests {
         assert_eq!(all.get("TcpExt.SyncookiesSent"), Some(&3));
         assert_eq!(all.get("TcpExt.ListenOverflows"), Some(&12));
         assert_eq!(all.get("Tcp.MaxConn"), Some(&-1));
+    }
+
+    #[test]
+    fn a_listen_line_gives_its_inode_queue_and_backlog() {
+        let line = "   0: 0100007F:1F90 00000000:0000 0A 00000080:00000003 00:00000000 00000000     0        0 4242 1";
+        assert_eq!(parse_listening(line), Some(Listening { inode: 4242, accept_queue: 3 }));
+        let established = line.replace(" 0A ", " 01 ");
+        assert_eq!(parse_listening(&established), None);
     }
 
     #[test]

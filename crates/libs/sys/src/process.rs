@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
@@ -9,6 +10,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 pub use nix::unistd::{ForkResult, Pid};
 
 use crate::os_error;
+
+/// How many locks of a [`crate::shared::LockedWords`] this process holds now (their guards count
+/// themselves in and out): [`fork`] refuses to fork while one is held, since parent and child would
+/// both hold the lock of a shared region.
+pub(crate) static SHARED_LOCKS_HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// `fork(2)`: a child process that is a copy of this one, with copies of every fd and of every
 /// `MAP_SHARED` mapping (the same memory, not a copy).
@@ -18,7 +24,7 @@ use crate::os_error;
 /// the child forever. Fails, without forking, when the process has more than one thread, or holds the
 /// lock of a [`crate::shared::LockedWords`].
 pub fn fork() -> io::Result<ForkResult> {
-    if crate::shared::guards_held() > 0 {
+    if SHARED_LOCKS_HELD.load(Ordering::Acquire) > 0 {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
@@ -131,14 +137,20 @@ pub fn kill(pid: Pid) -> io::Result<()> {
 /// BPF program, installed between fork and exec. Every other system call is allowed. For the test
 /// that lab-uring's refusal line is what a platform without io_uring gets.
 pub fn deny_io_uring_setup(command: &mut std::process::Command) {
+    deny_system_call(command, libc::SYS_io_uring_setup);
+}
+
+/// Makes `command`'s child refuse the system call numbered `nr` with `EPERM` (as
+/// [`deny_io_uring_setup`] does for `io_uring_setup`; `bpf(2)` for lab-reuseport's refusal line).
+pub fn deny_system_call(command: &mut std::process::Command, nr: libc::c_long) {
     use std::os::unix::process::CommandExt;
     const LOAD_NR: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     const JUMP_EQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
     const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     let filter = [
-        // A = seccomp_data.nr (offset 0); if A == io_uring_setup, skip to the EPERM return.
+        // A = seccomp_data.nr (offset 0); if A == nr, skip to the EPERM return.
         libc::sock_filter { code: LOAD_NR, jt: 0, jf: 0, k: 0 },
-        libc::sock_filter { code: JUMP_EQ, jt: 1, jf: 0, k: libc::SYS_io_uring_setup as u32 },
+        libc::sock_filter { code: JUMP_EQ, jt: 1, jf: 0, k: nr as u32 },
         libc::sock_filter { code: RET, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
         libc::sock_filter { code: RET, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32 },
     ];

@@ -9,7 +9,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
 
@@ -49,15 +49,6 @@ impl Sharing {
             Sharing::Private => MapFlags::MAP_PRIVATE,
         }
     }
-}
-
-/// How many [`WordsGuard`]s this process holds now: `process::fork` refuses to fork while one is
-/// held, since parent and child would both hold the lock of a shared region.
-static GUARDS_HELD: AtomicUsize = AtomicUsize::new(0);
-
-/// Whether this process holds the lock of a [`LockedWords`] now.
-pub(crate) fn guards_held() -> usize {
-    GUARDS_HELD.load(Ordering::Acquire)
 }
 
 /// `len` zeroed 64-bit words of anonymous memory behind one lock that holds across threads and,
@@ -136,7 +127,7 @@ impl LockedWords {
                 }
             }
         }
-        GUARDS_HELD.fetch_add(1, Ordering::AcqRel);
+        crate::process::SHARED_LOCKS_HELD.fetch_add(1, Ordering::AcqRel);
         WordsGuard { words: self }
     }
 }
@@ -177,7 +168,7 @@ impl DerefMut for WordsGuard<'_> {
 impl Drop for WordsGuard<'_> {
     fn drop(&mut self) {
         self.words.lock_word().store(0, Ordering::Release);
-        GUARDS_HELD.fetch_sub(1, Ordering::AcqRel);
+        crate::process::SHARED_LOCKS_HELD.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -264,9 +255,9 @@ mod tests {
         threads.into_iter().for_each(|t| t.join().unwrap());
         let guard = words.lock();
         assert_eq!((guard[0], guard[1]), (40_000, 40_000));
-        assert_eq!(guards_held(), 1);
+        assert_eq!(crate::process::SHARED_LOCKS_HELD.load(Ordering::Acquire), 1);
         drop(guard);
-        assert_eq!(guards_held(), 0);
+        assert_eq!(crate::process::SHARED_LOCKS_HELD.load(Ordering::Acquire), 0);
     }
 
     #[test]

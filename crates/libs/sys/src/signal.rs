@@ -37,7 +37,17 @@ impl ShutdownSignals {
     /// Call it before spawning threads: they inherit the mask, so the signals stay pending for the
     /// process and are read from this fd instead of killing it.
     pub fn new() -> io::Result<Self> {
-        let set = termination_signals();
+        Self::with(&[])
+    }
+
+    /// [`ShutdownSignals::new`] that also takes `more` signals through the fd (lab-reuseport's
+    /// supervisor: SIGTTIN, SIGTTOU and SIGHUP change its workers). They stay blocked in the
+    /// processes it forks.
+    pub fn with(more: &[Signal]) -> io::Result<Self> {
+        let mut set = termination_signals();
+        for &signal in more {
+            set.add(signal);
+        }
         set.thread_block().map_err(|e| os_error("pthread_sigmask", "SIG_BLOCK INT,TERM", e))?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| os_error("signalfd", "INT,TERM", e))?;

@@ -51,6 +51,12 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The socket's inode number (`fstat`'s `st_ino`): how `/proc/net/tcp` names it.
+pub fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let stat = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| os_error("fstat fd", fd.as_raw_fd(), e))?;
+    Ok(stat.st_ino)
+}
+
 /// `setsockopt(TCP_NODELAY)`: send small writes at once instead of waiting for Nagle's algorithm to
 /// coalesce them with the next one (which, against a delayed ACK, can stall a response for 40 ms).
 pub fn set_nodelay(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
@@ -239,6 +245,13 @@ pub fn bytes_readable(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// than a SIGPIPE for the whole process.
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     nix::sys::socket::send(fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
+}
+
+/// `sendmsg(2)` of several buffers with `MSG_NOSIGNAL`: one system call for what `write` would send
+/// in as many (a TLS connection's records, each in its own buffer).
+pub fn write_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    nix::sys::socket::sendmsg::<()>(fd.as_raw_fd(), bufs, &[], MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(io::Error::from)
 }
 
 /// `shutdown(SHUT_WR)`: sends FIN after what is queued; reading stays possible.

@@ -13,6 +13,7 @@
 //! between cores — and no second core either. Every request executes on the thread that also
 //! accepts and reads for everyone else: one slow request stalls every connection, and the accept
 //! queue fills meanwhile (`curl /sleep?ms=2000` and watch `/stats` stop answering for two seconds).
+//! With --tls-cert the TLS handshakes run on it too, between everyone's requests.
 #![forbid(unsafe_code)]
 
 use std::io;

@@ -19,6 +19,7 @@
 //! with no locks. But the choice of worker is made once, blind, per connection: a worker that drew
 //! the heavy connections stays busy while its neighbours idle (`/stats`: `conns` is even, `requests`
 //! and latency are not), and the single acceptor caps the rate of new connections.
+//! With --tls-cert the acceptor hands on the raw fd: the worker it picked does the handshake.
 #![forbid(unsafe_code)]
 
 use std::io;

@@ -20,6 +20,7 @@
 //! and a heavy connection slows nobody else; yet no thread carries everyone's I/O, as lab-ramcloud's
 //! dispatcher does. The price is paid per wake-up: an `epoll_ctl` to re-arm, a lock per connection,
 //! and a connection's cache lines moving to whichever core serves it next.
+//! With --tls-cert each step of a handshake runs on whichever thread the event went to.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -76,6 +77,7 @@ struct Pool {
     drain: PoolDrain,
     timeouts: Timeouts,
     nodelay: bool,
+    tls: Option<common::tls::TlsServer>,
     /// The listener's and the connections' counters (`accepted`, `conns`, `open`): no thread owns
     /// a connection, so none has them; the threads' own slots count requests and wake-ups.
     shared: WorkerStats,
@@ -149,6 +151,7 @@ impl Pool {
             drain,
             timeouts: Timeouts::from(config),
             nodelay: config.nodelay,
+            tls: config.tls.clone(),
             shared,
         })
     }
@@ -169,7 +172,7 @@ impl Pool {
         let Some((token, mut slot)) = self.conns.claim() else { return }; // 2^20 open: fd closed
         self.shared.conn_opened();
         self.drain.opened();
-        let conn = slot.value.insert(Conn::new(fd, now));
+        let conn = slot.value.insert(Conn::accepted(fd, now, self.tls.as_ref()));
         let nodelay = !self.nodelay || sys::socket::set_nodelay(conn.fd(), true).is_ok();
         if !nodelay || self.poller.add(conn.fd(), token, READING).is_err() {
             self.close(token, &mut slot);

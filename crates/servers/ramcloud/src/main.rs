@@ -17,6 +17,7 @@
 //! the others go on serving everyone, and pipelined requests of one connection run in parallel
 //! (answered in order all the same). The price: every request crosses threads twice, and the one
 //! dispatcher does all the I/O for everyone, so it is the ceiling on throughput.
+//! With --tls-cert it does every handshake and every record's crypto too; workers only execute.
 #![forbid(unsafe_code)]
 
 use std::io;

@@ -1,12 +1,14 @@
 //! lab-reuseport: N worker processes, each with its own `SO_REUSEPORT` listening socket on the same
 //! port, each its own listener, acceptor, reader and executor — socket sharding, as nginx does with
 //! `listen … reuseport`, HAProxy with a listener per process or thread, and Envoy with one socket
-//! per worker. A supervising parent opens the sockets, forks the workers and replaces any that dies.
+//! per worker. A supervising parent opens each socket, forks the worker that alone holds it, replaces
+//! any that dies, and adds, removes and replaces workers on SIGTTIN, SIGTTOU and SIGHUP (`pool`).
 //!
 //! ```text
-//!   supervise (parent): opens N sockets on one port, forks, restarts a dead worker, forwards SIGTERM
-//!        │ fork ×N (every worker holds every socket; worker i accepts on socket i only)
-//!   SYN ─► kernel: a hash of the 4-tuple (--steer cpu: the CPU taking the SYN) picks socket i
+//!   supervise (parent): opens socket i, forks worker i (which alone holds it), restarts, scales
+//!        │ fork ×N
+//!   SYN ─► kernel: a hash of the 4-tuple (--steer cpu: the CPU taking the SYN; --steer load: an
+//!          │        eBPF program reading the load table the workers write) picks socket i
 //!          ├─► accept queue 0   ─► process 0 (CPU 0):  accept_from ─► read ─► execute ─► write
 //!          ├─► accept queue 1   ─► process 1 (CPU 1):  accept_from ─► read ─► execute ─► write
 //!          └─► accept queue N-1 ─► process N-1:        accept_from ─► read ─► execute ─► write
@@ -16,33 +18,39 @@
 //! Trigger mode: edge-triggered for the listener and the connections (see `common::conn`).
 //!
 //! Trade-off: no two workers share anything on the way in — no accept lock, no hand-off, no
-//! thundering herd — but the kernel picks the worker before any of them could say it is busy (see
-//! the NOTE in `open_listeners`): `/stats` shows each listener's own accept queue growing behind a
-//! slow worker while the others idle.
+//! thundering herd — but by default the kernel picks the worker before any of them could say it is
+//! busy: `/stats` shows each listener's own accept queue growing behind a slow worker while the
+//! others idle. `--steer load` (`steer`) lets a program in the kernel pick by the load each worker
+//! publishes, and `--migrate` lets it move a closing socket's queue instead of resetting it.
+//! With --tls-cert the process the kernel picked does the handshake; the ticket key is made before
+//! the fork, so a session resumes in any process.
 #![forbid(unsafe_code)]
+
+mod pool;
+mod steer;
 
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use common::accept::Acceptor;
 use common::config::{self, CommonArgs, Config};
 use common::conn::Connections;
-use common::drain::{Drain, DRAIN_LIMIT};
+use common::drain::Drain;
 use common::listener::Listener;
 use common::startup::{self, fatal};
-use common::stats::{Role, WorkerStats};
+use common::stats::Role;
 use common::token::{LISTENER, SIGNALS};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
-use sys::process::{Ended, ForkResult, Pid};
-use sys::signal::ShutdownSignals;
+use sys::process::Pid;
+use sys::signal::{ShutdownSignals, Signal};
 
-/// How long the supervisor waits for draining workers before it kills them.
-const STOP_LIMIT: Duration = DRAIN_LIMIT.saturating_add(Duration::from_secs(1));
-/// How often the supervisor looks for dead workers: a dead one is replaced within this.
-const REAP_INTERVAL: Duration = Duration::from_millis(100);
+use pool::Server;
+use steer::{Load, Migrate, Steer, Steering};
+
+/// How long a stopping worker serves the connections it accepted as usual before it drains them.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// lab-reuseport: N worker processes, each on its own SO_REUSEPORT socket of one port.
 #[derive(Parser)]
@@ -53,6 +61,13 @@ struct Cli {
     /// How the kernel picks the socket, and so the worker, of a new connection.
     #[arg(long, value_enum, default_value_t = Steer::Hash)]
     steer: Steer,
+    /// Whether an eBPF program decides where a closing socket's queued and half-open connections go
+    /// (default: on with --steer load, off otherwise; off leaves it to net.ipv4.tcp_migrate_req).
+    #[arg(long, value_enum)]
+    migrate: Option<Migrate>,
+    /// The most workers SIGTTIN may bring the server to (default: twice --workers).
+    #[arg(long)]
+    max_workers: Option<usize>,
     /// Where POST /ledger's Idempotency-Key store lives: one table in memory every worker process
     /// shares, or one per process (a retry the kernel hands to another process executes again).
     #[arg(long, value_enum, default_value_t = Store::Shared)]
@@ -67,194 +82,124 @@ enum Store {
     PerProcess,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Steer {
-    /// The kernel's default: a hash of the connection's addresses and ports.
-    Hash,
-    /// A BPF program picks the socket of the CPU that handles the connection's SYN.
-    Cpu,
-}
-
-/// What the supervisor starts every worker, and every replacement, with.
-struct Server {
-    config: Config,
-    listeners: Vec<Listener>,
-    worker_stats: Vec<WorkerStats>,
-    signals: ShutdownSignals,
-    /// Set (to 1) before the supervisor forwards SIGTERM, in memory every worker shares: the whole
-    /// server is stopping, not just one worker.
-    stopping: &'static AtomicU64,
-    supervisor: Pid,
-}
-
 fn main() {
     let cli: Cli = config::parse_or_exit();
     let mut config = startup::configure(&cli.common, None);
     if cli.idempotency_store == Store::PerProcess {
         config.idempotency.sharing = sys::shared::Sharing::Private;
     }
-    let signals = ShutdownSignals::new().unwrap_or_else(|e| fatal(e));
-    let listeners = open_listeners(&config, cli.steer);
-    let stats = startup::stats("reuseport", config.workers, &config, listeners.clone());
-    // Registered before any worker runs, so that the first /stats already lists every process.
-    let worker_stats =
-        (0..config.workers).map(|i| stats.worker(i, Role::Process, config.cpu_for(i))).collect();
-    let stopping = &sys::shared::shared_counters(1).unwrap_or_else(|e| fatal(e))[0];
-    startup::announce(listeners[0].addr);
-    let server = Server { config, listeners, worker_stats, signals, stopping, supervisor: Pid::this() };
-    std::process::exit(supervise(&server).unwrap_or_else(|e| fatal(e)));
+    let max_workers = cli.max_workers.unwrap_or(2 * config.workers);
+    if max_workers < config.workers {
+        config::usage_error(&format!("--max-workers {max_workers}: below --workers {}", config.workers));
+    }
+    let steering = Steering::new(cli.steer, cli.migrate, max_workers);
+    let signals = ShutdownSignals::with(&pool::SCALING).unwrap_or_else(|e| fatal(e));
+    // Each socket is held by its worker alone, so /stats finds the others' queues in /proc.
+    let first = startup::listen(&config, config.addr, true);
+    warn_cpu_steering(&config, cli.steer);
+    let stats = startup::stats("reuseport", max_workers, &config, Vec::new());
+    let shared = Server::shared_words(max_workers).unwrap_or_else(|e| fatal(e));
+    let addr = first.addr;
+    let supervisor = Pid::this();
+    let server = Server { config, addr, steering, stats, signals, supervisor, max_workers, shared };
+    server.stats.set_annex(pool::annex(&server));
+    std::process::exit(pool::supervise(&server, first, worker_main).unwrap_or_else(|e| fatal(e)));
 }
 
-/// Opens one listening socket per worker, all `SO_REUSEPORT` on the same port.
-///
-/// NOTE: SO_REUSEPORT gives each worker its own accept queue: no lock to share, no herd to wake.
-/// But the kernel assigns each connection to a socket blindly, by a hash of its 4-tuple, so a slow
-/// worker's queue grows while the others idle; and a socket closed with connections in its queue
-/// resets them (kernels ≥ 5.14 can migrate them instead, with net.ipv4.tcp_migrate_req). That is
-/// why the supervisor opens every socket itself and keeps them all open: a dead worker's queue is
-/// not lost — its connections wait (about the REAP_INTERVAL until a replacement takes over the same
-/// socket) instead of being reset — no socket exists that nobody will ever accept on, and the
-/// group's order, which `--steer cpu` indexes, never changes.
-fn open_listeners(config: &Config, steer: Steer) -> Vec<Listener> {
-    let first = startup::listen(config, config.addr, true);
-    let mut listeners = vec![first.clone()];
-    // With port 0 the kernel chose the first socket's port; the others join it there.
-    listeners.extend((1..config.workers).map(|_| startup::listen(config, first.addr, true)));
-    if steer == Steer::Cpu {
-        // The program belongs to the whole group; attaching it through any member sets it.
-        let workers = config.workers;
-        sys::socket::attach_reuseport_cpu_steering(first.fd.as_fd(), workers as u32)
-            .unwrap_or_else(|e| fatal(e));
-        if (0..workers).any(|i| config.cpu_for(i).map(|cpu| cpu % workers) != Some(i)) {
-            startup::log(format!(
-                "warning: --steer cpu gives worker i the connections whose SYN a CPU c with \
-                 c mod {workers} = i handles, so worker i belongs on such a CPU: use --cpus 0-{}",
-                workers - 1
-            ));
-        }
-    }
-    listeners
-}
-
-/// The supervisor's loop: starts the workers, replaces any that dies, and on SIGINT / SIGTERM
-/// stops them all. Returns the exit status.
-fn supervise(server: &Server) -> io::Result<i32> {
-    let poller = Poller::new()?;
-    poller.add(server.signals.as_fd(), SIGNALS, READABLE_EDGE)?;
-    let mut events = Events::with_capacity(4);
-    let mut pids = Vec::new();
-    for index in 0..server.config.workers {
-        pids.push(Some(start_worker(server, index)?));
-    }
-    // Once stopping: when to stop waiting for the workers, and the status to exit with.
-    let mut stop: Option<(Instant, i32)> = None;
-    loop {
-        poller.wait(&mut events, Some(REAP_INTERVAL))?;
-        if stop.is_none() && server.signals.read()?.is_some() {
-            startup::log("stopping: each worker finishes the requests in flight");
-            stop = Some(stop_workers(server, &pids, 0));
-        }
-        while let Some((pid, ended)) = sys::process::reap_any()? {
-            let Some(index) = pids.iter().position(|&worker| worker == Some(pid)) else { continue };
-            pids[index] = None;
-            if stop.is_some() {
-                continue;
-            }
-            if ended == Ended::Status(1) {
-                // Status 1 is a worker's failing syscall, already named on stderr: a replacement
-                // would fail the same way, so the server exits 1 as the other architectures do.
-                startup::log(format!("worker {index} (pid {pid}) exited: {ended}; stopping"));
-                stop = Some(stop_workers(server, &pids, 1));
-                continue;
-            }
-            startup::log(format!("worker {index} (pid {pid}) exited: {ended}; restarting"));
-            pids[index] = Some(start_worker(server, index)?);
-        }
-        match stop {
-            Some((_, status)) if pids.iter().all(Option::is_none) => return Ok(status),
-            Some((give_up_at, _)) if Instant::now() >= give_up_at => {
-                for &pid in pids.iter().flatten() {
-                    let _ = sys::process::kill(pid);
-                }
-            }
-            _ => {}
-        }
+/// `--steer cpu` gives worker i the connections whose SYN a CPU c with c mod N = i handles.
+fn warn_cpu_steering(config: &Config, steer: Steer) {
+    let workers = config.workers;
+    if steer == Steer::Cpu && (0..workers).any(|i| config.cpu_for(i).map(|cpu| cpu % workers) != Some(i)) {
+        startup::log(format!(
+            "warning: --steer cpu gives worker i the connections whose SYN a CPU c with \
+             c mod {workers} = i handles, so worker i belongs on such a CPU: use --cpus 0-{}",
+            workers - 1
+        ));
     }
 }
 
-/// Marks the whole server as stopping, then forwards SIGTERM to every worker; returns when to stop
-/// waiting for them, with `status`.
-fn stop_workers(server: &Server, pids: &[Option<Pid>], status: i32) -> (Instant, i32) {
-    server.stopping.store(1, Ordering::Release);
-    for &pid in pids.iter().flatten() {
-        // It can only fail for a worker that has just exited, and will be reaped next.
-        let _ = sys::process::terminate(pid);
-    }
-    (Instant::now() + STOP_LIMIT, status)
-}
-
-/// Forks worker `index`. The child runs `worker_main` and exits; it never returns here.
-fn start_worker(server: &Server, index: usize) -> io::Result<Pid> {
-    match sys::process::fork()? {
-        ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => {
-            worker_main(server, index).unwrap_or_else(|e| fatal(e));
-            std::process::exit(0);
-        }
-    }
-}
-
-/// One worker process: lab-epoll's event loop on socket `index`, pinned to its CPU.
-fn worker_main(server: &Server, index: usize) -> io::Result<()> {
+/// One worker process: lab-epoll's event loop on its own socket `listener`, pinned to its CPU,
+/// publishing its load in slot `index` of the load table where a program reads it.
+fn worker_main(server: &Server, index: usize, listener: Listener) -> io::Result<()> {
     sys::process::die_with_parent(server.supervisor)?;
     // The memory budget is the whole server's: each process has its share.
     let config = &Config {
         memory_budget: server.config.memory_budget / server.config.workers,
         ..server.config.clone()
     };
-    let worker = server.worker_stats[index].clone();
+    let worker = server.stats.worker(index, Role::Process, config.cpu_for(index));
     startup::start_thread(&worker);
     worker.release_orphaned_conns();
-    let mut acceptor = Acceptor::new(server.listeners[index].clone(), worker.clone())?;
+    let load = server.steering.slot(index).map(Load::new);
+    let mut acceptor = Acceptor::new(listener, worker.clone())?;
     let poller = Poller::new()?;
     poller.add(acceptor.listener().fd.as_fd(), LISTENER, READABLE_EDGE)?;
     poller.add(server.signals.as_fd(), SIGNALS, READABLE_EDGE)?;
-    let mut conns = Connections::new(config, worker);
+    let mut conns = Connections::new(config, worker.clone());
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
+    let mut taken = worker.accepted_and_open().0;
+    // Once stopped: until when the connections it accepted are served as usual, before the drain.
+    let mut settle: Option<Instant> = None;
+    if let Some(load) = &load {
+        load.live();
+    }
     loop {
-        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
+        if let Some(load) = &load {
+            load.idle(worker.accepted_and_open().1);
+        }
+        let settling = settle.map(|at| at.saturating_duration_since(Instant::now()));
+        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left(), settling]))?;
+        if let Some(load) = &load {
+            load.busy();
+        }
         conns.woke_up();
-        // A stop is seen before anything else the wake-up brought: connections queued meanwhile
-        // stay in the queue for the replacement, instead of being accepted only to be closed unread.
+        // A stop is seen before anything else the wake-up brought: the socket closes at once, and
+        // what queued there goes where migration sends it (or, with none, is reset by the kernel).
+        // The connections already accepted are served as usual for SETTLE, so that one whose
+        // request is still on its way is answered, not closed unread; then the drain begins.
         if events.iter().any(|event| event.token == SIGNALS)
-            && server.signals.read()?.is_some()
+            && told_to_stop(&server.signals)?
             && drain.begin()
         {
-            stop_accepting(&mut acceptor, server.stopping)?;
-            conns.begin_drain();
+            if let Some(load) = &load {
+                load.retire();
+            }
+            acceptor.stop_listening()?;
+            settle = Some(Instant::now() + SETTLE);
         }
         for event in events.iter() {
             match event.token {
-                LISTENER => conns.accept_from(&poller, &mut acceptor),
+                LISTENER => {
+                    let sent = load.as_ref().map(Load::sent);
+                    conns.accept_from(&poller, &mut acceptor);
+                    let (accepted, open) = worker.accepted_and_open();
+                    if let (Some(load), Some(sent)) = (&load, sent) {
+                        load.took(accepted - taken, sent, open);
+                    }
+                    taken = accepted;
+                }
                 SIGNALS => {}
                 token => conns.ready(token, &event),
             }
         }
         conns.tick();
-        if drain.is_done(&conns) {
+        if settle.is_some_and(|at| Instant::now() >= at) {
+            settle = None;
+            conns.begin_drain();
+        }
+        if settle.is_none() && drain.is_done(&conns) {
             return Ok(());
         }
     }
 }
 
-/// A draining worker accepts no more. When the whole server stops, its socket stops listening for
-/// good (shutdown acts on the socket, in every process that holds it): new connections are refused,
-/// not queued for no one. When this worker alone was signalled, the socket listens on, and what
-/// queues there waits for the replacement the supervisor starts once this worker has exited.
-fn stop_accepting(acceptor: &mut Acceptor, stopping: &AtomicU64) -> io::Result<()> {
-    match stopping.load(Ordering::Acquire) {
-        0 => Ok(()),
-        _ => acceptor.stop_listening(),
+/// Reads every pending signal: whether one was SIGINT or SIGTERM (the scaling signals, blocked
+/// here too, are the supervisor's).
+fn told_to_stop(signals: &ShutdownSignals) -> io::Result<bool> {
+    let mut stop = false;
+    while let Some(signal) = signals.read()? {
+        stop |= signal == Signal::SIGINT as i32 || signal == Signal::SIGTERM as i32;
     }
+    Ok(stop)
 }

@@ -25,6 +25,7 @@
 //! Accepting is still a queue the kernel fills: if the ring is not reaped, the multishot accept
 //! takes connections only as fast as task work runs, and the accept queue overflows as it does
 //! under epoll (lab-exp uring-accept-queue).
+//! With --tls-cert the ring that accepted a connection does its handshake, on the ring's thread.
 #![forbid(unsafe_code)]
 
 use std::io;

@@ -12,9 +12,11 @@ mod nagle;
 mod non_reading_client;
 mod processes_vs_threads;
 mod reuseport_balance;
+mod rolling_restart;
 mod slow_reader;
 mod small_backlog;
 mod syn_flood;
+mod tls_cost;
 mod uring_accept_queue;
 
 /// One experiment: its name, its claim, and the function that measures it.
@@ -46,9 +48,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
     processes_vs_threads::EXPERIMENT,
     bind_interface::EXPERIMENT,
     reuseport_balance::EXPERIMENT,
+    rolling_restart::EXPERIMENT,
     failure_modes::EXPERIMENT,
     idempotency::EXPERIMENT,
     l4_vs_l7::EXPERIMENT,
     copy_on_write::EXPERIMENT,
     uring_accept_queue::EXPERIMENT,
+    tls_cost::EXPERIMENT,
 ];

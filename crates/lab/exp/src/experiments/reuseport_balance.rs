@@ -86,7 +86,80 @@ fn run(report: &mut Report) {
     report.figure("balance", serde_json::Value::Object(j));
 
     blind_to_busy(report, &workers);
+    sleep_neighbour(report);
     migrate(report);
+}
+
+/// The servers of the sleep-neighbour case: lab-reuseport's three steerings, and beside them the
+/// two designs that balance with something in the middle.
+const NEIGHBOUR_ROWS: [(&str, &str, &[&str]); 5] = [
+    ("lab-reuseport --steer hash", "lab-reuseport", &["--workers", "2"]),
+    ("lab-reuseport --steer cpu", "lab-reuseport", &["--workers", "2", "--steer", "cpu"]),
+    ("lab-reuseport --steer load", "lab-reuseport", &["--workers", "2", "--steer", "load"]),
+    ("lab-oneshot", "lab-oneshot", &["--workers", "2"]),
+    ("lab-memcached --dispatch least", "lab-memcached", &["--workers", "2", "--dispatch", "least"]),
+];
+
+/// One of two workers held by a long request; new connections opened meanwhile: who waits for it.
+fn sleep_neighbour(report: &mut Report) {
+    const NEW: usize = 20;
+    report.does(format!(
+        "sleep neighbour: for each of {}, sends GET /sleep?ms=2000 on one connection, and 200 ms later \
+         opens {NEW} new connections at once, each GET /; times each to its response",
+        NEIGHBOUR_ROWS.map(|(label, _, _)| label).join(", ")
+    ));
+    let load_works = sys::bpf::probe().is_ok();
+    let mut figures = serde_json::Map::new();
+    let mut slowest_by_row = BTreeMap::new();
+    for (label, bin, args) in NEIGHBOUR_ROWS {
+        if label.ends_with("load") && !load_works {
+            report.observe(format!("{label}: not run: bpf(2) refused here"));
+            continue;
+        }
+        let server = net::start(bin, args);
+        let addr = server.addr();
+        thread::sleep(Duration::from_millis(300)); // every worker started
+        let mut held = net::connect(addr);
+        std::io::Write::write_all(&mut held, b"GET /sleep?ms=2000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        thread::sleep(Duration::from_millis(200));
+        let times: Vec<Duration> = thread::scope(|scope| {
+            let runs: Vec<_> = (0..NEW)
+                .map(|_| {
+                    scope.spawn(move || {
+                        let started = std::time::Instant::now();
+                        let mut stream = net::connect(addr);
+                        let _ = net::get(&mut stream, "/");
+                        started.elapsed()
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|run| run.join().expect("client thread")).collect()
+        });
+        let _ = net::read_response(&mut held);
+        let slowest = times.iter().max().copied().unwrap_or_default();
+        let waited = times.iter().filter(|t| **t > Duration::from_secs(1)).count();
+        report.observe(format!(
+            "{label}: slowest of {NEW} new connections {:.1} ms; {waited} waited over 1 s for the held worker",
+            net::ms(slowest)
+        ));
+        figures.insert(label.into(), serde_json::json!({ "slowest_ms": net::ms(slowest), "waited": waited }));
+        slowest_by_row.insert(label, slowest);
+    }
+    report.figure("sleep_neighbour", serde_json::Value::Object(figures));
+    if let Some(load) = slowest_by_row.get("lab-reuseport --steer load") {
+        report.check(
+            "--steer load: no new connection waits for the held worker (the program reads that it is busy)",
+            *load < Duration::from_secs(1),
+            format!("slowest {:.1} ms", net::ms(*load)),
+        );
+    }
+    let hash = slowest_by_row.get("lab-reuseport --steer hash").copied().unwrap_or_default();
+    report.check(
+        "--steer hash: some new connections wait behind the held worker (the hash is blind to it)",
+        hash > Duration::from_secs(1),
+        format!("slowest {:.1} ms", net::ms(hash)),
+    );
 }
 
 /// Opens CONNECTIONS connections to a fresh lab-reuseport with `--steer steer`, one request each,

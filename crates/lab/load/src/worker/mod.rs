@@ -43,6 +43,8 @@ pub struct Settings {
     pub close: bool,
     pub arrivals: Arrivals,
     pub timeout: Duration,
+    /// https://: every connection shakes hands first (see `Run::tls`).
+    pub tls: Option<(std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     /// Bind each new connection to its own source address in 127.0.0.0/8 (see
     /// [`churn::source_address`]).
     pub spread_sources: bool,
@@ -315,13 +317,32 @@ impl<'a> Worker<'a> {
             conn.enqueue(bytes, InFlight { due: due.at, sent: now, path: due.path, measured: due.measured });
         }
         if connected {
-            self.established(slot, Instant::now());
+            self.connected(slot, Instant::now());
+        }
+    }
+
+    /// TCP is up: the connection is established, or with TLS its handshake starts.
+    fn connected(&mut self, slot: usize, now: Instant) {
+        let Some((config, name)) = &self.settings.tls else { return self.established(slot, now) };
+        let conn = &mut self.conns[slot];
+        if let Err(failure) = conn.start_tls(config, name.clone()) {
+            return self.fail(slot, failure, now);
+        }
+        self.handshake(slot, now);
+    }
+
+    /// Drives a TLS handshake as far as the socket allows; established once it is done.
+    fn handshake(&mut self, slot: usize, now: Instant) {
+        match self.conns[slot].handshake(&mut self.recorder) {
+            Ok(true) => self.established(slot, Instant::now()),
+            Ok(false) => {}
+            Err(failure) => self.fail(slot, failure, now),
         }
     }
 
     fn established(&mut self, slot: usize, now: Instant) {
         let conn = &mut self.conns[slot];
-        if let Phase::Connecting { since } = conn.phase {
+        if let Phase::Connecting { since } | Phase::Handshaking { since } = conn.phase {
             if since >= self.settings.measure_from {
                 self.recorder.connected(now - since);
             }
@@ -371,9 +392,10 @@ impl<'a> Worker<'a> {
                     self.fail(slot, failure, now);
                 }
                 Err(e) => self.fail(slot, (ErrorClass::Connect, e.to_string()), now),
-                Ok(None) if event.is_writable() => self.established(slot, now),
+                Ok(None) if event.is_writable() => self.connected(slot, now),
                 Ok(None) => {}
             },
+            Phase::Handshaking { .. } => self.handshake(slot, now),
             Phase::Open | Phase::Closing => {
                 if event.is_readable() || event.is_closed() {
                     self.on_readable(slot, event.is_closed(), now);
@@ -452,7 +474,9 @@ impl<'a> Worker<'a> {
         for slot in 0..self.conns.len() {
             let conn = &self.conns[slot];
             match conn.phase {
-                Phase::Connecting { since } if now.saturating_duration_since(since) > timeout => {
+                Phase::Connecting { since } | Phase::Handshaking { since }
+                    if now.saturating_duration_since(since) > timeout =>
+                {
                     let detail = format!("connect {}: no answer in {timeout:?}", self.settings.addr);
                     self.fail(slot, (ErrorClass::Connect, detail), now);
                 }

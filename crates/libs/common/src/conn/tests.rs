@@ -25,6 +25,7 @@ fn config() -> Config {
         body_min_rate: 0,
         memory_budget: 1 << 30,
         nodelay: true,
+        tls: None,
         pause_accept: None,
         idempotency: Default::default(),
     }
