@@ -226,8 +226,8 @@ fn every_name_cited_in_a_document_stands_on_its_line() {
 #[test]
 fn the_citation_reader_sees_every_form_across_line_breaks_and_catches_a_moved_line() {
     let text = "`main` `crates/servers/epoll/src/main.rs:3` and `worker_main` :5\n\
-                `Conn::read` (`crates/libs/common/src/conn.rs:7`), then `Conn::flush` (:9); and\n\
-                `Session::next`\n  (`crates/libs/common/src/session.rs:11`). Not a citation: `x` | `a.rs:1`\n\
+                `Conn::read` (`crates/libs/loopkit/src/conn.rs:7`), then `Conn::flush` (:9); and\n\
+                `Session::next`\n  (`crates/libs/loopkit/src/session.rs:11`). Not a citation: `x` | `a.rs:1`\n\
                 ```\n`fenced` `crates/a.rs:1`\n```\n";
     let found = citations(text);
     let short: Vec<(&str, &str, usize, usize)> =
@@ -237,9 +237,9 @@ fn the_citation_reader_sees_every_form_across_line_breaks_and_catches_a_moved_li
         [
             ("main", "crates/servers/epoll/src/main.rs", 3, 1),
             ("worker_main", "crates/servers/epoll/src/main.rs", 5, 1),
-            ("Conn::read", "crates/libs/common/src/conn.rs", 7, 2),
-            ("Conn::flush", "crates/libs/common/src/conn.rs", 9, 2),
-            ("Session::next", "crates/libs/common/src/session.rs", 11, 3),
+            ("Conn::read", "crates/libs/loopkit/src/conn.rs", 7, 2),
+            ("Conn::flush", "crates/libs/loopkit/src/conn.rs", 9, 2),
+            ("Session::next", "crates/libs/loopkit/src/session.rs", 11, 3),
         ]
     );
     let wrong = Citation {

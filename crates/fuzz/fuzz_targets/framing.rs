@@ -10,7 +10,7 @@
 //! than it has, a partial one always asks for more, and every framed request routes.
 #![no_main]
 
-use http::{parse_request, parse_request_resuming, route, Parsed, Progress, Status};
+use http1::{parse_request, parse_request_resuming, route, Parsed, Progress, Status};
 use libfuzzer_sys::fuzz_target;
 
 /// Streams up to this long are also checked at every two-piece split and byte by byte.

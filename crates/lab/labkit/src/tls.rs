@@ -77,7 +77,7 @@ pub fn insecure_client_config() -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// ring with X25519 first, as the servers have it (`common::tls::crypto_provider`), and curl.
+/// ring with X25519 first, as the servers have it (`loopkit::tls::crypto_provider`), and curl.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
     #[allow(deprecated)]

@@ -7,7 +7,7 @@
 //!          (kernel)       (kernel)      └── epoll_wait: listener, signalfd, every connection ──┘
 //! ```
 //!
-//! Trigger mode: edge-triggered for the listener and the connections (see `common::conn`).
+//! Trigger mode: edge-triggered for the listener and the connections (see `loopkit::conn`).
 //!
 //! Trade-off: nothing is shared, so there are no locks, no hand-offs and no cache lines bouncing
 //! between cores — and no second core either. Every request executes on the thread that also
@@ -20,13 +20,13 @@ use std::io;
 use std::os::fd::AsFd;
 
 use clap::Parser;
-use common::accept::Acceptor;
-use common::config::{self, CommonArgs, Config};
-use common::conn::Connections;
-use common::drain::Drain;
-use common::startup::{self, fatal};
-use common::stats::{Role, WorkerStats};
-use common::token::{LISTENER, SIGNALS};
+use loopkit::accept::Acceptor;
+use loopkit::config::{self, CommonArgs, Config};
+use loopkit::conn::Connections;
+use loopkit::drain::Drain;
+use loopkit::startup::{self, fatal};
+use loopkit::stats::{Role, WorkerStats};
+use loopkit::token::{LISTENER, SIGNALS};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::signal::ShutdownSignals;
 
@@ -65,7 +65,7 @@ fn worker_main(
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
-        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
+        poller.wait(&mut events, loopkit::earliest([conns.timeout(), drain.time_left()]))?;
         conns.woke_up();
         for event in events.iter() {
             match event.token {

@@ -13,7 +13,7 @@
 //!                           read/execute/write, each connection forever on one worker)
 //! ```
 //!
-//! Trigger mode: edge-triggered everywhere (see `common::conn`).
+//! Trigger mode: edge-triggered everywhere (see `loopkit::conn`).
 //!
 //! Trade-off: accepting never competes with serving, and a connection's state stays on one core
 //! with no locks. But the choice of worker is made once, blind, per connection: a worker that drew
@@ -28,15 +28,15 @@ use std::sync::Arc;
 use std::thread;
 
 use clap::Parser;
-use common::accept::Acceptor;
-use common::config::{self, CommonArgs, Config};
-use common::conn::Connections;
-use common::dispatch::{Dispatcher, Policy, RecentBusy};
-use common::drain::Drain;
-use common::startup::{self, fatal};
-use common::stats::{Role, WorkerStats};
-use common::token::{LISTENER, SIGNALS, WAKER};
 use crossbeam_channel::{Receiver, Sender};
+use loopkit::accept::Acceptor;
+use loopkit::config::{self, CommonArgs, Config};
+use loopkit::conn::Connections;
+use loopkit::dispatch::{Policy, RecentBusy, WorkerPicker};
+use loopkit::drain::Drain;
+use loopkit::startup::{self, fatal};
+use loopkit::stats::{Role, WorkerStats};
+use loopkit::token::{LISTENER, SIGNALS, WAKER};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::eventfd::Waker;
 use sys::signal::ShutdownSignals;
@@ -94,7 +94,7 @@ fn main() {
     startup::start_thread(&acceptor_stats);
     let acceptor = Acceptor::new(listener.clone(), acceptor_stats).unwrap_or_else(|e| fatal(e));
     startup::announce(listener.addr);
-    accept_loop(acceptor, &signals, &workers, Dispatcher::new(cli.dispatch)).unwrap_or_else(|e| fatal(e));
+    accept_loop(acceptor, &signals, &workers, WorkerPicker::new(cli.dispatch)).unwrap_or_else(|e| fatal(e));
     startup::join_all(threads);
 }
 
@@ -103,7 +103,7 @@ fn accept_loop(
     mut acceptor: Acceptor,
     signals: &ShutdownSignals,
     workers: &[WorkerHandle],
-    mut dispatcher: Dispatcher,
+    mut dispatcher: WorkerPicker,
 ) -> io::Result<()> {
     let poller = Poller::new()?;
     poller.add(acceptor.listener().fd.as_fd(), LISTENER, READABLE_EDGE)?;
@@ -137,11 +137,11 @@ fn accept_loop(
 ///
 /// NOTE: round-robin, as memcached does, balances connections, not work: the acceptor cannot know
 /// which connection will be busy, and once handed over a connection never moves. `p2c` and `least`
-/// read what each worker publishes about its recent busy time (`common::dispatch`), so a new
+/// read what each worker publishes about its recent busy time (`loopkit::dispatch`), so a new
 /// connection goes where there is spare time — paid for with three loads per worker per accept,
 /// while the worker's hot path gains two clock reads per wake-up. Still no connection ever moves:
 /// two heavy connections that land together, or that turn heavy later, stay together.
-fn dispatch_new_conn(workers: &[WorkerHandle], dispatcher: &mut Dispatcher, fd: OwnedFd) {
+fn dispatch_new_conn(workers: &[WorkerHandle], dispatcher: &mut WorkerPicker, fd: OwnedFd) {
     let worker = &workers[dispatcher.choose(workers.len(), |i| workers[i].busy.load())];
     if worker.queue.send(Message::Conn(fd)).is_ok() {
         notify_worker(worker);
@@ -168,7 +168,7 @@ fn worker_main(
     let mut drain = Drain::default();
     loop {
         busy.waiting();
-        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
+        poller.wait(&mut events, loopkit::earliest([conns.timeout(), drain.time_left()]))?;
         busy.woke();
         conns.woke_up();
         for event in events.iter() {

@@ -13,7 +13,7 @@
 //!                                 --accept herd      the listener in every epoll: all wake, one wins
 //! ```
 //!
-//! Trigger mode: edge-triggered (see `common::conn`); the listener too.
+//! Trigger mode: edge-triggered (see `loopkit::conn`); the listener too.
 //!
 //! Trade-off: every worker is its own acceptor, so no hand-off and no single accepting thread; but
 //! they share one accept queue, and who gets the next connection is decided by a lock, by the
@@ -28,13 +28,13 @@ use std::thread;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use common::accept::Acceptor;
-use common::config::{self, CommonArgs, Config};
-use common::conn::Connections;
-use common::drain::Drain;
-use common::startup::{self, fatal};
-use common::stats::{Role, WorkerStats};
-use common::token::{LISTENER, SIGNALS, WAKER};
+use loopkit::accept::Acceptor;
+use loopkit::config::{self, CommonArgs, Config};
+use loopkit::conn::Connections;
+use loopkit::drain::Drain;
+use loopkit::startup::{self, fatal};
+use loopkit::stats::{Role, WorkerStats};
+use loopkit::token::{LISTENER, SIGNALS, WAKER};
 use parking_lot::{Mutex, MutexGuard};
 use sys::epoll::{Events, Interest, Poller, READABLE_EDGE};
 use sys::eventfd::Waker;
@@ -135,11 +135,11 @@ fn worker_main(
     let mut drain = Drain::default();
     let mut turn = AcceptTurn { held: None, listening: false, disabled: 0, sitting_out: false };
     loop {
-        let mut timeout = common::earliest([conns.timeout(), drain.time_left()]);
+        let mut timeout = loopkit::earliest([conns.timeout(), drain.time_left()]);
         if shared.mode == AcceptMode::Mutex && !drain.is_draining() {
             turn.try_take(shared, &poller, &listener_fd)?;
             if !turn.listening {
-                timeout = common::earliest([timeout, Some(ACCEPT_MUTEX_DELAY)]);
+                timeout = loopkit::earliest([timeout, Some(ACCEPT_MUTEX_DELAY)]);
             }
         }
         poller.wait(&mut events, timeout)?;

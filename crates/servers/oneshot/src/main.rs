@@ -30,15 +30,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::accept::Acceptor;
-use common::config::{self, CommonArgs, Config};
-use common::conn::{Conn, ExecuteOn, Progress};
-use common::drain::PoolDrain;
-use common::session::{self, Expired, Timeouts};
-use common::slots::{Slot, Slots};
-use common::startup::{self, fatal};
-use common::stats::{Role, WorkerStats};
-use common::token::{LISTENER, SIGNALS, TIMER, WAKER};
+use loopkit::accept::Acceptor;
+use loopkit::config::{self, CommonArgs, Config};
+use loopkit::conn::{Conn, ExecuteAs, Progress};
+use loopkit::drain::PoolDrain;
+use loopkit::session::{self, Expired, Timeouts};
+use loopkit::slots::{SharedSlot, SharedSlots};
+use loopkit::startup::{self, fatal};
+use loopkit::stats::{Role, WorkerStats};
+use loopkit::token::{LISTENER, SIGNALS, TIMER, WAKER};
 use parking_lot::Mutex;
 use sys::epoll::{Event, Events, Interest, Poller};
 use sys::signal::ShutdownSignals;
@@ -68,8 +68,8 @@ const ONCE: Interest = Interest::EPOLLIN.union(Interest::EPOLLONESHOT);
 struct Pool {
     poller: Poller,
     /// Every connection, reachable from every thread, each behind a lock that only the thread the
-    /// oneshot event went to takes (see `common::slots`).
-    conns: Slots<Conn>,
+    /// oneshot event went to takes (see `loopkit::slots`).
+    conns: SharedSlots<Conn>,
     acceptor: Mutex<Acceptor>,
     signals: ShutdownSignals,
     sweep: Timer,
@@ -77,7 +77,7 @@ struct Pool {
     drain: PoolDrain,
     timeouts: Timeouts,
     nodelay: bool,
-    tls: Option<common::tls::TlsServer>,
+    tls: Option<loopkit::tls::TlsServer>,
     /// The listener's and the connections' counters (`accepted`, `conns`, `open`): no thread owns
     /// a connection, so none has them; the threads' own slots count requests and wake-ups.
     shared: WorkerStats,
@@ -114,7 +114,7 @@ fn worker_main(pool: &Pool, batch: usize, worker: WorkerStats) -> io::Result<()>
     let mut events = Events::with_capacity(batch);
     loop {
         pool.poller.wait(&mut events, None)?;
-        common::exec::woke_up(&worker);
+        loopkit::handlers::woke_up(&worker);
         let now = Instant::now();
         for event in events.iter() {
             match event.token {
@@ -144,7 +144,7 @@ impl Pool {
         poller.add(drain.as_fd(), WAKER, Interest::EPOLLIN)?;
         Ok(Pool {
             poller,
-            conns: Slots::default(),
+            conns: SharedSlots::default(),
             acceptor: Mutex::new(acceptor),
             signals,
             sweep,
@@ -189,9 +189,9 @@ impl Pool {
 
     /// Serves the connection in `slot` as far as it goes, then hands it back to the kernel's ready
     /// list, armed for what it waits for.
-    fn pump(&self, token: u64, slot: &mut Slot<Conn>, worker: &WorkerStats, now: Instant) {
+    fn pump(&self, token: u64, slot: &mut SharedSlot<Conn>, worker: &WorkerStats, now: Instant) {
         let Some(conn) = &mut slot.value else { return };
-        let interest = match conn.pump(now, &mut ExecuteOn(worker)) {
+        let interest = match conn.pump(now, &mut ExecuteAs(worker)) {
             Progress::Done => return self.close(token, slot),
             Progress::ReadyAgain => AGAIN,
             Progress::Wait if conn.output_blocked() => WRITING,
@@ -207,7 +207,7 @@ impl Pool {
         }
     }
 
-    fn close(&self, token: u64, slot: &mut Slot<Conn>) {
+    fn close(&self, token: u64, slot: &mut SharedSlot<Conn>) {
         if self.conns.release(token, slot).is_some() {
             self.shared.conn_closed();
             self.drain.closed();

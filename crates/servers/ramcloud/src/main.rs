@@ -11,7 +11,7 @@
 //!                                   worker_main  worker_main  worker_main (execute only)
 //! ```
 //!
-//! Trigger mode: edge-triggered (see `common::conn`).
+//! Trigger mode: edge-triggered (see `loopkit::conn`).
 //!
 //! Trade-off: load is balanced per request, not per connection — a `/sleep` holds one worker while
 //! the others go on serving everyone, and pipelined requests of one connection run in parallel
@@ -27,15 +27,15 @@ use std::sync::Arc;
 use std::thread;
 
 use clap::Parser;
-use common::accept::Acceptor;
-use common::config::{self, CommonArgs, Config};
-use common::conn::{Connections, Executed, OpenConnections, Request};
-use common::drain::Drain;
-use common::exec;
-use common::startup::{self, fatal};
-use common::stats::{Role, WorkerStats};
-use common::token::{LISTENER, SIGNALS, WAKER};
 use crossbeam_channel::{Receiver, Sender};
+use loopkit::accept::Acceptor;
+use loopkit::config::{self, CommonArgs, Config};
+use loopkit::conn::{Connections, Executed, OpenConnections, Request};
+use loopkit::drain::Drain;
+use loopkit::handlers;
+use loopkit::startup::{self, fatal};
+use loopkit::stats::{Role, WorkerStats};
+use loopkit::token::{LISTENER, SIGNALS, WAKER};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::eventfd::Waker;
 use sys::signal::ShutdownSignals;
@@ -116,7 +116,7 @@ fn dispatcher_main(
     let mut events = Events::with_capacity(1024);
     let mut drain = Drain::default();
     loop {
-        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left()]))?;
+        poller.wait(&mut events, loopkit::earliest([conns.timeout(), drain.time_left()]))?;
         conns.woke_up();
         for event in events.iter() {
             match event.token {
@@ -153,7 +153,7 @@ fn dispatch_request(
 ) -> Executed {
     if requests.send(request.into_owned()).is_err() {
         // No worker left (only while exiting): answer rather than leave the client waiting.
-        exec::write_error(http::Status::ServiceUnavailable, "shutting down", out);
+        handlers::write_error(http1::Status::ServiceUnavailable, "shutting down", out);
         return Executed::Here;
     }
     Executed::Elsewhere
@@ -166,7 +166,7 @@ fn worker_main(inbox: &Receiver<Request<'static>>, replies: &Replies, worker: &W
         if !replies.open.is_open(request.token) {
             continue;
         }
-        let bytes = exec::execute_from_queue(request.job, worker);
+        let bytes = handlers::execute_from_queue(request.job, worker);
         if replies.queue.send(Reply { token: request.token, seq: request.seq, bytes }).is_ok() {
             notify_dispatcher(replies);
         }

@@ -15,7 +15,7 @@
 //!              (kernel, one per socket)  └─ epoll_wait: its socket, signalfd, its connections ─┘
 //! ```
 //!
-//! Trigger mode: edge-triggered for the listener and the connections (see `common::conn`).
+//! Trigger mode: edge-triggered for the listener and the connections (see `loopkit::conn`).
 //!
 //! Trade-off: no two workers share anything on the way in — no accept lock, no hand-off, no
 //! thundering herd — but by default the kernel picks the worker before any of them could say it is
@@ -34,14 +34,14 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use common::accept::Acceptor;
-use common::config::{self, CommonArgs, Config};
-use common::conn::Connections;
-use common::drain::Drain;
-use common::listener::Listener;
-use common::startup::{self, fatal};
-use common::stats::Role;
-use common::token::{LISTENER, SIGNALS};
+use loopkit::accept::Acceptor;
+use loopkit::config::{self, CommonArgs, Config};
+use loopkit::conn::Connections;
+use loopkit::drain::Drain;
+use loopkit::listener::Listener;
+use loopkit::startup::{self, fatal};
+use loopkit::stats::Role;
+use loopkit::token::{LISTENER, SIGNALS};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::process::Pid;
 use sys::signal::{ShutdownSignals, Signal};
@@ -149,7 +149,7 @@ fn worker_main(server: &Server, index: usize, listener: Listener) -> io::Result<
             load.idle(worker.accepted_and_open().1);
         }
         let settling = settle.map(|at| at.saturating_duration_since(Instant::now()));
-        poller.wait(&mut events, common::earliest([conns.timeout(), drain.time_left(), settling]))?;
+        poller.wait(&mut events, loopkit::earliest([conns.timeout(), drain.time_left(), settling]))?;
         if let Some(load) = &load {
             load.busy();
         }

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::config::Config;
-use common::drain::DRAIN_LIMIT;
-use common::listener::{Listener, PauseAfterFirst};
-use common::startup;
-use common::stats::{Role, Stats};
-use common::token::SIGNALS;
+use loopkit::config::Config;
+use loopkit::drain::DRAIN_LIMIT;
+use loopkit::listener::{Listener, PauseAfterFirst};
+use loopkit::startup;
+use loopkit::stats::{Role, Stats};
+use loopkit::token::SIGNALS;
 use serde_json::{json, Value};
 use sys::epoll::{Events, Poller, READABLE_EDGE};
 use sys::process::{Ended, ForkResult, Pid};
@@ -334,7 +334,7 @@ fn open_socket(config: &Config, addr: SocketAddr) -> io::Result<Listener> {
 /// What lab-reuseport adds to `/stats`: the steering, the scaling counts, every worker's socket
 /// (read from /proc/net/tcp: each process holds only its own), and each worker's state and
 /// published load.
-pub fn annex(server: &Server) -> common::stats::Annex {
+pub fn annex(server: &Server) -> loopkit::stats::Annex {
     let (shared, table, addr) = (server.shared, server.steering.table, server.addr.to_string());
     let ipv6 = server.addr.is_ipv6();
     let steering = json!({

@@ -15,8 +15,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use clap::ValueEnum;
-use common::listener::Listener;
-use common::startup;
+use loopkit::listener::Listener;
+use loopkit::startup;
 use sys::bpf::{
     ctx, Alu, Asm, Attach, Cond, Helper, Insn, Size, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9,
 };
@@ -95,7 +95,7 @@ impl Steering {
     pub fn new(steer: Steer, migrate: Option<Migrate>, slots: usize) -> Steering {
         let migrate = migrate.map_or(steer == Steer::Load, |m| m == Migrate::On);
         if steer == Steer::Cpu && migrate {
-            common::config::usage_error(
+            loopkit::config::usage_error(
                 "--migrate on needs an eBPF program; --steer cpu's classic one cannot migrate",
             );
         }

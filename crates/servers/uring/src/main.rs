@@ -8,7 +8,7 @@
 //!                                                           ▼  submission, a completion per client)
 //!   thread i: io_uring_enter ◄── completion queue: accepted fd │ bytes in provided buffer b │ sent n
 //!       │ submit: recv multishot (once per connection), send, close, cancel, signalfd/eventfd read
-//!       └─► session.receive(b) ─► execute ─► copy output ─► send          (common::uring_conn)
+//!       └─► session.receive(b) ─► execute ─► copy output ─► send          (loopkit::uring_conn)
 //! ```
 //!
 //! Completion model where the others name a trigger mode: one multishot accept per listener, one
@@ -35,21 +35,21 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use common::accept::Acceptor;
-use common::config::{self, CommonArgs, Config};
-use common::drain::Drain;
-use common::startup::{self, fatal};
-use common::stats::{Role, WorkerStats};
-use common::uring_conn::{is_connection_tag, UringConnections, IGNORED};
+use loopkit::accept::Acceptor;
+use loopkit::config::{self, CommonArgs, Config};
+use loopkit::drain::Drain;
+use loopkit::startup::{self, fatal};
+use loopkit::stats::{Role, WorkerStats};
+use loopkit::uring_conn::{is_connection_tag, UringConnections, IGNORED};
 use sys::eventfd::Waker;
 use sys::signal::ShutdownSignals;
 use sys::uring::{Errno, Op, Ring};
 
-/// The loop's own tags (a connection's have their top bits set: `common::uring_conn`): the accept,
+/// The loop's own tags (a connection's have their top bits set: `loopkit::uring_conn`): the accept,
 /// the signalfd and eventfd reads, the end of an accept pause (EMFILE, `--pause-accept`).
-const LISTENER: u64 = 1;
-const SIGNALS: u64 = 2;
-const WAKER: u64 = 3;
+const LISTENER_TAG: u64 = 1;
+const SIGNALS_TAG: u64 = 2;
+const WAKER_TAG: u64 = 3;
 const RESUME: u64 = 4;
 /// Submission queue entries per ring (the completion queue has four times as many).
 const ENTRIES: u32 = 4096;
@@ -159,9 +159,9 @@ fn worker_main(
     let mut accept = Accepting { op: None, cancelled: false, resume_armed: false };
     accept.arm(&mut conns, &acceptor)?;
     let waker = &shared.wakers[id];
-    conns.ring().read(waker.as_fd(), 8, WAKER)?;
+    conns.ring().read(waker.as_fd(), 8, WAKER_TAG)?;
     if id == 0 {
-        conns.ring().read(shared.signals.as_fd(), 128, SIGNALS)?;
+        conns.ring().read(shared.signals.as_fd(), 128, SIGNALS_TAG)?;
     }
     let mut drain = Drain::default();
     loop {
@@ -169,7 +169,7 @@ fn worker_main(
         while let Some(completion) = conns.ring().next_completion() {
             match completion.tag {
                 tag if is_connection_tag(tag) => conns.complete(completion),
-                LISTENER => {
+                LISTENER_TAG => {
                     if !completion.more {
                         accept.op = None;
                     }
@@ -178,7 +178,7 @@ fn worker_main(
                         (Some(fd), _) => acceptor.admit(fd).into_iter().for_each(|fd| conns.add(fd)),
                         // Out of fds (the connection stays queued): pause, as every loop here does.
                         (None, Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM))) => {
-                            acceptor.out_of_fds(&io::Error::from(e))
+                            acceptor.pause_after_error(&io::Error::from(e))
                         }
                         (None, _) => {} // cancelled, aborted, or no longer listening
                     }
@@ -192,8 +192,8 @@ fn worker_main(
                         accept.arm(&mut conns, &acceptor)?;
                     }
                 }
-                SIGNALS | WAKER if completion.result.is_ok() && drain.begin() => {
-                    if completion.tag == SIGNALS {
+                SIGNALS_TAG | WAKER_TAG if completion.result.is_ok() && drain.begin() => {
+                    if completion.tag == SIGNALS_TAG {
                         startup::log("draining: no new connections; finishing the requests in flight");
                         shared.wakers.iter().for_each(|waker| _ = waker.wake());
                         // the others drain too
@@ -240,7 +240,7 @@ impl Accepting {
                 }
             }
             None if self.op.is_none() && !acceptor.paused_or_stopped() => {
-                self.op = Some(conns.ring().accept_multishot(acceptor.listener().fd.as_fd(), LISTENER)?);
+                self.op = Some(conns.ring().accept_multishot(acceptor.listener().fd.as_fd(), LISTENER_TAG)?);
                 self.cancelled = false;
             }
             None => {}

@@ -190,3 +190,14 @@ pub fn program_name() -> String {
         .and_then(|arg0| arg0.rsplit('/').next().map(str::to_owned))
         .unwrap_or_else(|| "acceptlab".to_string())
 }
+
+impl From<&Config> for crate::session::Timeouts {
+    fn from(config: &Config) -> Self {
+        crate::session::Timeouts {
+            idle: config.idle_timeout,
+            header: config.header_timeout,
+            body: config.body_timeout,
+            body_min_rate: config.body_min_rate,
+        }
+    }
+}

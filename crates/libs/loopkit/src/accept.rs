@@ -4,8 +4,8 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use http::response::{Connection, Response};
-use http::Status;
+use http1::response::{Connection, Response};
+use http1::Status;
 use sys::epoll::{Poller, READABLE_EDGE};
 use sys::timer::Timer;
 
@@ -47,7 +47,7 @@ pub struct Acceptor {
     /// The end of the pause the timer is armed for.
     resume_armed: Option<Instant>,
     /// The end of the EMFILE pause, if one has begun.
-    out_of_fds_until: Option<Instant>,
+    error_pause_until: Option<Instant>,
     last_warning: Option<Instant>,
     /// The socket no longer listens (`stop_listening`, here or in another thread): accept nothing.
     stopped: bool,
@@ -76,7 +76,7 @@ impl Acceptor {
             resume,
             resume_watched: false,
             resume_armed: None,
-            out_of_fds_until: None,
+            error_pause_until: None,
             last_warning: None,
             stopped: false,
         }
@@ -107,7 +107,7 @@ impl Acceptor {
                 Ok(None) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) if self.stopped => return,
-                Err(e) => self.out_of_fds(&e),
+                Err(e) => self.pause_after_error(&e),
             }
         }
     }
@@ -172,7 +172,11 @@ impl Acceptor {
     pub fn paused_until(&self) -> Option<Instant> {
         let now = Instant::now();
         let after_first = self.listener.pause_after_first.as_ref().and_then(|pause| pause.until());
-        [self.out_of_fds_until, after_first.copied()].into_iter().flatten().filter(|&until| until > now).max()
+        [self.error_pause_until, after_first.copied()]
+            .into_iter()
+            .flatten()
+            .filter(|&until| until > now)
+            .max()
     }
 
     /// Arms the resume timer for `until`, once per pause, and watches it under the listener's token.
@@ -194,9 +198,9 @@ impl Acceptor {
     }
 
     /// EMFILE (or another failure of accept4 that leaves the connection queued): pause.
-    pub fn out_of_fds(&mut self, error: &io::Error) {
+    pub fn pause_after_error(&mut self, error: &io::Error) {
         let now = Instant::now();
-        self.out_of_fds_until = Some(now + EMFILE_PAUSE);
+        self.error_pause_until = Some(now + EMFILE_PAUSE);
         if self.last_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5)) {
             self.last_warning = Some(now);
             eprintln!(

@@ -2,7 +2,7 @@
 //! arrived and the current time in, and hands back the bytes to send, the requests to execute, the
 //! next deadline and what to do next (send, receive, wait, linger, close). It touches no fd, no
 //! epoll and no clock of its own, so that any loop can drive it — edge-triggered epoll
-//! (`common::conn`), a shared epoll whose threads take turns with each connection, an io_uring
+//! (`loopkit::conn`), a shared epoll whose threads take turns with each connection, an io_uring
 //! completion loop — and a test can drive it with a byte string and an `Instant` moved by hand.
 //!
 //! ```text
@@ -51,10 +51,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use http::framing::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
-use http::{parse_request_resuming, route, Job, Parsed, Status};
+use http1::framing::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
+use http1::{parse_request_resuming, route, Job, Parsed, Status};
 
-use crate::exec;
+use crate::handlers;
 
 /// The first read buffer of a connection, made at its first read; it grows for large requests.
 const INITIAL_INPUT: usize = 4 * 1024;
@@ -158,17 +158,6 @@ pub struct Timeouts {
     pub body_min_rate: u64,
 }
 
-impl From<&crate::config::Config> for Timeouts {
-    fn from(config: &crate::config::Config) -> Self {
-        Timeouts {
-            idle: config.idle_timeout,
-            header: config.header_timeout,
-            body: config.body_timeout,
-            body_min_rate: config.body_min_rate,
-        }
-    }
-}
-
 /// What the driver is to do next with a session's connection (see the module diagram).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
@@ -207,14 +196,7 @@ pub enum Expired {
     Close,
 }
 
-/// What a 408 from [`Session::handle_timeout`] was for: counted apart in `/stats`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Late {
-    /// The request's head (`--header-timeout`, or `--idle-timeout` with it off).
-    Head,
-    /// The request's body (`--body-timeout`, or `--idle-timeout` before it).
-    Body,
-}
+pub use crate::stats::Late;
 
 /// How often a driver looks for connections past a deadline: with it, a lingering connection is
 /// closed within [`LINGER`] + this (2 s).
@@ -274,7 +256,7 @@ pub fn sweep<D>(
 pub struct Session {
     input: Input,
     /// What framing has learned of the partial request at the front of `input`.
-    framing: http::Progress,
+    framing: http1::Progress,
     /// The length `input` must reach before framing can learn more (0: any).
     need: usize,
     continue_sent: bool,
@@ -315,7 +297,7 @@ impl Session {
     pub fn new(now: Instant) -> Self {
         Session {
             input: Input::new(),
-            framing: http::Progress::default(),
+            framing: http1::Progress::default(),
             need: 0,
             continue_sent: false,
             output: Vec::new(),
@@ -613,7 +595,7 @@ impl Session {
                         self.in_flight.push((executed == Executed::Here).then_some(response), consumed);
                     }
                     self.input.consume(consumed);
-                    self.framing = http::Progress::default();
+                    self.framing = http1::Progress::default();
                     self.head_since = None;
                     self.body_since = None;
                     self.need = 0;
@@ -631,8 +613,8 @@ impl Session {
                     if expects_continue && !self.continue_sent {
                         // Interim responses too leave in request order: after those still in flight.
                         match self.in_flight.is_empty() {
-                            true => self.output.extend_from_slice(http::response::CONTINUE),
-                            false => self.in_flight.push(Some(http::response::CONTINUE.to_vec()), 0),
+                            true => self.output.extend_from_slice(http1::response::CONTINUE),
+                            false => self.in_flight.push(Some(http1::response::CONTINUE.to_vec()), 0),
                         }
                         self.continue_sent = true;
                     }
@@ -672,7 +654,7 @@ impl Session {
     /// then closes.
     fn fail(&mut self, status: Status, reason: &str) {
         let mut response = Vec::new();
-        exec::write_error(status, reason, &mut response);
+        handlers::write_error(status, reason, &mut response);
         match self.in_flight.is_empty() {
             true => self.output.extend_from_slice(&response),
             false => self.in_flight.push(Some(response), 0),
@@ -738,7 +720,7 @@ impl Input {
     /// (no further than `need` where `framing` says it is the request's whole length, not a lower
     /// bound, and larger than the buffer). It grows with the bytes received, never with what a
     /// request declares: a head announcing a megabyte buys nothing until the megabyte comes.
-    fn grow_for(&mut self, need: usize, waiting: usize, framing: &http::Progress) -> Result<(), Refused> {
+    fn grow_for(&mut self, need: usize, waiting: usize, framing: &http1::Progress) -> Result<(), Refused> {
         if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;

@@ -30,8 +30,7 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::crypto::ring as provider;
@@ -41,6 +40,7 @@ use rustls::server::{ServerConfig, ServerConnection};
 use rustls::{Error, HandshakeKind};
 
 use crate::session::{Execute, Executed, Session};
+use crate::stats::handshakes::{self, count, Counter};
 
 /// Encrypted output a connection may hold unwritten (a client that does not read): the session's
 /// own output limit stops it producing more before this is reached.
@@ -49,54 +49,6 @@ const SEND_LIMIT: usize = 256 * 1024;
 /// The longest ticket every process accepts (see `TlsServer::load`); a session's ticket holds its
 /// secret, its ALPN protocol and its server name: a few hundred bytes.
 const TICKET_BOUND: usize = 2048;
-
-/// What `/stats` counts of handshakes, in `COUNTERS` order (docs/spec.md, "TLS").
-pub const COUNTER_NAMES: [&str; 8] =
-    ["full", "resumed", "timeout", "closed", "malformed", "refused", "alert", "other"];
-
-#[derive(Clone, Copy)]
-enum Counter {
-    /// A handshake completed with a full key exchange and certificate signature.
-    Full,
-    /// A handshake completed by resuming a session (a ticket, or TLS 1.2's session id).
-    Resumed,
-    /// `--header-timeout` passed before the handshake completed.
-    Timeout,
-    /// The client closed or reset mid-handshake, or the connection went idle or was drained.
-    Closed,
-    /// Not TLS, or a record or handshake message that does not parse or decrypt.
-    Malformed,
-    /// Nothing in common: no protocol version, cipher suite, group or ALPN protocol both speak.
-    Refused,
-    /// The client sent a fatal alert (it refused our certificate, say).
-    Alert,
-    Other,
-}
-
-/// The handshake counters, in memory forked processes share; made by [`TlsServer::load`].
-static COUNTERS: OnceLock<&'static [AtomicU64]> = OnceLock::new();
-
-fn count(counter: Counter) {
-    if let Some(counters) = COUNTERS.get() {
-        counters[counter as usize].fetch_add(1, Relaxed);
-    }
-}
-
-/// The `tls` object of `/stats`, or `None` when the server does not speak TLS.
-pub fn render() -> Option<serde_json::Value> {
-    let counters = COUNTERS.get()?;
-    let handshakes: serde_json::Map<_, _> = COUNTER_NAMES[..2]
-        .iter()
-        .zip(counters.iter())
-        .map(|(name, n)| (name.to_string(), n.load(Relaxed).into()))
-        .collect();
-    let failures: serde_json::Map<_, _> = COUNTER_NAMES[2..]
-        .iter()
-        .zip(counters[2..].iter())
-        .map(|(name, n)| (name.to_string(), n.load(Relaxed).into()))
-        .collect();
-    Some(serde_json::json!({ "handshakes": handshakes, "failures": failures }))
-}
 
 /// A server's TLS settings: the certificate chain, its key, the ticket key. Cloning shares them.
 #[derive(Debug, Clone)]
@@ -134,8 +86,7 @@ impl TlsServer {
         config.ticketer.encrypt(&[0; TICKET_BOUND]);
         let config = Arc::new(config);
         ServerConnection::new(Arc::clone(&config)).map_err(|e| format!("TLS: {e}"))?;
-        let counters = sys::shared::shared_counters(COUNTER_NAMES.len()).map_err(|e| format!("TLS: {e}"))?;
-        let _ = COUNTERS.set(counters);
+        handshakes::make().map_err(|e| format!("TLS: {e}"))?;
         Ok(TlsServer { config })
     }
 
@@ -188,7 +139,7 @@ fn what(flag: &str) -> &'static str {
 pub(crate) struct DynExecute<'a>(pub &'a mut dyn Execute);
 
 impl Execute for DynExecute<'_> {
-    fn execute(&mut self, seq: u64, job: http::Job<'_>, out: &mut Vec<u8>) -> Executed {
+    fn execute(&mut self, seq: u64, job: http1::Job<'_>, out: &mut Vec<u8>) -> Executed {
         self.0.execute(seq, job, out)
     }
 }

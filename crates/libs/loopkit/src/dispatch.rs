@@ -35,16 +35,16 @@ const SAME_LOAD: f64 = 0.05;
 
 /// The acceptor's state for choosing: where round-robin is, and the random draws of `p2c`.
 #[derive(Debug)]
-pub struct Dispatcher {
+pub struct WorkerPicker {
     policy: Policy,
     next: usize,
     /// xorshift64 state: the draws need to be cheap and spread, not unpredictable.
     random: u64,
 }
 
-impl Dispatcher {
+impl WorkerPicker {
     pub fn new(policy: Policy) -> Self {
-        Dispatcher { policy, next: 0, random: 0x9e37_79b9_7f4a_7c15 }
+        WorkerPicker { policy, next: 0, random: 0x9e37_79b9_7f4a_7c15 }
     }
 
     /// The worker (index below `workers`) for a new connection; `load(i)` is worker i's published
@@ -178,7 +178,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn choices(policy: Policy, loads: &[f64], n: usize) -> Vec<usize> {
-        let mut dispatcher = Dispatcher::new(policy);
+        let mut dispatcher = WorkerPicker::new(policy);
         (0..n).map(|_| dispatcher.choose(loads.len(), |i| loads[i])).collect()
     }
 

@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
+pub mod handshakes;
+
 use crate::idempotency::{Bounds, Ledger};
 use crate::listener::Listener;
 
@@ -250,7 +252,7 @@ impl Stats {
             },
             "ledger": self.ledger.render(),
         });
-        if let Some(tls) = crate::tls::render() {
+        if let Some(tls) = handshakes::render() {
             report["tls"] = tls;
         }
         if let Some(annex) = self.annex.0.get() {
@@ -353,11 +355,11 @@ impl WorkerStats {
     }
 
     /// A connection of this worker got a 408 for a request too slow to arrive.
-    pub fn timed_out(&self, late: crate::session::Late) {
+    pub fn timed_out(&self, late: Late) {
         self.bump(
             match late {
-                crate::session::Late::Head => Field::HeaderTimeouts,
-                crate::session::Late::Body => Field::BodyTimeouts,
+                Late::Head => Field::HeaderTimeouts,
+                Late::Body => Field::BodyTimeouts,
             },
             1,
         );
@@ -378,4 +380,13 @@ impl WorkerStats {
     pub fn bind_to_this_thread(&self) {
         self.set(Field::ThreadId, sys::cpu::thread_id());
     }
+}
+
+/// What a 408 from `Session::handle_timeout` was for: counted apart in `/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Late {
+    /// The request's head (`--header-timeout`, or `--idle-timeout` with it off).
+    Head,
+    /// The request's body (`--body-timeout`, or `--idle-timeout` before it).
+    Body,
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use http::{Action, Job};
+use http1::{Action, Job};
 
 use super::*;
 
@@ -502,13 +502,13 @@ fn requests_being_answered_hold_the_budget_until_their_responses_are_sent() {
 }
 
 /// Framing that knows nothing of the request's length.
-fn unknown() -> http::Progress {
-    http::Progress::default()
+fn unknown() -> http1::Progress {
+    http1::Progress::default()
 }
 
 /// Framing that has read a head giving a Content-Length.
-fn known_length() -> http::Progress {
-    let mut progress = http::Progress::default();
+fn known_length() -> http1::Progress {
+    let mut progress = http1::Progress::default();
     let head = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n";
     assert!(matches!(parse_request_resuming(head, &mut progress), Ok(Parsed::Partial { .. })));
     assert!(progress.length_known());

@@ -13,7 +13,7 @@
 //!   every 500 ms ──► sweep: session.handle_timeout(now)  (408, idle close, linger over)
 //! ```
 //!
-//! Completion inverts what the epoll driver (`common::conn`) must remember: epoll says a socket is
+//! Completion inverts what the epoll driver (`loopkit::conn`) must remember: epoll says a socket is
 //! *ready* and the loop reads when the session asks, so bytes arrive only when wanted. Here the
 //! kernel has already read: a multishot receive posts every chunk as it comes, whether the session
 //! wants it or not. So the driver keeps what the session did not ask for yet (`pending`) and hands
@@ -40,10 +40,11 @@ use std::time::{Duration, Instant};
 use sys::uring::{Completion, Errno, Ring};
 
 use crate::config::Config;
-use crate::conn::ExecuteOn;
+use crate::conn::ExecuteAs;
 use crate::session::{self, Expired, Session, Sweep, Timeouts, Want};
 use crate::stats::WorkerStats;
 use crate::tls::{Tls, TlsServer};
+use crate::token::{index_of, token_of};
 
 /// Bytes a connection that is not reading may hold unasked-for before its receive is cancelled.
 pub const PENDING_LIMIT: usize = 64 * 1024;
@@ -62,15 +63,6 @@ const KIND: u64 = 0xf << 60;
 /// Whether a completion's tag is one of a connection's (a loop's own tags have those 4 bits clear).
 pub fn is_connection_tag(tag: u64) -> bool {
     matches!(tag & KIND, RECV | SEND | IGNORED)
-}
-
-/// A token: the slot's index in the low 32 bits, its generation in the 27 above (see `conn`).
-fn token_of(index: usize, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | index as u64
-}
-
-fn index_of(token: u64) -> usize {
-    (token & u64::from(u32::MAX)) as usize
 }
 
 /// One connection: its socket, its session, and what the ring is doing with it. Kept small: an
@@ -185,16 +177,16 @@ impl Conn {
 /// The connections by slot index, and each slot's generation, which its token must carry. Two
 /// arrays, not one of (generation, connection) pairs: a pair would pad the 4-byte generation to the
 /// connection's 8-byte alignment, and every slot of an idle connection is resident.
-struct Slots {
+struct ConnSlots {
     conns: Vec<Option<Conn>>,
     generations: Vec<u32>,
 }
 
-impl Slots {
+impl ConnSlots {
     /// Room for `capacity` connections, reserved once: address space only, until slots are used,
     /// and never copied to grow (a copy would leave the old array's pages behind, resident).
-    fn with_capacity(capacity: usize) -> Slots {
-        Slots { conns: Vec::with_capacity(capacity), generations: Vec::with_capacity(capacity) }
+    fn with_capacity(capacity: usize) -> ConnSlots {
+        ConnSlots { conns: Vec::with_capacity(capacity), generations: Vec::with_capacity(capacity) }
     }
 
     fn len(&self) -> usize {
@@ -232,7 +224,7 @@ enum Progress {
 /// All connections one ring owns, by token, and the ring itself.
 pub struct UringConnections {
     ring: Ring,
-    slots: Slots,
+    slots: ConnSlots,
     buffers: Buffers,
     free: Vec<usize>,
     /// Tokens to pump again before the next wait (a slow request held the thread).
@@ -290,7 +282,7 @@ impl UringConnections {
         worker.ring([0; 4]); // in /stats from the start, before the first wait returns
         UringConnections {
             ring,
-            slots: Slots::with_capacity(config.max_conns.min(1 << 20) as usize + 1),
+            slots: ConnSlots::with_capacity(config.max_conns.min(1 << 20) as usize + 1),
             buffers: Buffers::default(),
             free: Vec::new(),
             ready_again: Vec::new(),
@@ -326,7 +318,7 @@ impl UringConnections {
         if self.ring.wait(crate::earliest([sweep, limit]), batch)? {
             self.batching.after_batch_wait(self.ring.ready(), answered);
         }
-        crate::exec::woke_up(&self.worker);
+        crate::handlers::woke_up(&self.worker);
         self.now = Instant::now();
         let c = self.ring.counters();
         self.worker.ring([c.submissions, c.completions, c.enters, c.enobufs]);
@@ -479,7 +471,7 @@ impl UringConnections {
     /// Moves connection `token` as far as it can go without waiting, then closes it if it is done.
     fn pump(&mut self, token: u64) {
         let Some(conn) = conn_mut(&mut self.slots, token) else { return };
-        let mut executor = ExecuteOn(&self.worker);
+        let mut executor = ExecuteAs(&self.worker);
         match conn.pump(&mut self.ring, &mut self.buffers, token, self.now, &mut executor) {
             Progress::Wait => {}
             Progress::ReadyAgain => self.ready_again.push(token),
@@ -505,7 +497,7 @@ impl UringConnections {
 }
 
 /// The connection `token` names, unless it has closed since.
-fn conn_mut(slots: &mut Slots, token: u64) -> Option<&mut Conn> {
+fn conn_mut(slots: &mut ConnSlots, token: u64) -> Option<&mut Conn> {
     let index = index_of(token);
     if u64::from(*slots.generations.get(index)?) != token >> 32 {
         return None;
@@ -529,7 +521,7 @@ impl Conn {
         buffers: &mut Buffers,
         token: u64,
         now: Instant,
-        executor: &mut ExecuteOn<'_>,
+        executor: &mut ExecuteAs<'_>,
     ) -> Progress {
         if let Some(mut tls) = self.tls.take() {
             let executor = &mut crate::tls::DynExecute(executor);

@@ -27,15 +27,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::Job;
+use http1::Job;
 
 use crate::accept::Acceptor;
 use crate::config::Config;
-use crate::exec;
+use crate::handlers;
 pub use crate::session::Executed;
 use crate::session::{self, Execute, Expired, Session, Sweep, Timeouts, Want};
 use crate::stats::WorkerStats;
 use crate::tls::{Tls, TlsServer};
+use crate::token::{index_of, token_of};
 use sys::epoll::{Event, Poller};
 
 /// Bytes one connection may read in one wake-up before the others get their turn.
@@ -57,7 +58,7 @@ impl Request<'_> {
 
 /// What a loop does with each routed request: [`ExecuteHere`], or a function of the architecture
 /// that sends it elsewhere (`FnMut(Request, &mut Vec<u8>) -> Executed`, ramcloud's `dispatch_request`).
-pub trait Executor {
+pub trait LoopExecutor {
     /// Executes `request` now, appending its response to `out`, or sends it elsewhere; its response
     /// then comes back through [`Connections::complete`].
     fn execute(&mut self, worker: &WorkerStats, request: Request<'_>, out: &mut Vec<u8>) -> Executed;
@@ -67,20 +68,20 @@ pub trait Executor {
 #[derive(Debug, Default)]
 pub struct ExecuteHere;
 
-impl Executor for ExecuteHere {
+impl LoopExecutor for ExecuteHere {
     fn execute(&mut self, worker: &WorkerStats, request: Request<'_>, out: &mut Vec<u8>) -> Executed {
-        exec::execute(request.job, worker, out);
+        handlers::execute(request.job, worker, out);
         Executed::Here
     }
 }
 
-impl<F: FnMut(Request<'_>, &mut Vec<u8>) -> Executed> Executor for F {
+impl<F: FnMut(Request<'_>, &mut Vec<u8>) -> Executed> LoopExecutor for F {
     fn execute(&mut self, _: &WorkerStats, request: Request<'_>, out: &mut Vec<u8>) -> Executed {
         self(request, out)
     }
 }
 
-/// A loop's [`Executor`] seen from one connection's session: adds the connection's token and the
+/// A loop's [`LoopExecutor`] seen from one connection's session: adds the connection's token and the
 /// loop's counters to each request.
 struct ForConn<'a, E> {
     executor: &'a mut E,
@@ -88,7 +89,7 @@ struct ForConn<'a, E> {
     token: u64,
 }
 
-impl<E: Executor> Execute for ForConn<'_, E> {
+impl<E: LoopExecutor> Execute for ForConn<'_, E> {
     fn execute(&mut self, seq: u64, job: Job<'_>, out: &mut Vec<u8>) -> Executed {
         self.executor.execute(self.worker, Request { token: self.token, seq, job }, out)
     }
@@ -96,11 +97,11 @@ impl<E: Executor> Execute for ForConn<'_, E> {
 
 /// Executes every request on the calling thread, counted as `worker`'s requests: for a loop in
 /// which no thread owns a connection (lab-oneshot), so whoever serves it executes.
-pub struct ExecuteOn<'a>(pub &'a WorkerStats);
+pub struct ExecuteAs<'a>(pub &'a WorkerStats);
 
-impl Execute for ExecuteOn<'_> {
+impl Execute for ExecuteAs<'_> {
     fn execute(&mut self, _: u64, job: Job<'_>, out: &mut Vec<u8>) -> Executed {
-        exec::execute(job, self.0, out);
+        handlers::execute(job, self.0, out);
         Executed::Here
     }
 }
@@ -114,7 +115,7 @@ struct ConnSettings {
 
 /// All connections one event loop owns, by token, and how their requests are executed.
 pub struct Connections<E = ExecuteHere> {
-    slots: Vec<Slot>,
+    slots: Vec<ConnSlot>,
     free: Vec<usize>,
     /// Tokens that used up their read budget with input left: served again before the next wait.
     ready_again: Vec<u64>,
@@ -131,7 +132,7 @@ pub struct Connections<E = ExecuteHere> {
     tls: Option<TlsServer>,
 }
 
-struct Slot {
+struct ConnSlot {
     generation: u32,
     conn: Option<Conn>,
 }
@@ -139,14 +140,7 @@ struct Slot {
 /// What one connection's slot costs, resident, while it is idle (the io_uring driver's must not be
 /// more: `uring_conn`'s tests).
 #[cfg(test)]
-pub(crate) const IDLE_SLOT_BYTES: usize = std::mem::size_of::<Slot>();
-
-/// A token is the slot's index in the low 32 bits and its generation above: a response that comes
-/// back for a connection that has since closed (and whose slot was reused) finds the wrong
-/// generation and is dropped. Generations stay below 2^31, so no token reaches the reserved ones.
-fn token_of(index: usize, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | index as u64
-}
+pub(crate) const IDLE_SLOT_BYTES: usize = std::mem::size_of::<ConnSlot>();
 
 impl Connections {
     /// No connections yet, for a loop that executes every request itself; `worker` is whose
@@ -156,7 +150,7 @@ impl Connections {
     }
 }
 
-impl<E: Executor> Connections<E> {
+impl<E: LoopExecutor> Connections<E> {
     /// No connections yet, for a loop whose requests `executor` executes (or sends elsewhere).
     pub fn with_executor(config: &Config, worker: WorkerStats, executor: E) -> Self {
         session::set_memory_budget(config.memory_budget);
@@ -178,7 +172,7 @@ impl<E: Executor> Connections<E> {
     /// Call on every return from epoll_wait: counts the wake-up and reads the clock once for all the
     /// events it brought (idle times, and the `Date` of every response).
     pub fn woke_up(&mut self) {
-        exec::woke_up(&self.worker);
+        handlers::woke_up(&self.worker);
         self.now = Instant::now();
     }
 
@@ -194,7 +188,7 @@ impl<E: Executor> Connections<E> {
             }
         }
         let index = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(Slot { generation: 0, conn: None });
+            self.slots.push(ConnSlot { generation: 0, conn: None });
             self.slots.len() - 1
         });
         let token = token_of(index, self.slots[index].generation);
@@ -299,7 +293,7 @@ impl<E: Executor> Connections<E> {
 
     /// Moves connection `token` as far as it can go without blocking, then closes it if it is done.
     fn pump(&mut self, token: u64) {
-        let index = (token & u64::from(u32::MAX)) as usize;
+        let index = index_of(token);
         let Some(conn) = conn_mut(&mut self.slots, token) else { return };
         let mut executor = ForConn { executor: &mut self.executor, worker: &self.worker, token };
         match conn.pump(self.now, &mut executor) {
@@ -345,7 +339,7 @@ impl OpenConnections {
 
     /// Whether connection `token` is still open.
     pub fn is_open(&self, token: u64) -> bool {
-        let index = (token & u64::from(u32::MAX)) as usize;
+        let index = index_of(token);
         match self.generations.get(index) {
             Some(generation) => u64::from(generation.load(Ordering::Acquire)) == token >> 32,
             None => true,
@@ -360,8 +354,8 @@ impl OpenConnections {
 }
 
 /// The connection `token` names, unless it has closed since.
-fn conn_mut(slots: &mut [Slot], token: u64) -> Option<&mut Conn> {
-    let slot = slots.get_mut((token & u64::from(u32::MAX)) as usize)?;
+fn conn_mut(slots: &mut [ConnSlot], token: u64) -> Option<&mut Conn> {
+    let slot = slots.get_mut(index_of(token))?;
     if u64::from(slot.generation) != token >> 32 {
         return None;
     }

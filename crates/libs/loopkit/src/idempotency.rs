@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use http::Status;
+use http1::Status;
 use serde_json::json;
 use sys::shared::{LockedWords, Sharing};
 
@@ -211,7 +211,7 @@ const FREE: usize = 3;
 const NEVER_USED: usize = 4;
 const HEADER: usize = 8;
 /// Words of one entry: state and key length, fingerprint, time, owner pid or sequence, chain, key.
-const KEY_WORDS: usize = http::idempotency::MAX_KEY_BYTES.div_ceil(8);
+const KEY_WORDS: usize = http1::idempotency::MAX_KEY_BYTES.div_ceil(8);
 const ENTRY: usize = 5 + KEY_WORDS;
 const STATE: usize = 0;
 const FINGERPRINT: usize = 1;

@@ -12,7 +12,7 @@ use sys::eventfd::Waker;
 use sys::signal::ShutdownSignals;
 
 use crate::accept::Acceptor;
-use crate::conn::{Connections, Executor};
+use crate::conn::{Connections, LoopExecutor};
 
 /// How long a draining loop waits for the requests in flight before it exits anyway.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -37,7 +37,7 @@ impl Drain {
     /// The signalfd is readable: if it holds SIGINT or SIGTERM and this loop is not draining yet,
     /// begins the drain of a loop that accepts for itself: stops `acceptor` listening, closes the
     /// idle connections and lets the others finish what they have in flight. True if it began.
-    pub fn on_signal<E: Executor>(
+    pub fn on_signal<E: LoopExecutor>(
         &mut self,
         signals: &ShutdownSignals,
         acceptor: &mut Acceptor,
@@ -62,7 +62,7 @@ impl Drain {
     }
 
     /// Draining, and either every connection is closed or the time is up.
-    pub fn is_done<E: Executor>(&self, conns: &Connections<E>) -> bool {
+    pub fn is_done<E: LoopExecutor>(&self, conns: &Connections<E>) -> bool {
         self.deadline.is_some_and(|at| conns.is_empty() || Instant::now() >= at)
     }
 }

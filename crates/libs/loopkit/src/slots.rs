@@ -1,5 +1,5 @@
 //! Connection slots every thread of a pool can reach (lab-oneshot, whose threads take turns with
-//! every connection), each behind its own mutex, named by tokens as in `common::conn`: the slot's
+//! every connection), each behind its own mutex, named by tokens as in `loopkit::conn`: the slot's
 //! index in the low 32 bits, its generation above, so an event queued for a connection that has
 //! since closed finds the wrong generation and is dropped.
 //!
@@ -12,18 +12,20 @@ use std::sync::OnceLock;
 
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::token::{index_of, token_of};
+
 /// Slots are made this many at a time, as connections come, up to `CHUNK * CHUNKS` (2^20).
 const CHUNK: usize = 1024;
 const CHUNKS: usize = 1024;
 
 /// One slot: whatever it holds, and the generation its token must carry.
 #[derive(Debug)]
-pub struct Slot<T> {
+pub struct SharedSlot<T> {
     generation: u32,
     pub value: Option<T>,
 }
 
-impl<T> Slot<T> {
+impl<T> SharedSlot<T> {
     /// Empties the slot for reuse under a new generation; what it held, if anything.
     pub fn take(&mut self) -> Option<T> {
         let value = self.value.take();
@@ -34,32 +36,21 @@ impl<T> Slot<T> {
     }
 }
 
-/// The token of slot `index` at `generation`. Generations stay below 2^31, so no token reaches
-/// the ones reserved in `common::token`.
-pub fn token_of(index: usize, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | index as u64
-}
-
-/// The index a token names.
-pub fn index_of(token: u64) -> usize {
-    (token & u64::from(u32::MAX)) as usize
-}
-
 /// `CHUNK` slots, made together.
-type Chunk<T> = Box<[Mutex<Slot<T>>]>;
+type Chunk<T> = Box<[Mutex<SharedSlot<T>>]>;
 
 /// Slots shared by threads, made a chunk at a time: an idle server holds none.
 #[derive(Debug)]
-pub struct Slots<T> {
+pub struct SharedSlots<T> {
     chunks: Box<[OnceLock<Chunk<T>>]>,
     /// Slot indices made so far; below it, `free` holds those not in use.
     made: AtomicUsize,
     free: Mutex<Vec<usize>>,
 }
 
-impl<T> Default for Slots<T> {
+impl<T> Default for SharedSlots<T> {
     fn default() -> Self {
-        Slots {
+        SharedSlots {
             chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
             made: AtomicUsize::new(0),
             free: Mutex::default(),
@@ -67,26 +58,25 @@ impl<T> Default for Slots<T> {
     }
 }
 
-impl<T> Slots<T> {
+impl<T> SharedSlots<T> {
     /// A free slot, locked, with its token; `None` past 2^20 slots (`--max-conns` stays below).
-    pub fn claim(&self) -> Option<(u64, MutexGuard<'_, Slot<T>>)> {
+    pub fn claim(&self) -> Option<(u64, MutexGuard<'_, SharedSlot<T>>)> {
         let index = self.free.lock().pop().unwrap_or_else(|| self.made.fetch_add(1, AcqRel));
-        let chunk = self
-            .chunks
-            .get(index / CHUNK)?
-            .get_or_init(|| (0..CHUNK).map(|_| Mutex::new(Slot { generation: 0, value: None })).collect());
+        let chunk = self.chunks.get(index / CHUNK)?.get_or_init(|| {
+            (0..CHUNK).map(|_| Mutex::new(SharedSlot { generation: 0, value: None })).collect()
+        });
         let slot = chunk[index % CHUNK].lock();
         Some((token_of(index, slot.generation), slot))
     }
 
     /// The slot `token` names, locked, if it still holds what the token was given for.
-    pub fn lock(&self, token: u64) -> Option<MutexGuard<'_, Slot<T>>> {
+    pub fn lock(&self, token: u64) -> Option<MutexGuard<'_, SharedSlot<T>>> {
         let slot = self.cell(index_of(token))?.lock();
         (u64::from(slot.generation) == token >> 32 && slot.value.is_some()).then_some(slot)
     }
 
     /// Empties the slot `token` names (locked by the caller as `slot`) and frees it for reuse.
-    pub fn release(&self, token: u64, slot: &mut Slot<T>) -> Option<T> {
+    pub fn release(&self, token: u64, slot: &mut SharedSlot<T>) -> Option<T> {
         let value = slot.take()?;
         self.free.lock().push(index_of(token));
         Some(value)
@@ -94,7 +84,7 @@ impl<T> Slots<T> {
 
     /// Visits every slot that holds something, with its token: each locked in turn (`busy_too`),
     /// or only those no other thread holds now.
-    pub fn for_each(&self, busy_too: bool, mut visit: impl FnMut(u64, &mut Slot<T>)) {
+    pub fn for_each(&self, busy_too: bool, mut visit: impl FnMut(u64, &mut SharedSlot<T>)) {
         for index in 0..self.made.load(Acquire).min(CHUNK * CHUNKS) {
             let Some(cell) = self.cell(index) else { continue };
             let guard = if busy_too { Some(cell.lock()) } else { cell.try_lock() };
@@ -104,7 +94,7 @@ impl<T> Slots<T> {
         }
     }
 
-    fn cell(&self, index: usize) -> Option<&Mutex<Slot<T>>> {
+    fn cell(&self, index: usize) -> Option<&Mutex<SharedSlot<T>>> {
         self.chunks.get(index / CHUNK)?.get()?.get(index % CHUNK)
     }
 }
@@ -115,7 +105,7 @@ mod tests {
 
     #[test]
     fn a_stale_token_finds_nothing_once_its_slot_is_reused() {
-        let slots = Slots::default();
+        let slots = SharedSlots::default();
         let (old, mut slot) = slots.claim().unwrap();
         slot.value = Some("first");
         drop(slot);
@@ -134,7 +124,7 @@ mod tests {
 
     #[test]
     fn for_each_skips_a_slot_another_thread_holds_unless_told_to_wait() {
-        let slots = Slots::default();
+        let slots = SharedSlots::default();
         for name in ["a", "b", "c"] {
             slots.claim().unwrap().1.value = Some(name);
         }

@@ -1,7 +1,7 @@
 //! The `Idempotency-Key` header of `POST /ledger` (IETF httpapi draft "The Idempotency-Key HTTP
 //! Header Field"): finding the field among a request's and reading the key in it; framing, routing
 //! and the response each take what they need from here, and this module needs none of them. The store that remembers keys and
-//! their responses is `common::idempotency`; the server-side meaning is in docs/spec.md.
+//! their responses is `loopkit::idempotency`; the server-side meaning is in docs/spec.md.
 //!
 //! The field's value is a Structured Field String (RFC 8941 §3.3.3): `Idempotency-Key:
 //! "8e03978e-40d5-43e8"`. A bare token without the quotes (`Idempotency-Key: 8e03978e`), which many

@@ -4,8 +4,8 @@
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::response::{Connection, Response};
-use http::{Action, Job, Status};
+use http1::response::{Connection, Response};
+use http1::{Action, Job, Status};
 
 use crate::stats::WorkerStats;
 
@@ -19,7 +19,7 @@ const HELLO: &[u8] = b"Hello, World!";
 /// one loop iteration old.
 pub fn woke_up(worker: &WorkerStats) {
     worker.wakeup();
-    http::response::refresh_date(SystemTime::now());
+    http1::response::refresh_date(SystemTime::now());
 }
 
 /// Executes a request taken from a queue by a thread that takes one per wake-up (ramcloud's

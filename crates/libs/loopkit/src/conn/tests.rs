@@ -44,13 +44,13 @@ fn pair(listener: &TcpListener) -> (TcpStream, OwnedFd) {
 type Sent = Rc<RefCell<Vec<(u64, u64, String)>>>;
 
 /// Connections whose executor sends every request elsewhere (as ramcloud's does) and records it.
-fn elsewhere() -> (Connections<impl Executor>, Sent) {
+fn elsewhere() -> (Connections<impl LoopExecutor>, Sent) {
     let stats = Stats::new("test", 1, 100, Vec::new(), &Default::default()).unwrap();
     let sent: Sent = Rc::default();
     let record = Rc::clone(&sent);
     let executor = move |request: Request<'_>, _: &mut Vec<u8>| {
         let path = match &request.job.action {
-            http::Action::Sleep { ms } => format!("/sleep?ms={ms}"),
+            http1::Action::Sleep { ms } => format!("/sleep?ms={ms}"),
             other => format!("{other:?}"),
         };
         record.borrow_mut().push((request.token, request.seq, path));
@@ -62,7 +62,7 @@ fn elsewhere() -> (Connections<impl Executor>, Sent) {
 }
 
 /// One turn of an event loop: wait (at most 200 ms), hand every event to `conns`, tick.
-fn turn<E: Executor>(poller: &Poller, conns: &mut Connections<E>) {
+fn turn<E: LoopExecutor>(poller: &Poller, conns: &mut Connections<E>) {
     let mut events = sys::epoll::Events::with_capacity(64);
     poller.wait(&mut events, Some(Duration::from_millis(200))).unwrap();
     conns.woke_up();
@@ -73,7 +73,7 @@ fn turn<E: Executor>(poller: &Poller, conns: &mut Connections<E>) {
 }
 
 /// Turns the loop until `done`, failing after 2 s.
-fn turn_until<E: Executor>(poller: &Poller, conns: &mut Connections<E>, mut done: impl FnMut() -> bool) {
+fn turn_until<E: LoopExecutor>(poller: &Poller, conns: &mut Connections<E>, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(2);
     while !done() {
         assert!(Instant::now() < deadline, "the loop did not get there in 2 s");
@@ -108,7 +108,7 @@ fn read_bodies(client: &mut TcpStream, count: usize) -> Vec<String> {
 
 fn response(body: &str) -> Vec<u8> {
     let mut bytes = Vec::new();
-    http::response::Response::text(http::Status::Ok, body.as_bytes()).write_to(&mut bytes);
+    http1::response::Response::text(http1::Status::Ok, body.as_bytes()).write_to(&mut bytes);
     bytes
 }
 

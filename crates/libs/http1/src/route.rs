@@ -27,7 +27,7 @@ pub enum Action<'a> {
     /// number; with an `Idempotency-Key`, at most once per key (see `crate::idempotency`).
     Ledger { body: Cow<'a, [u8]>, key: Option<Cow<'a, [u8]>>, hold_ms: u32 },
     /// `GET /debug/panic`, in debug builds only: the executing thread panics, so that the tests can
-    /// drive every server to the thread-panic policy (`common::startup::exit_on_panic`). Release
+    /// drive every server to the thread-panic policy (`loopkit::startup::exit_on_panic`). Release
     /// builds do not have the route (404).
     #[cfg(debug_assertions)]
     Panic,

@@ -13,7 +13,7 @@
 //!    one event loop, their fds, edge-triggered readiness and the loop's timers;
 //!    [`uring_conn`] is its io_uring driver, where the kernel reports what it has done (accepted,
 //!    received into a provided buffer, sent) instead of what is ready.
-//! 4. [`exec`] executes a request on whichever thread is given it: `/`, `/spin`, `/sleep`, `/echo`,
+//! 4. [`handlers`] executes a request on whichever thread is given it: `/`, `/spin`, `/sleep`, `/echo`,
 //!    `/stats`, and `/ledger` through [`idempotency`] (the ledger and its Idempotency-Key store).
 //! 5. [`drain`] times the graceful stop on SIGINT / SIGTERM.
 //! 6. [`stats`] keeps the per-worker counters in memory that threads, and forked processes, share.
@@ -29,7 +29,7 @@ pub mod config;
 pub mod conn;
 pub mod dispatch;
 pub mod drain;
-pub mod exec;
+pub mod handlers;
 pub mod idempotency;
 pub mod listener;
 pub mod session;
@@ -49,6 +49,19 @@ pub mod token {
     pub const WAKER: u64 = u64::MAX - 2;
     /// A timerfd the loop's threads share (lab-oneshot's sweep of the connections no thread owns).
     pub const TIMER: u64 = u64::MAX - 3;
+
+    /// A connection's token: its slot's index in the low 32 bits and the slot's generation above,
+    /// so that a reply for a connection since closed (its slot reused) carries the old generation
+    /// and is dropped. Every slot table keeps its generations below 2^31 (the io_uring driver's
+    /// below 2^27, clear of its tags' kind bits), so no connection's token reaches the reserved ones.
+    pub fn token_of(index: usize, generation: u32) -> u64 {
+        (u64::from(generation) << 32) | index as u64
+    }
+
+    /// The slot index a connection's token names.
+    pub fn index_of(token: u64) -> usize {
+        (token & u64::from(u32::MAX)) as usize
+    }
 }
 
 /// The soonest of several optional timeouts (`None`: wait without limit).
