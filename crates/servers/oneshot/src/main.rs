@@ -166,8 +166,7 @@ impl Pool {
         }
     }
 
-    /// Takes over an admitted connection: into a free slot, then into the epoll, disarmed only
-    /// while a thread serves it.
+    /// Takes over an admitted connection: a free slot, then the epoll (disarmed while served).
     fn add(&self, fd: OwnedFd, now: Instant) {
         let Some((token, mut slot)) = self.conns.claim() else { return }; // 2^20 open: fd closed
         self.shared.conn_opened();
@@ -187,8 +186,7 @@ impl Pool {
         self.pump(token, &mut slot, worker, now);
     }
 
-    /// Serves the connection in `slot` as far as it goes, then hands it back to the kernel's ready
-    /// list, armed for what it waits for.
+    /// Serves the connection in `slot` as far as it goes, then re-arms it for what it waits for.
     fn pump(&self, token: u64, slot: &mut SharedSlot<Conn>, worker: &WorkerStats, now: Instant) {
         let Some(conn) = &mut slot.value else { return };
         let interest = match conn.pump(now, &mut ExecuteAs(worker)) {
@@ -199,9 +197,8 @@ impl Pool {
         };
         // NOTE: the oneshot re-arm. Until this `epoll_ctl(EPOLL_CTL_MOD)` no thread can be given
         // this connection; after it, the kernel checks the socket at once and queues it again if
-        // bytes came meanwhile. It is the one system call per wake-up the other designs do not
-        // make, made with the slot still locked: a thread woken by it waits the microsecond until
-        // the lock is let go, instead of racing a close with the fd's number.
+        // bytes came meanwhile: the one system call per wake-up the other designs do not make, made
+        // with the slot locked, so a thread it wakes waits for the lock, not racing a close for the fd.
         if self.poller.modify(conn.fd(), token, interest).is_err() {
             self.close(token, slot);
         }
