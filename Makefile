@@ -116,7 +116,7 @@ FUZZ_SECS ?= 300
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	mkdir -p target/fuzz-corpus
-	cd crates/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run framing ../../target/fuzz-corpus corpus/framing -- \
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir crates/fuzz framing target/fuzz-corpus crates/fuzz/corpus/framing -- \
 		-max_total_time=$(FUZZ_SECS) -print_final_stats=1
 
 # Each server for SOAK_SECS under lab-load (keep-alive, pipelined, churn) and hostile clients, run

@@ -234,6 +234,8 @@ fn stats_reports_the_namespace_kernel_counters() {
             "SyncookiesRecv",
             "SyncookiesFailed",
             "TCPReqQFullDrop",
+            "TCPMigrateReqSuccess",
+            "TCPMigrateReqFailure",
         ];
         assert_eq!(names, expected, "{stats}");
         for name in expected {

@@ -85,14 +85,18 @@ const SLOT: usize = 16;
 const OPEN_TOTAL: usize = 0;
 
 /// The counters of `/proc/net/netstat` that /stats reports as `kernel`: what the kernel did with
-/// SYNs and handshakes that never reached accept(). Names exactly as the kernel spells them.
-pub const KERNEL_COUNTERS: [&str; 6] = [
+/// SYNs and handshakes that never reached accept(), and the requests a closing `SO_REUSEPORT`
+/// socket's queue moved to another (`TCPMigrateReq*`: lab-reuseport `--migrate`, or the
+/// `tcp_migrate_req` sysctl). Names exactly as the kernel spells them.
+pub const KERNEL_COUNTERS: [&str; 8] = [
     "ListenOverflows",
     "ListenDrops",
     "SyncookiesSent",
     "SyncookiesRecv",
     "SyncookiesFailed",
     "TCPReqQFullDrop",
+    "TCPMigrateReqSuccess",
+    "TCPMigrateReqFailure",
 ];
 
 /// The server's counters: one slot per worker, plus the process-wide ones.
