@@ -554,31 +554,51 @@ impl Conn {
                 }
                 Want::Wait => return Progress::Wait,
                 Want::Yield => return Progress::ReadyAgain,
-                // Closing with bytes the kernel still holds would send a reset: shut our side and
-                // discard until the client closes. As under epoll, the socket counts as empty when
-                // the last receive said so (no IORING_CQE_F_SOCK_NONEMPTY): then close at once.
-                Want::Finish { unread_input }
-                    if unread_input || self.has(Flags::SOCKET_NONEMPTY) || self.has(Flags::PENDING) =>
-                {
-                    if sys::socket::shutdown_write(self.fd.as_fd()).is_err() {
-                        return Progress::Done;
+                want @ (Want::Finish { .. } | Want::Close | Want::Discard) => {
+                    if let Some(progress) = self.end(want, ring, buffers, token, now) {
+                        return progress;
                     }
-                    self.session.linger(now);
-                }
-                Want::Finish { .. } | Want::Close => return Progress::Done,
-                Want::Discard => {
-                    self.set(Flags::DISCARDING, true);
-                    buffers.forget(self, index);
-                    if self.has(Flags::EOF) {
-                        return Progress::Done;
-                    }
-                    self.set(Flags::RECEIVING, true);
-                    if !self.arm_receive(ring, token) {
-                        return Progress::Done;
-                    }
-                    return Progress::Wait;
                 }
             }
+        }
+    }
+
+    /// The session's ends, the same with TLS or without: finishing, closing, discarding what the
+    /// client still sends. `None`: lingering has begun, and the pump goes on.
+    fn end(
+        &mut self,
+        want: Want,
+        ring: &mut Ring,
+        buffers: &mut Buffers,
+        token: u64,
+        now: Instant,
+    ) -> Option<Progress> {
+        match want {
+            // Closing with bytes the kernel still holds would send a reset: shut our side and
+            // discard until the client closes. As under epoll, the socket counts as empty when
+            // the last receive said so (no IORING_CQE_F_SOCK_NONEMPTY): then close at once.
+            Want::Finish { unread_input }
+                if unread_input || self.has(Flags::SOCKET_NONEMPTY) || self.has(Flags::PENDING) =>
+            {
+                if sys::socket::shutdown_write(self.fd.as_fd()).is_err() {
+                    return Some(Progress::Done);
+                }
+                self.session.linger(now);
+                None
+            }
+            Want::Discard => {
+                self.set(Flags::DISCARDING, true);
+                buffers.forget(self, index_of(token));
+                if self.has(Flags::EOF) {
+                    return Some(Progress::Done);
+                }
+                self.set(Flags::RECEIVING, true);
+                if !self.arm_receive(ring, token) {
+                    return Some(Progress::Done);
+                }
+                Some(Progress::Wait)
+            }
+            _ => Some(Progress::Done),
         }
     }
 

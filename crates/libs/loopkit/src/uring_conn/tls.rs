@@ -89,26 +89,10 @@ impl Conn {
                 },
                 Want::Wait => return Progress::Wait,
                 Want::Yield => return Progress::ReadyAgain,
-                Want::Finish { unread_input }
-                    if unread_input || self.has(Flags::SOCKET_NONEMPTY) || self.has(Flags::PENDING) =>
-                {
-                    if sys::socket::shutdown_write(self.fd.as_fd()).is_err() {
-                        return Progress::Done;
+                want @ (Want::Finish { .. } | Want::Close | Want::Discard) => {
+                    if let Some(progress) = self.end(want, ring, buffers, token, now) {
+                        return progress;
                     }
-                    self.session.linger(now);
-                }
-                Want::Finish { .. } | Want::Close => return Progress::Done,
-                Want::Discard => {
-                    self.set(Flags::DISCARDING, true);
-                    buffers.forget(self, index);
-                    if self.has(Flags::EOF) {
-                        return Progress::Done;
-                    }
-                    self.set(Flags::RECEIVING, true);
-                    if !self.arm_receive(ring, token) {
-                        return Progress::Done;
-                    }
-                    return Progress::Wait;
                 }
             }
         }
