@@ -158,10 +158,16 @@ pub fn ms(duration: Duration) -> f64 {
 
 /// Runs lab-load against `addr` with `args` and returns its JSON results.
 pub fn load(addr: SocketAddr, path: &str, args: &[&str]) -> serde_json::Value {
-    let file = std::env::temp_dir().join(format!("lab-exp-load-{}-{}.json", std::process::id(), addr.port()));
-    let url = format!("http://{addr}{path}");
+    load_url(&format!("http://{addr}{path}"), args)
+}
+
+/// Runs lab-load on `url` (http:// or https://) with `args`; returns its JSON report.
+pub fn load_url(url: &str, args: &[&str]) -> serde_json::Value {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("lab-exp-load-{}-{run}.json", std::process::id()));
     let output = std::process::Command::new(labkit::bin_path("lab-load"))
-        .arg(&url)
+        .arg(url)
         .args(args)
         .arg("--json")
         .arg(&file)

@@ -33,21 +33,9 @@ const ROWS: [(&str, &[&str]); 7] = [
     ("lab-uring", &["--workers", "1"]),
 ];
 
-/// Runs lab-load on `url` with `args`; returns its JSON report.
+/// Runs lab-load on `url` with `args`, quietly; returns its JSON report.
 fn load(url: &str, args: &[&str]) -> serde_json::Value {
-    let file = std::env::temp_dir().join(format!("lab-exp-tls-{}.json", std::process::id()));
-    let output = std::process::Command::new(labkit::bin_path("lab-load"))
-        .arg(url)
-        .args(args)
-        .args(["--no-progress", "--json"])
-        .arg(&file)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("start lab-load: {e}"));
-    assert!(output.status.success(), "lab-load {url} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    let text = std::fs::read(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-    let _ = std::fs::remove_file(&file);
-    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("lab-load JSON: {e}"))
+    crate::net::load_url(url, &[args, &["--no-progress"]].concat())
 }
 
 /// Server CPU µs per unit of `count(report)` over one lab-load run against `server`.
