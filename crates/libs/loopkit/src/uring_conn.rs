@@ -523,11 +523,8 @@ impl Conn {
         now: Instant,
         executor: &mut ExecuteAs<'_>,
     ) -> Progress {
-        if let Some(mut tls) = self.tls.take() {
-            let executor = &mut crate::tls::DynExecute(executor);
-            let progress = self.pump_tls(&mut tls, ring, buffers, token, now, executor);
-            self.tls = Some(tls);
-            return progress;
+        if self.tls.is_some() {
+            return self.pump_tls(ring, buffers, token, now, executor);
         }
         let index = index_of(token);
         self.set(Flags::RECEIVING, false);

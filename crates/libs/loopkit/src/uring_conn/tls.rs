@@ -10,6 +10,7 @@ use std::time::Instant;
 use sys::uring::Ring;
 
 use super::{index_of, Buffers, Conn, Flags, Progress, SEND};
+use crate::conn::ExecuteAs;
 use crate::session::Want;
 use crate::tls::{DynExecute, Plain, Tls};
 use std::os::fd::AsFd;
@@ -18,6 +19,20 @@ impl Conn {
     /// Kept out of line: the plaintext pump pays one test of `Conn::tls` for it, not a larger body.
     #[inline(never)]
     pub(super) fn pump_tls(
+        &mut self,
+        ring: &mut Ring,
+        buffers: &mut Buffers,
+        token: u64,
+        now: Instant,
+        executor: &mut ExecuteAs<'_>,
+    ) -> Progress {
+        let Some(mut tls) = self.tls.take() else { return Progress::Done };
+        let progress = self.pump_with(&mut tls, ring, buffers, token, now, &mut DynExecute(executor));
+        self.tls = Some(tls);
+        progress
+    }
+
+    fn pump_with(
         &mut self,
         tls: &mut Tls,
         ring: &mut Ring,
