@@ -1,5 +1,6 @@
 //! nginx, the reference: found where the distribution installs it, started from a configuration
-//! written for the run into a temporary directory, on the same CPUs as the server it is compared with.
+//! written for the run into a temporary directory, on the same CPUs as the server it is compared with
+//! (lab-bench's rows), and reloaded with another configuration (lab-exp rolling-restart).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -68,7 +69,9 @@ pub fn render(config: &Config, addr: SocketAddr, dir: &Path) -> String {
         let _ = writeln!(conf, "user root root;");
     }
     let _ = writeln!(conf, "worker_processes {};", config.workers);
-    let _ = writeln!(conf, "worker_cpu_affinity {};", affinity_masks(&config.cpus));
+    if !config.cpus.is_empty() {
+        let _ = writeln!(conf, "worker_cpu_affinity {};", affinity_masks(&config.cpus));
+    }
     let _ = writeln!(conf, "events {{ worker_connections 16384; accept_mutex {mutex}; }}");
     let _ = writeln!(conf, "http {{\n  access_log off;\n  default_type text/plain;");
     let _ = writeln!(conf, "  keepalive_requests 1000000000;\n  keepalive_timeout 75s;");
@@ -88,8 +91,26 @@ pub struct Running {
 }
 
 impl Running {
+    /// The master process's.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Rewrites the configuration as `config` (same address) and sends the master SIGHUP, nginx's
+    /// reload (`nginx -s reload`): it starts workers on the new configuration and tells the old ones
+    /// to finish gracefully. With `listen ... reuseport` the master holds one socket per worker, so
+    /// fewer workers closes sockets and more opens new ones.
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        let conf = self.dir.join("nginx.conf");
+        fs::write(&conf, render(config, self.addr, &self.dir))
+            .map_err(|e| format!("write {}: {e}", conf.display()))?;
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGHUP)
+            .map_err(|e| format!("kill -HUP nginx: {e}"))
+    }
+
+    /// nginx's error log so far (the reloads' notices, any failure).
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
 }
 
@@ -135,7 +156,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         // SIGTERM is nginx's fast shutdown; the master stops its workers and exits.
         let pid = Pid::from_raw(self.child.id() as i32);
-        let workers = labkit::process_tree(self.child.id());
+        let workers = crate::process_tree(self.child.id());
         let _ = kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
@@ -171,5 +192,11 @@ mod tests {
         assert!(
             reuseport.contains("worker_processes 2;") && reuseport.contains("worker_cpu_affinity 01 10;")
         );
+        let unpinned = render(
+            &Config { workers: 1, cpus: vec![], accept: Accept::Reuseport },
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Path::new("/tmp/x"),
+        );
+        assert!(unpinned.contains("worker_processes 1;") && !unpinned.contains("worker_cpu_affinity"));
     }
 }
