@@ -7,6 +7,8 @@ use std::os::fd::AsFd;
 use std::thread;
 use std::time::Duration;
 
+use labkit::fairness;
+
 use super::Experiment;
 use crate::kernel::{self, Counters};
 use crate::net::{self, Pending};
@@ -87,6 +89,7 @@ fn run(report: &mut Report) {
 
     blind_to_busy(report, &workers);
     sleep_neighbour(report);
+    fairness_workload(report);
     migrate(report);
 }
 
@@ -162,6 +165,84 @@ fn sleep_neighbour(report: &mut Report) {
     );
 }
 
+/// Rounds of the fairness workload per row (the hash's split changes with the ports drawn).
+const FAIRNESS_ROUNDS: usize = 3;
+
+/// lab-bench's fairness workload (labkit::fairness) on each row of the sleep-neighbour case.
+fn fairness_workload(report: &mut Report) {
+    let per_kind = fairness::connections_per_kind(WORKERS);
+    report.does(format!(
+        "fairness: for each of the same rows, {FAIRNESS_ROUNDS} rounds of lab-bench's fairness workload: \
+         {per_kind} keep-alive connections of GET {} (heavy) and {per_kind} of GET {} (light), two \
+         lab-loads started at once (-d 1.5 --warmup 0.5, unpinned); per executing worker the connections \
+         and requests between two /stats reads around the loads (the read after is one more connection), \
+         and Jain's index over each",
+        fairness::heavy_path(),
+        fairness::LIGHT_PATH
+    ));
+    let load_works = sys::bpf::probe().is_ok();
+    let mut figures = serde_json::Map::new();
+    let mut splits_by_row = BTreeMap::new();
+    for (label, bin, args) in NEIGHBOUR_ROWS {
+        if label.ends_with("load") && !load_works {
+            report.observe(format!("fairness, {label}: not run: bpf(2) refused here"));
+            continue;
+        }
+        let mut rounds = Vec::new();
+        for _ in 0..FAIRNESS_ROUNDS {
+            let server = net::start(bin, args);
+            let addr = server.addr();
+            thread::sleep(Duration::from_millis(300)); // every worker started
+            let before = net::stats(&mut net::connect(addr));
+            let run = |path: String| {
+                let connections = per_kind.to_string();
+                thread::spawn(move || {
+                    net::load(addr, &path, &["-c", &connections, "-d", "1.5", "--warmup", "0.5"])
+                })
+            };
+            let (heavy, light) = (run(fairness::heavy_path()), run(fairness::LIGHT_PATH.to_string()));
+            let (heavy, light) = (heavy.join().unwrap_or_default(), light.join().unwrap_or_default());
+            let after = net::stats(&mut net::connect(addr));
+            let split = fairness::split(&before, &after);
+            rounds.push(serde_json::json!({
+                "conns": split.conns, "requests": split.requests,
+                "jain_conns": split.jain_conns(), "jain_requests": split.jain_requests(),
+                "heavy_rps": heavy["rps"], "light_p99_ms": light["latency_us"]["p99"].as_f64().map(|us| us / 1e3),
+                "errors": net::load_errors(&heavy) + net::load_errors(&light),
+            }));
+        }
+        let median = |key: &str| {
+            let mut values: Vec<f64> = rounds.iter().filter_map(|r| r[key].as_f64()).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let conns: Vec<String> = rounds.iter().map(|r| r["conns"].to_string()).collect();
+        let requests: Vec<String> = rounds.iter().map(|r| r["requests"].to_string()).collect();
+        report.observe(format!(
+            "fairness, {label}: connections per worker {} (Jain median {:.2}), requests {} (Jain median {:.2}); \
+             heavy {:.0} req/s, light p99 {:.1} ms (medians)",
+            conns.join(" "),
+            median("jain_conns"),
+            requests.join(" "),
+            median("jain_requests"),
+            median("heavy_rps"),
+            median("light_p99_ms"),
+        ));
+        figures.insert(
+            label.into(),
+            serde_json::json!({
+                "rounds": rounds, "jain_conns_median": median("jain_conns"),
+                "jain_requests_median": median("jain_requests"), "heavy_rps_median": median("heavy_rps"),
+                "light_p99_ms_median": median("light_p99_ms"),
+            }),
+        );
+        splits_by_row.insert(label, rounds);
+    }
+    report.figure("fairness", serde_json::Value::Object(figures));
+    let errors: u64 = splits_by_row.values().flatten().filter_map(|r| r["errors"].as_u64()).sum();
+    report.check("fairness: every load ran without an error", errors == 0, format!("{errors} errors"));
+}
+
 /// Opens CONNECTIONS connections to a fresh lab-reuseport with `--steer steer`, one request each,
 /// and returns the per-process counts from ss, /stats' `open` per worker, and (when made from
 /// pinned threads) which processes each client CPU's connections went to.
@@ -221,14 +302,9 @@ fn spread(
     (counts, stats_open, by_cpu)
 }
 
-/// Jain's fairness index of `counts`.
+/// Jain's fairness index of `counts` (the fairness workload's, labkit::fairness).
 fn jain(counts: &[usize]) -> f64 {
-    let sum: f64 = counts.iter().map(|&c| c as f64).sum();
-    let squares: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
-    if squares == 0.0 {
-        return 0.0;
-    }
-    sum * sum / (counts.len() as f64 * squares)
+    fairness::jain(&counts.iter().map(|&c| c as f64).collect::<Vec<_>>())
 }
 
 /// One process busy in /sleep: the hash still sends it new connections, which wait in its queue.
