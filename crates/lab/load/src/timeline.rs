@@ -93,6 +93,7 @@ impl Timeline {
     /// anything in it.
     pub fn json(&self, start_unix_ms: f64) -> Value {
         let us = |nanos: u64| (nanos as f64 / 100.0).round() / 10.0;
+        let interval_ms = self.interval.as_nanos() as f64 / 1e6;
         let bins: Vec<Value> = self
             .bins
             .iter()
@@ -110,7 +111,7 @@ impl Timeline {
                     })
                 });
                 json!({
-                    "t_ms": i as f64 * self.interval.as_secs_f64() * 1000.0,
+                    "t_ms": i as f64 * interval_ms,
                     "responses": bin.responses,
                     "errors": errors,
                     "lost": bin.lost,
@@ -120,7 +121,7 @@ impl Timeline {
             })
             .collect();
         json!({
-            "interval_ms": self.interval.as_secs_f64() * 1000.0,
+            "interval_ms": interval_ms,
             "start_unix_ms": start_unix_ms,
             "bins": bins,
         })
