@@ -103,6 +103,18 @@ const NEIGHBOUR_ROWS: [(&str, &str, &[&str]); 5] = [
     ("lab-memcached --dispatch least", "lab-memcached", &["--workers", "2", "--dispatch", "least"]),
 ];
 
+/// The rows of [`NEIGHBOUR_ROWS`] this machine runs: `--steer load` needs bpf(2); a row left out
+/// is said in one line of the `case`.
+fn rows_here(report: &mut Report, case: &str) -> Vec<(&'static str, &'static str, &'static [&'static str])> {
+    let load_works = sys::bpf::probe().is_ok();
+    let (rows, left): (Vec<_>, Vec<_>) =
+        NEIGHBOUR_ROWS.into_iter().partition(|(label, _, _)| load_works || !label.ends_with("load"));
+    for (label, _, _) in left {
+        report.observe(format!("{case}, {label}: not run: bpf(2) refused here"));
+    }
+    rows
+}
+
 /// One of two workers held by a long request; new connections opened meanwhile: who waits for it.
 fn sleep_neighbour(report: &mut Report) {
     const NEW: usize = 20;
@@ -111,14 +123,9 @@ fn sleep_neighbour(report: &mut Report) {
          opens {NEW} new connections at once, each GET /; times each to its response",
         NEIGHBOUR_ROWS.map(|(label, _, _)| label).join(", ")
     ));
-    let load_works = sys::bpf::probe().is_ok();
     let mut figures = serde_json::Map::new();
     let mut slowest_by_row = BTreeMap::new();
-    for (label, bin, args) in NEIGHBOUR_ROWS {
-        if label.ends_with("load") && !load_works {
-            report.observe(format!("{label}: not run: bpf(2) refused here"));
-            continue;
-        }
+    for (label, bin, args) in rows_here(report, "sleep neighbour") {
         let server = net::start(bin, args);
         let addr = server.addr();
         thread::sleep(Duration::from_millis(300)); // every worker started
@@ -180,14 +187,9 @@ fn fairness_workload(report: &mut Report) {
         fairness::heavy_path(),
         fairness::LIGHT_PATH
     ));
-    let load_works = sys::bpf::probe().is_ok();
     let mut figures = serde_json::Map::new();
     let mut splits_by_row = BTreeMap::new();
-    for (label, bin, args) in NEIGHBOUR_ROWS {
-        if label.ends_with("load") && !load_works {
-            report.observe(format!("fairness, {label}: not run: bpf(2) refused here"));
-            continue;
-        }
+    for (label, bin, args) in rows_here(report, "fairness") {
         let mut rounds = Vec::new();
         for _ in 0..FAIRNESS_ROUNDS {
             let server = net::start(bin, args);
