@@ -14,7 +14,7 @@ use crate::results::{self, SCHEMA};
 use crate::stats::{median, spread_pct, sweep_rates, SWEEP_LOADS};
 use crate::veth::{self, Veth};
 use crate::{arrival, machine, model_curves, Cli, Net};
-use labkit::fairness::{self, HEAVY_SPIN_US};
+use labkit::fairness;
 
 /// Seconds a profiled round adds to its load, for the estimate: perf's start-up before the window,
 /// and perf script's unwinding after it.
@@ -904,7 +904,7 @@ fn fill_fairness(
     let requests = &split.requests;
     let (heavy, light) = (&measured[0], &measured[1]);
     // One heavy connection per worker, each a closed loop of HEAVY_SPIN_US: what a perfect spread gives.
-    let ideal = per_kind.min(target.workers) as f64 * 1e6 / HEAVY_SPIN_US as f64;
+    let ideal = fairness::heavy_ideal_rps(per_kind, target.workers);
     let max = requests.iter().copied().fold(0.0, f64::max);
     let min = requests.iter().copied().fold(f64::INFINITY, f64::min);
     record["connections"] = json!({"heavy": per_kind, "light": per_kind});

@@ -25,6 +25,12 @@ pub fn connections_per_kind(workers: usize) -> usize {
     workers.max(2)
 }
 
+/// The heavy connections' requests per second if every one had a worker to itself: one closed loop of
+/// [`HEAVY_SPIN_US`] each, on at most `workers` of them at once.
+pub fn heavy_ideal_rps(per_kind: usize, workers: usize) -> f64 {
+    per_kind.min(workers) as f64 * 1e6 / HEAVY_SPIN_US as f64
+}
+
 /// Jain's fairness index of `shares`: (Σx)² / (n · Σx²). 1.0 when all are equal, 1/n when one
 /// takes everything; 1.0 for an empty or all-zero list (nothing to be unfair about).
 pub fn jain(shares: &[f64]) -> f64 {
