@@ -15,7 +15,8 @@
 //! The modules, in the order a request meets them: [`cli`] (the command line), [`request`] (requests
 //! built once as bytes), [`schedule`] (when open-loop requests are due), [`worker`] (a load thread's
 //! event loop), [`conn`] (one connection's bytes), [`response`] (response framing), [`stats`] (what a
-//! thread records) and [`report`] (the summary and the JSON).
+//! thread records), [`timeline`] (the same, interval by interval, with `--timeline`) and [`report`]
+//! (the summary and the JSON).
 #![forbid(unsafe_code)]
 
 mod cli;
