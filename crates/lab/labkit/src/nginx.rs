@@ -174,6 +174,28 @@ impl Drop for Running {
 mod tests {
     use super::*;
 
+    /// A real nginx (where installed): a reload to one worker leaves one worker, and it still serves.
+    #[test]
+    fn a_reload_changes_the_workers_and_nginx_serves_on() {
+        let Some(binary) = find() else {
+            println!("nginx is not installed: skipped");
+            return;
+        };
+        let config = |workers| Config { workers, cpus: Vec::new(), accept: Accept::Reuseport };
+        let nginx = start(&binary, &config(2), &std::env::temp_dir(), IpAddr::from([127, 0, 0, 1]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let workers = || crate::process_tree(nginx.pid()).len() - 1;
+        assert!(crate::eventually(Duration::from_secs(10), || workers() == 2), "{}", nginx.error_log());
+        nginx.reload(&config(1)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(crate::eventually(Duration::from_secs(10), || workers() == 1), "{}", nginx.error_log());
+        let mut stream = TcpStream::connect(nginx.addr).expect("connect");
+        std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("Hello, World!"), "{answer}");
+    }
+
     #[test]
     fn affinity_masks_put_each_worker_on_its_cpu() {
         assert_eq!(affinity_masks(&[0, 1, 3]), "0001 0010 1000");
