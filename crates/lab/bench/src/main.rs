@@ -30,7 +30,6 @@ mod compare;
 mod machine;
 mod measure;
 mod model_curves;
-mod nginx;
 mod plan;
 mod profile;
 mod real;

@@ -45,7 +45,7 @@ pub fn network() -> &'static Network {
 /// A server under test, running; stopped when dropped.
 pub enum Server {
     Lab(labkit::Running),
-    Nginx(crate::nginx::Running),
+    Nginx(labkit::nginx::Running),
     Real(crate::real::Running),
 }
 
@@ -64,8 +64,8 @@ impl Server {
                 crate::cleanup::gated(|| labkit::launch(bin, &args)).map(Server::Lab)
             }
             Launch::Nginx(config) => {
-                let binary = crate::nginx::find().ok_or("nginx is not installed")?;
-                crate::cleanup::gated(|| crate::nginx::start(&binary, config, scratch, network().server_ip))
+                let binary = labkit::nginx::find().ok_or("nginx is not installed")?;
+                crate::cleanup::gated(|| labkit::nginx::start(&binary, config, scratch, network().server_ip))
                     .map(Server::Nginx)
             }
             Launch::Real(spec) => crate::cleanup::gated(|| {

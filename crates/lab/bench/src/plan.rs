@@ -9,7 +9,7 @@ pub enum Launch {
     /// One of the project's binaries, started through labkit (it prints `listening on`).
     Lab { bin: &'static str, args: Vec<String> },
     /// nginx from the distribution, the reference, from a configuration made for the run.
-    Nginx(crate::nginx::Config),
+    Nginx(labkit::nginx::Config),
     /// A real system beside nginx (Node, Apache, HAProxy) or a user's `--server`: `real`.
     Real(crate::real::Spec),
 }
@@ -98,7 +98,7 @@ pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
         all.push(lab("uring-reuseport", "uring", "lab-uring", n, cpus, &["--listen", "reuseport"]));
     }
     if with_nginx {
-        use crate::nginx::{Accept, Config};
+        use labkit::nginx::{Accept, Config};
         let mut nginx = |id: &str, workers: usize, accept: Accept| {
             all.push(Target {
                 id: id.into(),

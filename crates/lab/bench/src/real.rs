@@ -266,11 +266,11 @@ pub fn describe(spec: &Spec, workers: usize, cpus: &[usize]) -> String {
 }
 
 /// nginx's configuration (crate::nginx renders it), in the same one line.
-pub fn describe_nginx(config: &crate::nginx::Config) -> String {
+pub fn describe_nginx(config: &labkit::nginx::Config) -> String {
     let accept = match config.accept {
-        crate::nginx::Accept::Mutex => "accept_mutex on",
-        crate::nginx::Accept::Exclusive => "accept_mutex off (EPOLLEXCLUSIVE)",
-        crate::nginx::Accept::Reuseport => "listen ... reuseport",
+        labkit::nginx::Accept::Mutex => "accept_mutex on",
+        labkit::nginx::Accept::Exclusive => "accept_mutex off (EPOLLEXCLUSIVE)",
+        labkit::nginx::Accept::Reuseport => "listen ... reuseport",
     };
     format!(
         "nginx: worker_processes {}, worker_cpu_affinity one CPU each of {}, {accept}, worker_connections 16384, \

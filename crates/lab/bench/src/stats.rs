@@ -27,16 +27,8 @@ pub fn spread_pct(values: &[f64]) -> f64 {
     }
 }
 
-/// Jain's fairness index of `shares`: (Σx)² / (n · Σx²). 1.0 when all are equal, 1/n when one
-/// takes everything; 1.0 for an empty or all-zero list (nothing to be unfair about).
-pub fn jain(shares: &[f64]) -> f64 {
-    let sum: f64 = shares.iter().sum();
-    let squares: f64 = shares.iter().map(|x| x * x).sum();
-    if shares.is_empty() || squares == 0.0 {
-        return 1.0;
-    }
-    sum * sum / (shares.len() as f64 * squares)
-}
+/// Jain's fairness index: the fairness workload's own, shared with lab-exp.
+pub use labkit::fairness::jain;
 
 /// The offered rates of the sweep for a measured `capacity` (requests/s), one per [`SWEEP_LOADS`].
 pub fn sweep_rates(capacity: f64) -> Vec<(f64, f64)> {
@@ -61,18 +53,6 @@ mod tests {
         assert!((spread_pct(&[90.0, 100.0, 110.0]) - 20.0).abs() < 1e-9);
         assert_eq!(spread_pct(&[42.0]), 0.0);
         assert_eq!(spread_pct(&[]), 0.0);
-    }
-
-    #[test]
-    fn jain_from_even_to_one_takes_all() {
-        assert!((jain(&[5.0, 5.0, 5.0, 5.0]) - 1.0).abs() < 1e-12);
-        assert!((jain(&[10.0, 0.0, 0.0, 0.0]) - 0.25).abs() < 1e-12);
-        // Two of four equal, two idle: half the workers used.
-        assert!((jain(&[1.0, 1.0, 0.0, 0.0]) - 0.5).abs() < 1e-12);
-        // (1+3)² / (2 · (1+9)) = 0.8
-        assert!((jain(&[1.0, 3.0]) - 0.8).abs() < 1e-12);
-        assert_eq!(jain(&[]), 1.0);
-        assert_eq!(jain(&[0.0, 0.0]), 1.0);
     }
 
     #[test]

@@ -11,12 +11,10 @@ use crate::measure::{run_loads, set_network, Load, Measured, Network, Server};
 use crate::plan::{self, Target, MIXES, SWEEP_SERVERS};
 use crate::profile::{self, Perf};
 use crate::results::{self, SCHEMA};
-use crate::stats::{jain, median, spread_pct, sweep_rates, SWEEP_LOADS};
+use crate::stats::{median, spread_pct, sweep_rates, SWEEP_LOADS};
 use crate::veth::{self, Veth};
 use crate::{arrival, machine, model_curves, Cli, Net};
-
-/// The heavy connections' request in the fairness workload.
-const HEAVY_SPIN_US: u64 = 1000;
+use labkit::fairness;
 
 /// Seconds a profiled round adds to its load, for the estimate: perf's start-up before the window,
 /// and perf script's unwinding after it.
@@ -123,7 +121,7 @@ impl Bench {
         let sweep_server_cpus = cpus_arg(&cli.sweep_server_cpus, &server_cpus, "--sweep-server-cpus")?;
         let sweep_client_cpus = cpus_arg(&cli.sweep_client_cpus, &client_cpus, "--sweep-client-cpus")?;
         let workloads = plan::resolve_workloads(&cli.workloads)?;
-        let nginx = if cli.no_nginx { None } else { crate::nginx::find() };
+        let nginx = if cli.no_nginx { None } else { labkit::nginx::find() };
         let wants_nginx =
             cli.archs.is_empty() || cli.archs.iter().any(|a| a.starts_with("real-nginx") || a == "real");
         if nginx.is_none() && !cli.no_nginx && wants_nginx {
@@ -240,7 +238,7 @@ impl Bench {
                 "skipped": skipped,
                 "sweep_loads": SWEEP_LOADS,
                 "mixes": MIXES.iter().map(|m| json!({"name": m.name, "mix": m.spec, "about": m.about})).collect::<Vec<_>>(),
-                "fairness_heavy_path": format!("/spin?us={HEAVY_SPIN_US}"),
+                "fairness_heavy_path": fairness::heavy_path(),
                 "profile": perf.is_some(),
                 "perf_cpus": perf.as_ref().map(|_| perf_cpus.clone()),
                 "churn_server_cpus": churn_cpus.as_ref().map_or(&server_cpus, |(s, _)| s),
@@ -667,11 +665,10 @@ impl Bench {
         for target in
             arrival::with_dispatch_variants(&self.sweep_targets).iter().filter(|t| t.serves_lab_routes)
         {
-            let per_kind = target.workers.max(2);
-            let heavy_path = format!("/spin?us={HEAVY_SPIN_US}");
-            let mut heavy = self.load(&heavy_path, &heavy_cpus, &[]);
+            let per_kind = fairness::connections_per_kind(target.workers);
+            let mut heavy = self.load(&fairness::heavy_path(), &heavy_cpus, &[]);
             heavy.connections = per_kind;
-            let mut light = self.load("/", &light_cpus, &[]);
+            let mut light = self.load(fairness::LIGHT_PATH, &light_cpus, &[]);
             light.connections = per_kind;
             let mut record = target_json(target, "fairness");
             let mut problems = Vec::new();
@@ -903,38 +900,17 @@ fn fill_fairness(
     measured: &[Measured],
     per_kind: usize,
 ) {
-    let counter = |doc: &Value, id: &Value, name: &str| {
-        doc["workers"]
-            .as_array()
-            .and_then(|workers| workers.iter().find(|w| w["id"] == *id))
-            .and_then(|w| w[name].as_u64())
-            .unwrap_or(0)
-    };
-    let mut workers = Vec::new();
-    let (mut requests, mut conns) = (Vec::new(), Vec::new());
-    for worker in after["workers"].as_array().into_iter().flatten() {
-        let id = &worker["id"];
-        let delta = |name: &str| counter(after, id, name).saturating_sub(counter(before, id, name));
-        let role = worker["role"].as_str().unwrap_or("");
-        let executes = labkit::executes_requests(role);
-        if executes {
-            requests.push(delta("requests") as f64);
-            conns.push(delta("conns") as f64);
-        }
-        workers.push(json!({
-            "id": id, "role": role, "cpu": worker["cpu"], "executes": executes,
-            "requests": delta("requests"), "conns": delta("conns"), "accepted": delta("accepted"),
-        }));
-    }
+    let split = fairness::split(before, after);
+    let requests = &split.requests;
     let (heavy, light) = (&measured[0], &measured[1]);
     // One heavy connection per worker, each a closed loop of HEAVY_SPIN_US: what a perfect spread gives.
-    let ideal = per_kind.min(target.workers) as f64 * 1e6 / HEAVY_SPIN_US as f64;
+    let ideal = fairness::heavy_ideal_rps(per_kind, target.workers);
     let max = requests.iter().copied().fold(0.0, f64::max);
     let min = requests.iter().copied().fold(f64::INFINITY, f64::min);
     record["connections"] = json!({"heavy": per_kind, "light": per_kind});
-    record["workers_detail"] = json!(workers);
-    record["jain_requests"] = json!(jain(&requests));
-    record["jain_conns"] = json!(jain(&conns));
+    record["jain_requests"] = json!(split.jain_requests());
+    record["jain_conns"] = json!(split.jain_conns());
+    record["workers_detail"] = json!(split.workers);
     record["requests_max"] = json!(max);
     record["requests_min"] = json!(if min.is_finite() { min } else { 0.0 });
     record["heavy"] = heavy.round_json();

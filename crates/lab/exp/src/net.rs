@@ -184,3 +184,56 @@ pub fn load_url(url: &str, args: &[&str]) -> serde_json::Value {
 pub fn load_errors(results: &serde_json::Value) -> u64 {
     results["errors"].as_object().map_or(0, |errors| errors.values().filter_map(|v| v.as_u64()).sum())
 }
+
+/// What lab-load's `--timeline` saw between two moments of its run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    pub responses: u64,
+    pub resets: u64,
+    /// Every class of error.
+    pub errors: u64,
+    pub lost: u64,
+    /// The p99 of the responses read in the window, from their intervals' histograms merged.
+    pub p99_ms: Option<f64>,
+}
+
+impl Window {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "responses": self.responses, "resets": self.resets, "errors": self.errors,
+            "lost": self.lost, "p99_ms": self.p99_ms,
+        })
+    }
+}
+
+/// The intervals of a lab-load run with `--timeline` that overlap `from_ms..to_ms` (milliseconds
+/// from the wall-clock time `since_unix_ms`), added up.
+pub fn window(results: &serde_json::Value, since_unix_ms: f64, from_ms: f64, to_ms: f64) -> Window {
+    let timeline = &results["timeline"];
+    let interval = timeline["interval_ms"].as_f64().unwrap_or(1.0);
+    let offset = since_unix_ms - timeline["start_unix_ms"].as_f64().unwrap_or(since_unix_ms);
+    let (from, to) = (from_ms + offset, to_ms + offset);
+    let bins: Vec<&serde_json::Value> = timeline["bins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|bin| bin["t_ms"].as_f64().is_some_and(|t| t + interval > from && t < to))
+        .collect();
+    let sum = |key: &dyn Fn(&serde_json::Value) -> Option<u64>| bins.iter().filter_map(|b| key(b)).sum();
+    let histograms: Vec<&serde_json::Value> =
+        bins.iter().map(|b| &b["latency_histogram"]).filter(|h| !h.is_null()).collect();
+    let p99_ms =
+        histwire::merge(histograms).ok().map(|h| (h.value_at_quantile(0.99) as f64 / 1e3).round() / 1e3);
+    Window {
+        responses: sum(&|b| b["responses"].as_u64()),
+        resets: sum(&|b| b["errors"]["reset"].as_u64()),
+        errors: sum(&|b| b["errors"].as_object().map(|e| e.values().filter_map(|v| v.as_u64()).sum())),
+        lost: sum(&|b| b["lost"].as_u64()),
+        p99_ms,
+    }
+}
+
+/// Now, as milliseconds since the Unix epoch (to line events up with lab-load's timeline).
+pub fn unix_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |t| t.as_secs_f64() * 1e3)
+}

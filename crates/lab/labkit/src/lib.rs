@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod fairness;
+pub mod nginx;
 pub mod tls;
 
 use nix::sys::signal::{kill, Signal};

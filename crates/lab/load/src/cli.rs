@@ -101,6 +101,11 @@ pub struct Cli {
     /// handshake; without it every handshake is a full one.
     #[arg(long)]
     tls_resume: bool,
+    /// Add to the JSON a timeline of the run (warm-up included) in intervals of MS milliseconds:
+    /// per interval the responses read, their latency (p50, p99, max and the histogram), the
+    /// errors by class and the requests lost.
+    #[arg(long, value_name = "MS")]
+    timeline: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +140,8 @@ pub struct Run {
     /// https://: the client's TLS settings and the name the server's certificate must carry; the
     /// handshake counts in the connect time.
     pub tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    /// `--timeline`: the width of its intervals.
+    pub timeline: Option<Duration>,
 }
 
 impl Cli {
@@ -172,6 +179,9 @@ impl Cli {
         }
         if self.timeout.is_zero() {
             return Err("--timeout must be above 0".into());
+        }
+        if self.timeline == Some(0) {
+            return Err("--timeline must be at least 1 (milliseconds)".into());
         }
         if self.method.is_empty()
             || !self.method.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!".contains(&b))
@@ -218,6 +228,7 @@ impl Cli {
             progress: if self.no_progress { false } else { self.progress || std::io::stderr().is_terminal() },
             seed,
             tls,
+            timeline: self.timeline.map(Duration::from_millis),
         })
     }
 

@@ -346,6 +346,7 @@ impl Connection {
         if !(200..400).contains(&response.status) {
             recorder.error(ErrorClass::Status, || format!("status {}", response.status));
         }
+        recorder.answered_at(request.due, now);
         if request.measured {
             recorder.response(request.path as usize, request.due, request.sent, now);
             recorder.status(response.status);

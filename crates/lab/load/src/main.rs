@@ -15,7 +15,8 @@
 //! The modules, in the order a request meets them: [`cli`] (the command line), [`request`] (requests
 //! built once as bytes), [`schedule`] (when open-loop requests are due), [`worker`] (a load thread's
 //! event loop), [`conn`] (one connection's bytes), [`response`] (response framing), [`stats`] (what a
-//! thread records) and [`report`] (the summary and the JSON).
+//! thread records), [`timeline`] (the same, interval by interval, with `--timeline`) and [`report`]
+//! (the summary and the JSON).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -25,6 +26,7 @@ mod request;
 mod response;
 mod schedule;
 mod stats;
+mod timeline;
 mod worker;
 
 use std::process::exit;
@@ -58,6 +60,9 @@ fn main() {
     });
     let requests = Requests::build(&run.mix, &run.spec);
     let start = Instant::now();
+    let start_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |t| t.as_secs_f64() * 1e3);
     let measure_from = start + run.warmup;
     let settings = Settings {
         addr: run.addr,
@@ -72,6 +77,7 @@ fn main() {
         measure_from,
         stop_at: run.duration.map(|d| measure_from + d),
         interrupted: AtomicBool::new(false),
+        timeline: run.timeline,
     };
     let (recorder, interrupted_at) = run_threads(&run, &settings, &signals).unwrap_or_else(|e| {
         eprintln!("lab-load: {e}");
@@ -88,8 +94,14 @@ fn main() {
             .map_or(0.0, |last| last.saturating_duration_since(measure_from).as_secs_f64()),
     };
     let client_cpu = ClientCpu::since(start, run.threads);
-    let report =
-        Report { run: &run, requests: &settings.requests, recorder: &recorder, duration_s, client_cpu };
+    let report = Report {
+        run: &run,
+        requests: &settings.requests,
+        recorder: &recorder,
+        duration_s,
+        client_cpu,
+        start_unix_ms,
+    };
     let to_stdout = run.json.as_ref().is_some_and(|path| path.as_os_str() == "-");
     if to_stdout {
         eprint!("{}", report.text());

@@ -27,6 +27,8 @@ pub struct Report<'a> {
     /// The measured time: `--duration`, or with `--requests` until the last response.
     pub duration_s: f64,
     pub client_cpu: ClientCpu,
+    /// When the run started (its warm-up), as wall-clock time: where `--timeline`'s intervals count from.
+    pub start_unix_ms: f64,
 }
 
 /// lab-load's own CPU use over the whole run (warm-up included), so that a run limited by the
@@ -259,7 +261,7 @@ impl Report<'_> {
                 })
             })
             .collect();
-        json!({
+        let mut doc = json!({
             "url": run.url,
             "addr": run.addr.to_string(),
             "threads": run.threads,
@@ -304,7 +306,11 @@ impl Report<'_> {
                 "wall_s": self.client_cpu.wall_s,
                 "utilization": self.client_cpu.utilization,
             },
-        })
+        });
+        if let Some(timeline) = &rec.timeline {
+            doc["timeline"] = timeline.json(self.start_unix_ms);
+        }
+        doc
     }
 }
 

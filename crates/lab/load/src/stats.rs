@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::timeline::Timeline;
+
 /// The classes of error the report counts, one per failed connect, broken connection or bad status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -119,6 +121,8 @@ pub struct Recorder {
     pub first_errors: [Option<String>; 5],
     /// https://: TLS handshakes completed, full and resumed (warm-up included).
     pub tls_handshakes: [u64; 2],
+    /// `--timeline`: the same events, interval by interval.
+    pub timeline: Option<Timeline>,
 }
 
 /// How far behind its scheduled time a request may go out and still count as on time.
@@ -145,6 +149,28 @@ impl Recorder {
             last_response: None,
             first_errors: Default::default(),
             tls_handshakes: [0; 2],
+            timeline: None,
+        }
+    }
+
+    /// The recorder with a timeline (`--timeline`).
+    pub fn with_timeline(mut self, timeline: Option<Timeline>) -> Self {
+        self.timeline = timeline;
+        self
+    }
+
+    /// Any response read, warm-up included, of a request due at `due`: for the timeline.
+    pub fn answered_at(&mut self, due: Instant, now: Instant) {
+        if let Some(timeline) = &mut self.timeline {
+            timeline.response(now - due, now);
+        }
+    }
+
+    /// `requests` of the measured time sent and never to be answered.
+    pub fn lose(&mut self, requests: u64) {
+        self.lost += requests;
+        if let Some(timeline) = &mut self.timeline {
+            timeline.lost(requests, Instant::now());
         }
     }
 
@@ -168,6 +194,9 @@ impl Recorder {
     pub fn error(&mut self, class: ErrorClass, detail: impl FnOnce() -> String) {
         self.errors[class as usize] += 1;
         self.first_errors[class as usize].get_or_insert_with(detail);
+        if let Some(timeline) = &mut self.timeline {
+            timeline.error(class, Instant::now());
+        }
     }
 
     pub fn errors_total(&self) -> u64 {
@@ -214,5 +243,10 @@ impl Recorder {
         }
         self.statuses.sort_unstable();
         self.last_response = self.last_response.max(other.last_response);
+        match (&mut self.timeline, &other.timeline) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => self.timeline = Some(theirs.clone()),
+            _ => {}
+        }
     }
 }

@@ -7,6 +7,8 @@ use std::os::fd::AsFd;
 use std::thread;
 use std::time::Duration;
 
+use labkit::fairness;
+
 use super::Experiment;
 use crate::kernel::{self, Counters};
 use crate::net::{self, Pending};
@@ -87,6 +89,7 @@ fn run(report: &mut Report) {
 
     blind_to_busy(report, &workers);
     sleep_neighbour(report);
+    fairness_workload(report);
     migrate(report);
 }
 
@@ -100,6 +103,18 @@ const NEIGHBOUR_ROWS: [(&str, &str, &[&str]); 5] = [
     ("lab-memcached --dispatch least", "lab-memcached", &["--workers", "2", "--dispatch", "least"]),
 ];
 
+/// The rows of [`NEIGHBOUR_ROWS`] this machine runs: `--steer load` needs bpf(2); a row left out
+/// is said in one line of the `case`.
+fn rows_here(report: &mut Report, case: &str) -> Vec<(&'static str, &'static str, &'static [&'static str])> {
+    let load_works = sys::bpf::probe().is_ok();
+    let (rows, left): (Vec<_>, Vec<_>) =
+        NEIGHBOUR_ROWS.into_iter().partition(|(label, _, _)| load_works || !label.ends_with("load"));
+    for (label, _, _) in left {
+        report.observe(format!("{case}, {label}: not run: bpf(2) refused here"));
+    }
+    rows
+}
+
 /// One of two workers held by a long request; new connections opened meanwhile: who waits for it.
 fn sleep_neighbour(report: &mut Report) {
     const NEW: usize = 20;
@@ -108,14 +123,9 @@ fn sleep_neighbour(report: &mut Report) {
          opens {NEW} new connections at once, each GET /; times each to its response",
         NEIGHBOUR_ROWS.map(|(label, _, _)| label).join(", ")
     ));
-    let load_works = sys::bpf::probe().is_ok();
     let mut figures = serde_json::Map::new();
     let mut slowest_by_row = BTreeMap::new();
-    for (label, bin, args) in NEIGHBOUR_ROWS {
-        if label.ends_with("load") && !load_works {
-            report.observe(format!("{label}: not run: bpf(2) refused here"));
-            continue;
-        }
+    for (label, bin, args) in rows_here(report, "sleep neighbour") {
         let server = net::start(bin, args);
         let addr = server.addr();
         thread::sleep(Duration::from_millis(300)); // every worker started
@@ -160,6 +170,90 @@ fn sleep_neighbour(report: &mut Report) {
         hash > Duration::from_secs(1),
         format!("slowest {:.1} ms", net::ms(hash)),
     );
+}
+
+/// Rounds of the fairness workload per row (the hash's split changes with the ports drawn).
+const FAIRNESS_ROUNDS: usize = 3;
+
+/// lab-bench's fairness workload (labkit::fairness) on each row of the sleep-neighbour case.
+fn fairness_workload(report: &mut Report) {
+    let per_kind = fairness::connections_per_kind(WORKERS);
+    report.does(format!(
+        "fairness: for each of the same rows, {FAIRNESS_ROUNDS} rounds of lab-bench's fairness workload: \
+         {per_kind} keep-alive connections of GET {} (heavy) and {per_kind} of GET {} (light), two \
+         lab-loads started at once (-d 1.5 --warmup 0.5, unpinned); per executing worker the connections \
+         and requests between two /stats reads around the loads (the read after is one more connection), \
+         and Jain's index over each",
+        fairness::heavy_path(),
+        fairness::LIGHT_PATH
+    ));
+    let mut figures = serde_json::Map::new();
+    let mut splits_by_row = BTreeMap::new();
+    for (label, bin, args) in rows_here(report, "fairness") {
+        let mut rounds = Vec::new();
+        for _ in 0..FAIRNESS_ROUNDS {
+            let server = net::start(bin, args);
+            let addr = server.addr();
+            thread::sleep(Duration::from_millis(300)); // every worker started
+            let before = net::stats(&mut net::connect(addr));
+            let run = |path: String| {
+                let connections = per_kind.to_string();
+                thread::spawn(move || {
+                    net::load(addr, &path, &["-c", &connections, "-d", "1.5", "--warmup", "0.5"])
+                })
+            };
+            let (heavy, light) = (run(fairness::heavy_path()), run(fairness::LIGHT_PATH.to_string()));
+            let (heavy, light) = (heavy.join().unwrap_or_default(), light.join().unwrap_or_default());
+            let after = net::stats(&mut net::connect(addr));
+            let split = fairness::split(&before, &after);
+            rounds.push(serde_json::json!({
+                "conns": split.conns, "requests": split.requests,
+                "jain_conns": split.jain_conns(), "jain_requests": split.jain_requests(),
+                "heavy_rps": heavy["rps"], "light_p99_ms": light["latency_us"]["p99"].as_f64().map(|us| us / 1e3),
+                "errors": net::load_errors(&heavy) + net::load_errors(&light),
+            }));
+        }
+        let median = |key: &str| {
+            let mut values: Vec<f64> = rounds.iter().filter_map(|r| r[key].as_f64()).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let ideal = fairness::heavy_ideal_rps(per_kind, WORKERS);
+        let splits = |key: &str| -> String {
+            let list = |r: &serde_json::Value| -> Vec<u64> {
+                r[key].as_array().into_iter().flatten().filter_map(|v| v.as_f64()).map(|v| v as u64).collect()
+            };
+            rounds.iter().map(|r| format!("{:?}", list(r))).collect::<Vec<_>>().join(" ")
+        };
+        // lab-oneshot's threads own no connection: its per-worker `conns` are all zero.
+        let owned = rounds.iter().any(|r| r["conns"].as_array().is_some_and(|c| c.iter().any(|v| v != 0.0)));
+        let by_conns = if owned {
+            format!("connections per worker {} (Jain median {:.2})", splits("conns"), median("jain_conns"))
+        } else {
+            "no worker owns a connection (Jain over connections: none)".into()
+        };
+        report.observe(format!(
+            "fairness, {label}: {by_conns}; requests per worker {} (Jain median {:.2}); heavy {:.0} req/s \
+             ({:.0}% of the {ideal:.0} two idle workers give), light p99 {:.2} ms (medians)",
+            splits("requests"),
+            median("jain_requests"),
+            median("heavy_rps"),
+            median("heavy_rps") / ideal * 100.0,
+            median("light_p99_ms"),
+        ));
+        figures.insert(
+            label.into(),
+            serde_json::json!({
+                "rounds": rounds, "jain_conns_median": owned.then(|| median("jain_conns")),
+                "jain_requests_median": median("jain_requests"), "heavy_rps_median": median("heavy_rps"),
+                "heavy_ideal_rps": ideal, "light_p99_ms_median": median("light_p99_ms"),
+            }),
+        );
+        splits_by_row.insert(label, rounds);
+    }
+    report.figure("fairness", serde_json::Value::Object(figures));
+    let errors: u64 = splits_by_row.values().flatten().filter_map(|r| r["errors"].as_u64()).sum();
+    report.check("fairness: every load ran without an error", errors == 0, format!("{errors} errors"));
 }
 
 /// Opens CONNECTIONS connections to a fresh lab-reuseport with `--steer steer`, one request each,
@@ -221,14 +315,9 @@ fn spread(
     (counts, stats_open, by_cpu)
 }
 
-/// Jain's fairness index of `counts`.
+/// Jain's fairness index of `counts` (the fairness workload's, labkit::fairness).
 fn jain(counts: &[usize]) -> f64 {
-    let sum: f64 = counts.iter().map(|&c| c as f64).sum();
-    let squares: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
-    if squares == 0.0 {
-        return 0.0;
-    }
-    sum * sum / (counts.len() as f64 * squares)
+    fairness::jain(&counts.iter().map(|&c| c as f64).collect::<Vec<_>>())
 }
 
 /// One process busy in /sleep: the hash still sends it new connections, which wait in its queue.

@@ -32,6 +32,7 @@ use crate::conn::{Connection, Failure, InFlight, Phase};
 use crate::request::Requests;
 use crate::schedule::{Arrivals, Rng, Schedule};
 use crate::stats::{ErrorClass, Recorder};
+use crate::timeline::Timeline;
 
 /// What every load thread runs with.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub struct Settings {
     pub stop_at: Option<Instant>,
     /// Set on SIGINT or SIGTERM: stop issuing now, finish what is in flight.
     pub interrupted: AtomicBool,
+    /// `--timeline`: the width of its intervals.
+    pub timeline: Option<Duration>,
 }
 
 /// One thread's share of the work.
@@ -172,7 +175,8 @@ impl<'a> Worker<'a> {
             rng: Rng::new(plan.seed ^ 0x5eed),
             conns: (0..plan.connections).map(|_| Connection::default()).collect(),
             reopen: Vec::new(),
-            recorder: Recorder::new(settings.requests.paths().len(), plan.rate.is_some() || settings.close),
+            recorder: Recorder::new(settings.requests.paths().len(), plan.rate.is_some() || settings.close)
+                .with_timeline(settings.timeline.map(|interval| Timeline::new(settings.start, interval))),
             stop_at: settings.stop_at,
             issued: 0,
             answered: 0,
@@ -235,15 +239,15 @@ impl<'a> Worker<'a> {
             }
         }
         for conn in &mut self.conns {
-            self.recorder.lost += conn.close(false);
-            self.recorder.lost += conn.carried.drain(..).filter(|r| r.measured).count() as u64;
+            let lost = conn.close(false) + conn.carried.drain(..).filter(|r| r.measured).count() as u64;
+            self.recorder.lose(lost);
         }
         let (read_from, written_from) = bytes_from.unwrap_or(self.recorder.bytes());
         let (read_until, written_until) = bytes_until.unwrap_or(self.recorder.bytes());
         self.recorder.bytes_read = read_until - read_from;
         self.recorder.bytes_written = written_until - written_from;
         // Requests due in the measured time that never even went out are lost too.
-        self.recorder.lost += self.backlog.iter().filter(|due| due.measured).count() as u64;
+        self.recorder.lose(self.backlog.iter().filter(|due| due.measured).count() as u64);
         self.recorder.answered = self.answered;
         self.publish_progress();
         Ok(())
@@ -457,7 +461,8 @@ impl<'a> Worker<'a> {
     fn fail(&mut self, slot: usize, (class, detail): Failure, now: Instant) {
         self.recorder.error(class, || detail);
         let abort = matches!(class, ErrorClass::Timeout | ErrorClass::Framing);
-        self.recorder.lost += self.conns[slot].close(abort);
+        let lost = self.conns[slot].close(abort);
+        self.recorder.lose(lost);
         // A failed connect waits before the next try, but for churn on a schedule, whose slot
         // simply takes the next due request (the schedule, not the slot, sets the pace).
         let paced = self.mode == Mode::Churn && self.schedule.is_some();

@@ -1,5 +1,6 @@
 //! nginx, the reference: found where the distribution installs it, started from a configuration
-//! written for the run into a temporary directory, on the same CPUs as the server it is compared with.
+//! written for the run into a temporary directory, on the same CPUs as the server it is compared with
+//! (lab-bench's rows), and reloaded with another configuration (lab-exp rolling-restart).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -68,7 +69,9 @@ pub fn render(config: &Config, addr: SocketAddr, dir: &Path) -> String {
         let _ = writeln!(conf, "user root root;");
     }
     let _ = writeln!(conf, "worker_processes {};", config.workers);
-    let _ = writeln!(conf, "worker_cpu_affinity {};", affinity_masks(&config.cpus));
+    if !config.cpus.is_empty() {
+        let _ = writeln!(conf, "worker_cpu_affinity {};", affinity_masks(&config.cpus));
+    }
     let _ = writeln!(conf, "events {{ worker_connections 16384; accept_mutex {mutex}; }}");
     let _ = writeln!(conf, "http {{\n  access_log off;\n  default_type text/plain;");
     let _ = writeln!(conf, "  keepalive_requests 1000000000;\n  keepalive_timeout 75s;");
@@ -88,8 +91,26 @@ pub struct Running {
 }
 
 impl Running {
+    /// The master process's.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Rewrites the configuration as `config` (same address) and sends the master SIGHUP, nginx's
+    /// reload (`nginx -s reload`): it starts workers on the new configuration and tells the old ones
+    /// to finish gracefully. With `listen ... reuseport` the master holds one socket per worker, so
+    /// fewer workers closes sockets and more opens new ones.
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        let conf = self.dir.join("nginx.conf");
+        fs::write(&conf, render(config, self.addr, &self.dir))
+            .map_err(|e| format!("write {}: {e}", conf.display()))?;
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGHUP)
+            .map_err(|e| format!("kill -HUP nginx: {e}"))
+    }
+
+    /// nginx's error log so far (the reloads' notices, any failure).
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
 }
 
@@ -135,7 +156,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         // SIGTERM is nginx's fast shutdown; the master stops its workers and exits.
         let pid = Pid::from_raw(self.child.id() as i32);
-        let workers = labkit::process_tree(self.child.id());
+        let workers = crate::process_tree(self.child.id());
         let _ = kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
@@ -152,6 +173,28 @@ impl Drop for Running {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real nginx (where installed): a reload to one worker leaves one worker, and it still serves.
+    #[test]
+    fn a_reload_changes_the_workers_and_nginx_serves_on() {
+        let Some(binary) = find() else {
+            println!("nginx is not installed: skipped");
+            return;
+        };
+        let config = |workers| Config { workers, cpus: Vec::new(), accept: Accept::Reuseport };
+        let nginx = start(&binary, &config(2), &std::env::temp_dir(), IpAddr::from([127, 0, 0, 1]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let workers = || crate::process_tree(nginx.pid()).len() - 1;
+        assert!(crate::eventually(Duration::from_secs(10), || workers() == 2), "{}", nginx.error_log());
+        nginx.reload(&config(1)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(crate::eventually(Duration::from_secs(10), || workers() == 1), "{}", nginx.error_log());
+        let mut stream = TcpStream::connect(nginx.addr).expect("connect");
+        std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("Hello, World!"), "{answer}");
+    }
 
     #[test]
     fn affinity_masks_put_each_worker_on_its_cpu() {
@@ -171,5 +214,11 @@ mod tests {
         assert!(
             reuseport.contains("worker_processes 2;") && reuseport.contains("worker_cpu_affinity 01 10;")
         );
+        let unpinned = render(
+            &Config { workers: 1, cpus: vec![], accept: Accept::Reuseport },
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Path::new("/tmp/x"),
+        );
+        assert!(unpinned.contains("worker_processes 1;") && !unpinned.contains("worker_cpu_affinity"));
     }
 }
