@@ -272,10 +272,15 @@ pub fn describe_nginx(config: &crate::nginx::Config) -> String {
         crate::nginx::Accept::Exclusive => "accept_mutex off (EPOLLEXCLUSIVE)",
         crate::nginx::Accept::Reuseport => "listen ... reuseport",
     };
+    let ssl = match config.tls {
+        Some(_) => ", listen ... ssl on make cert's certificate and key, ssl_protocols TLSv1.3 TLSv1.2, \
+                    ssl_ecdh_curve X25519:prime256v1:secp384r1, ssl_session_tickets on, ssl_session_cache none",
+        None => "",
+    };
     format!(
         "nginx: worker_processes {}, worker_cpu_affinity one CPU each of {}, {accept}, worker_connections 16384, \
          keepalive_requests 1000000000, keepalive_timeout 75s, backlog 511, `return 200 \"Hello, World!\"`, \
-         access_log off",
+         access_log off{ssl}",
         config.workers,
         cpus_text(&config.cpus)
     )
