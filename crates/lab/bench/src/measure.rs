@@ -155,8 +155,8 @@ pub struct Measured {
     pub server_cpu_s: f64,
     /// The same by thread (`labkit::tasks` before and after), in groups: `main` (the first
     /// process's first thread: lab-memcached's acceptor, lab-ramcloud's dispatcher, lab-epoll's
-    /// loop), `threads` (that process's others) and `processes` (every thread of the processes
-    /// below it: lab-reuseport's and nginx's workers).
+    /// loop), `threads` (that process's others: the workers, lab-uring's rings) and `processes`
+    /// (every thread of the processes below it: lab-reuseport's and nginx's workers).
     pub thread_cpu_s: Map<String, Value>,
 }
 

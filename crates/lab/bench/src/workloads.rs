@@ -482,6 +482,10 @@ impl Bench {
                     let target = &target;
                     let mut load = self.load("/", &clients, flags);
                     load.ca = target.tls_ca.clone();
+                    if *workload == "tls-resume" {
+                        let per_cpu = self.cli.conns_per_cpu.min(plan::RESUME_CONNS_PER_CPU);
+                        load.connections = per_cpu * clients.len();
+                    }
                     let passes: &[bool] = match (&self.perf, round % 2) {
                         (None, _) => &[false],
                         (Some(_), 1) => &[false, true],
@@ -851,15 +855,16 @@ const TLS_ABOUT: &str = "every row serves HTTPS on make cert's certificate (ECDS
     handshake full (lab-load keeps no tickets); tls-resume: the same with lab-load's --tls-resume, \
     every handshake after each connection slot's first resumed by ticket";
 
-/// Make cert's files in `dir`, made there (lab-cert's library, as `make cert`) where any is missing.
+/// Make cert's files in `dir`, made there (lab-cert's library, as `make cert`) where any is missing;
+/// absolute paths (nginx reads them from a directory of its own).
 fn tls_files(dir: &std::path::Path) -> Result<lab_cert::Files, String> {
     let files = lab_cert::Files::in_dir(dir);
-    if [&files.ca, &files.cert, &files.key].iter().all(|f| f.is_file()) {
-        return Ok(files);
+    if ![&files.ca, &files.cert, &files.key].iter().all(|f| f.is_file()) {
+        lab_cert::make(dir).map_err(|e| format!("--cert-dir {}: {e}", dir.display()))?;
+        eprintln!("lab-bench: made a CA and a server certificate in {} (as make cert)", dir.display());
     }
-    let made = lab_cert::make(dir).map_err(|e| format!("--cert-dir {}: {e}", dir.display()))?;
-    eprintln!("lab-bench: made a CA and a server certificate in {} (as make cert)", dir.display());
-    Ok(made)
+    let dir = fs::canonicalize(dir).map_err(|e| format!("--cert-dir {}: {e}", dir.display()))?;
+    Ok(lab_cert::Files::in_dir(&dir))
 }
 
 /// The rows that cannot serve HTTPS (the real systems beside nginx, a user's `--server`), in one
