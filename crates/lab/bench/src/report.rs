@@ -469,6 +469,40 @@ fn where_the_time_goes(doc: &Value) -> String {
     if let Some(reason) = hardware {
         let _ = writeln!(md, "\nHardware counters (cycles, instructions, cache misses): {reason}.");
     }
+    let tls: Vec<&Value> = PROFILED
+        .iter()
+        .flat_map(|w| runs(doc, w))
+        .filter(|r| r["profile"]["tls_cpu_us_per_request"].is_object())
+        .collect();
+    if !tls.is_empty() {
+        md.push_str(
+            "\nOver TLS, the same samples by what the functions on their stacks do, in µs of server CPU per \
+             request (over tls-churn and tls-resume a request is a handshake): *signature* the certificate's \
+             ECDSA P-256 signature (ring's `EcdsaKeyPair::sign` and its P-256 assembly; OpenSSL's \
+             `ECDSA_do_sign`), *x25519* the key exchange, *record* AES-GCM or ChaCha20 on the records, *hash* \
+             SHA-2, HKDF and HMAC (the key schedule, the transcript), *other* the rest of user space (rustls's \
+             and the server's own code, allocation, or a library perf could not name), *kernel* system calls \
+             and TCP.\n\n\
+             | server | workload | signature | x25519 | record | hash | other | kernel |\n\
+             |---|---|---|---|---|---|---|---|\n",
+        );
+        for run in tls {
+            let split = &run["profile"]["tls_cpu_us_per_request"];
+            let cell = |k: &str| split[k].as_f64().map_or("–".into(), |x| format!("{x:.1}"));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                run["server"].as_str().unwrap_or("?"),
+                run["workload"].as_str().unwrap_or("?"),
+                cell("signature"),
+                cell("x25519"),
+                cell("record"),
+                cell("hash"),
+                cell("other"),
+                cell("kernel"),
+            );
+        }
+    }
     md.push('\n');
     md
 }

@@ -606,7 +606,7 @@ impl Bench {
             "{}, {workload}: CPU of the server's process tree (perf record, DWARF stacks)",
             target.id
         );
-        let profile = attached.finish(perf, rps, &title, &svg).unwrap_or_else(|reason| {
+        let profile = attached.finish(perf, rps, &title, &svg, plan::is_tls(workload)).unwrap_or_else(|reason| {
             failed(reason.clone());
             json!({"error": reason})
         });
