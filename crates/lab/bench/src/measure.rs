@@ -516,7 +516,9 @@ pub fn run_loads(
     let thread_cpu_s: Map<String, Value> = THREAD_GROUPS
         .iter()
         .zip(threads_before.iter().zip(&threads_after))
-        .map(|(group, (before, after))| (group.to_string(), json!(after.saturating_sub(*before) as f64 / 100.0)))
+        .map(|(group, (before, after))| {
+            (group.to_string(), json!(after.saturating_sub(*before) as f64 / 100.0))
+        })
         .collect();
     let stats = match stats_before {
         None => None,

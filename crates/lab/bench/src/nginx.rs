@@ -95,7 +95,8 @@ pub fn render(config: &Config, addr: SocketAddr, dir: &Path) -> String {
             tls.cert.display(),
             tls.key.display()
         );
-        let _ = writeln!(conf, "  ssl_protocols TLSv1.3 TLSv1.2;\n  ssl_ecdh_curve X25519:prime256v1:secp384r1;");
+        let _ =
+            writeln!(conf, "  ssl_protocols TLSv1.3 TLSv1.2;\n  ssl_ecdh_curve X25519:prime256v1:secp384r1;");
         let _ = writeln!(conf, "  ssl_session_tickets on;");
         " ssl"
     } else {
@@ -205,7 +206,10 @@ mod tests {
             Path::new("/tmp/x"),
         );
         assert!(ssl.contains("listen 127.0.0.1:8080 ssl backlog=511;"), "{ssl}");
-        assert!(ssl.contains("ssl_certificate /c/server.pem;") && ssl.contains("ssl_certificate_key /c/server.key;"));
+        assert!(
+            ssl.contains("ssl_certificate /c/server.pem;")
+                && ssl.contains("ssl_certificate_key /c/server.key;")
+        );
         assert!(ssl.contains("ssl_ecdh_curve X25519:") && ssl.contains("ssl_session_tickets on;"), "{ssl}");
     }
 }

@@ -449,7 +449,14 @@ impl Attached {
     /// Stops perf, draws `svg` (titled `title`) and returns the run's `profile` object, per
     /// request of the `rps` lab-load measured over the same window.
     /// With `tls`, also where the user-space time went by [`TLS_CATEGORIES`].
-    pub fn finish(mut self, perf: &Perf, rps: f64, title: &str, svg: &Path, tls: bool) -> Result<Value, String> {
+    pub fn finish(
+        mut self,
+        perf: &Perf,
+        rps: f64,
+        title: &str,
+        svg: &Path,
+        tls: bool,
+    ) -> Result<Value, String> {
         if self.enabled.is_none() || self.seconds <= 0.0 {
             return Err("the window was never opened".into());
         }
@@ -548,7 +555,18 @@ pub fn cpu_split(script: &str) -> CpuSplit {
 /// `kernel` (the leaf frame the kernel's: system calls, TCP, softirq).
 pub const TLS_CATEGORIES: [(&str, &[&str]); 4] = [
     // ring: EcdsaKeyPair::sign over p256_point_mul_base (ecp_nistz256 assembly); OpenSSL: ECDSA_do_sign.
-    ("signature", &["ecdsa::signing", "ecdsasigner", "ecdsa_sign", "ecdsa_do_sign", "ecdsa_simple_sign", "p256", "nistz256"]),
+    (
+        "signature",
+        &[
+            "ecdsa::signing",
+            "ecdsasigner",
+            "ecdsa_sign",
+            "ecdsa_do_sign",
+            "ecdsa_simple_sign",
+            "p256",
+            "nistz256",
+        ],
+    ),
     ("x25519", &["x25519", "curve25519"]),
     ("record", &["aes_gcm", "aes_hw", "aesni", "gcm_", "ghash", "chacha", "poly1305", "aead"]),
     ("hash", &["sha256", "sha384", "sha512", "sha2::", "digest", "hkdf", "hmac", "key_schedule"]),
@@ -663,9 +681,21 @@ mod tests {
             text + "\n"
         };
         let script = [
-            sample(10, &["ring_core_0_17_14__ecp_nistz256_point_add (lab-epoll)", "ring::ec::suite_b::ecdsa::signing::EcdsaKeyPair::sign (lab-epoll)"]),
+            sample(
+                10,
+                &[
+                    "ring_core_0_17_14__ecp_nistz256_point_add (lab-epoll)",
+                    "ring::ec::suite_b::ecdsa::signing::EcdsaKeyPair::sign (lab-epoll)",
+                ],
+            ),
             sample(20, &["ring_core_0_17_14__x25519_scalar_mult_generic_masked (lab-epoll)"]),
-            sample(40, &["sha256_block_data_order (lab-epoll)", "ring::ec::suite_b::ecdsa::signing::EcdsaKeyPair::sign (lab-epoll)"]),
+            sample(
+                40,
+                &[
+                    "sha256_block_data_order (lab-epoll)",
+                    "ring::ec::suite_b::ecdsa::signing::EcdsaKeyPair::sign (lab-epoll)",
+                ],
+            ),
             sample(80, &["tcp_sendmsg ([kernel.kallsyms])", "sha256 (lab-epoll)"]),
             sample(160, &["lab_epoll::main (lab-epoll)"]),
         ]

@@ -526,12 +526,17 @@ fn over_tls(doc: &Value) -> String {
     if !OVER_TLS[1..].iter().any(|w| runs(doc, w).next().is_some()) {
         return String::new();
     }
-    let mut md = String::from("## Over TLS: the server's CPU per request and per handshake
+    let mut md = String::from(
+        "## Over TLS: the server's CPU per request and per handshake
 
-");
+",
+    );
     if let Some(about) = doc["settings"]["tls"]["about"].as_str() {
-        let _ = writeln!(md, "{about}.
-");
+        let _ = writeln!(
+            md,
+            "{about}.
+"
+        );
     }
     md.push_str(
         "The server's CPU is its own (utime + stime of all its processes, /proc) over the whole run, warm-up \
@@ -556,11 +561,12 @@ fn over_tls(doc: &Value) -> String {
         for w in OVER_TLS {
             let Some(run) = runs(doc, w).find(|r| r["server"] == *id) else { continue };
             let churn = w != "keep-alive" && w != "tls-keep-alive";
-            let figure = |r: &Value| {
-                r[if churn { "cpu_us_per_handshake" } else { "cpu_us_per_request" }].as_f64()
-            };
+            let figure =
+                |r: &Value| r[if churn { "cpu_us_per_handshake" } else { "cpu_us_per_request" }].as_f64();
             let ratio = match (figure(run), nginx_over_tls(doc, w).and_then(figure)) {
-                (Some(a), Some(b)) if b > 0.0 && run["family"] != "real-nginx" => format!("**{:.2}×**", a / b),
+                (Some(a), Some(b)) if b > 0.0 && run["family"] != "real-nginx" => {
+                    format!("**{:.2}×**", a / b)
+                }
                 _ => "–".into(),
             };
             let rps = if run["valid"] == true {
@@ -572,7 +578,8 @@ fn over_tls(doc: &Value) -> String {
             } else {
                 "INVALID".into()
             };
-            let handshakes = match (run["handshakes"]["full"].as_f64(), run["handshakes"]["resumed"].as_f64()) {
+            let handshakes = match (run["handshakes"]["full"].as_f64(), run["handshakes"]["resumed"].as_f64())
+            {
                 (Some(full), Some(resumed)) => format!("{} / {}", grouped(full), grouped(resumed)),
                 _ => "–".into(),
             };
@@ -612,7 +619,8 @@ fn over_tls(doc: &Value) -> String {
             let Some(run) = runs(doc, w).find(|r| r["server"] == *id) else { continue };
             let split = &run["thread_cpu_us_per_op"];
             let Some(groups) = split["groups"].as_object() else { continue };
-            let cell = |g: &str| groups.get(g).and_then(Value::as_f64).map_or("–".into(), |x| format!("{x:.1}"));
+            let cell =
+                |g: &str| groups.get(g).and_then(Value::as_f64).map_or("–".into(), |x| format!("{x:.1}"));
             let _ = writeln!(
                 threads,
                 "| {id} | {w} | {} | {} | {} | {} |",

@@ -149,7 +149,8 @@ impl Bench {
         if let Some(line) = &skipped {
             eprintln!("lab-bench: {line}");
         }
-        let tls = if workloads.iter().any(|w| plan::is_tls(w)) { Some(tls_files(&cli.cert_dir)?) } else { None };
+        let tls =
+            if workloads.iter().any(|w| plan::is_tls(w)) { Some(tls_files(&cli.cert_dir)?) } else { None };
         let skipped_tls = tls.as_ref().and_then(|files| skipped_tls_line(&workloads, &targets, files));
         if let Some(line) = &skipped_tls {
             eprintln!("lab-bench: {line}");
@@ -606,10 +607,11 @@ impl Bench {
             "{}, {workload}: CPU of the server's process tree (perf record, DWARF stacks)",
             target.id
         );
-        let profile = attached.finish(perf, rps, &title, &svg, plan::is_tls(workload)).unwrap_or_else(|reason| {
-            failed(reason.clone());
-            json!({"error": reason})
-        });
+        let profile =
+            attached.finish(perf, rps, &title, &svg, plan::is_tls(workload)).unwrap_or_else(|reason| {
+                failed(reason.clone());
+                json!({"error": reason})
+            });
         (result, Some(profile))
     }
 
@@ -931,7 +933,8 @@ fn tls_costs(record: &mut Value, workload: &str, rounds: &[Result<Measured, Stri
             .collect();
         threads.insert(group.into(), json!(median(&per_op)));
     }
-    record["thread_cpu_us_per_op"] = json!({"per": if churn { "handshake" } else { "request" }, "groups": threads});
+    record["thread_cpu_us_per_op"] =
+        json!({"per": if churn { "handshake" } else { "request" }, "groups": threads});
 }
 
 /// A throughput workload's record: every round, and the median and spread of the valid ones only.

@@ -48,7 +48,8 @@ fn tls_churn_and_resume_have_cpu_per_handshake_and_handshakes_of_their_kind() {
     for file in ["ca.pem", "server.pem", "server.key"] {
         assert!(certs.join(file).is_file(), "no {file} in {}", certs.display());
     }
-    let skipped: Vec<&str> = stderr.lines().filter(|l| l.contains("cannot tell them to serve HTTPS")).collect();
+    let skipped: Vec<&str> =
+        stderr.lines().filter(|l| l.contains("cannot tell them to serve HTTPS")).collect();
     assert_eq!(skipped.len(), 1, "one line for the row that cannot serve HTTPS: {stderr}");
     assert!(skipped[0].contains("skip mine"), "{}", skipped[0]);
 
@@ -73,10 +74,8 @@ fn tls_churn_and_resume_have_cpu_per_handshake_and_handshakes_of_their_kind() {
             let per_handshake = r["cpu_us_per_handshake"].as_f64().unwrap_or(0.0);
             let per_request = r["cpu_us_per_request"].as_f64().unwrap_or(0.0);
             assert!(per_handshake > 0.0 && per_request > 0.0, "CPU per handshake and per request: {r}");
-            let (full, resumed) = (
-                r["handshakes"]["full"].as_f64().unwrap(),
-                r["handshakes"]["resumed"].as_f64().unwrap(),
-            );
+            let (full, resumed) =
+                (r["handshakes"]["full"].as_f64().unwrap(), r["handshakes"]["resumed"].as_f64().unwrap());
             let round = &r["rounds"][0];
             assert_eq!(round["handshakes"]["from"], counted_by, "{r}");
             assert!(round["thread_cpu_s"]["main"].is_number(), "{r}");
