@@ -271,6 +271,9 @@ impl Measured {
             "client_cpu": self.client_cpu(),
             "server_cpu": self.server_cpu,
             "client_bound": self.client_bound(),
+            // Neither side at 90% of its CPUs in a closed loop: the CPUs went to other processes on
+            // the machine, and the figure is theirs rather than the server's or the client's.
+            "neither_saturated": self.client_cpu() < 0.90 && self.server_cpu < 0.90,
             "server_cpu_s": self.server_cpu_s,
             "cpu_us_per_request": self.cpu_us_per_request(),
             "first_errors": self.load["first_errors"],
