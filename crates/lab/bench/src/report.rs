@@ -544,7 +544,9 @@ fn over_tls(doc: &Value) -> String {
          span: the project's rows count theirs in /stats (`tls.handshakes`, less the one of the /stats read \
          after the run), nginx's are the ones lab-load made. *× nginx*: the same figure over nginx's \
          (`real-nginx-1w` where it ran) in the same run: per handshake for the churn workloads, per \
-         request otherwise. Medians of the valid rounds.\n\n\
+         request otherwise. Medians of the valid rounds. *Neither side saturated*: rounds where neither \
+         the server nor lab-load had 90% of its CPUs, so other processes had them and the req/s is \
+         theirs; the CPU per request and per handshake, the server's own, still hold.\n\n\
          | server | workload | req/s | CPU µs/request | CPU µs/handshake | handshakes full / resumed | × nginx |\n\
          |---|---|---|---|---|---|---|\n",
     );
@@ -573,6 +575,12 @@ fn over_tls(doc: &Value) -> String {
                 let mut cell = grouped(run["rps"]["median"].as_f64().unwrap_or(0.0));
                 if run["client_bound"] == true {
                     cell.push_str(" (client-bound)");
+                }
+                let rounds = run["rounds"].as_array().map_or(0, Vec::len);
+                let starved = run["rounds"].as_array().into_iter().flatten();
+                let starved = starved.filter(|r| r["neither_saturated"] == true).count();
+                if starved > 0 {
+                    let _ = write!(cell, " (neither side saturated in {starved} of {rounds})");
                 }
                 cell
             } else {
