@@ -16,7 +16,7 @@ help:
 	@echo "make lint         rustfmt and clippy (warnings as errors), shellcheck on scripts/*.sh"
 	@echo "make docs-check   README and docs/: every name cited at path:line is on that line, every path and test named exists"
 	@echo "make bench        the architectures side by side with nginx, on 2 cores (lab-bench, <= 6 min)"
-	@echo "make bench-tls    the servers over TLS beside nginx with ssl: keep-alive, churn, resumed (CPU per request and per handshake)"
+	@echo "make bench-tls    the servers over TLS beside nginx with ssl (lab-bench, <= 5 min): keep-alive, churn, resumed; CPU per request and per handshake"
 	@echo "make bench-real   Node, Apache and HAProxy beside lab-epoll, lab-reuseport and nginx, on 2 cores (<= 3 min)"
 	@echo "make profile      where each server's time goes: flame graphs, CPU and syscalls per request (perf)"
 	@echo "make bench-lab    the full lab-bench matrix on a many-core machine (<= 12 min on 16 CPUs)"
@@ -74,13 +74,18 @@ bench: build
 	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --sweep-server-cpus 0-1 --sweep-client-cpus 1 \
 		--duration 1 --warmup 0.3 $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
 
-# make bench-tls: lab-epoll (BENCH_TLS_ROWS more rows) over TLS on CPU 0 beside nginx with `ssl` on the
-# same certificate, lab-load on CPU 1: plaintext and TLS keep-alive, a full handshake per request, a
-# resumed one per request; req/s and the server's CPU per request and per handshake (not in make bench).
-BENCH_TLS_ROWS ?= epoll
+# make bench-tls: lab-bench's TLS workloads (<= 5 min on 2 cores; not in make bench): the rows of
+# BENCH_TLS_ARCHS over TLS on CPU 0 (--tls-cert/--tls-key on make cert's certificate, made if missing)
+# beside nginx with `ssl` on the same one, lab-load on CPU 1: plaintext keep-alive for reference, TLS
+# keep-alive, a full handshake per request (tls-churn), a resumed one (tls-resume); req/s, the server's
+# CPU per request and per handshake against nginx's, which thread pays. BENCH_ARGS=--profile adds
+# flame graphs and where the handshake's time goes (twice the time). OUT=DIR picks the directory.
+BENCH_TLS_ARCHS ?= epoll,memcached,ramcloud,reuseport,uring,real-nginx
 bench-tls: build
 	scripts/install-tools.sh nginx
-	scripts/bench-tls.sh $(BENCH_TLS_ROWS)
+	./target/release/lab-bench --server-cpus 0 --client-cpus 1 --archs $(BENCH_TLS_ARCHS) --workloads keep-alive,tls \
+		--rounds 3 --duration 2 --warmup 0.5 $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
+
 # make bench-real: the real systems (Node one process and cluster under each scheduler, Apache's event
 # MPM, HAProxy) beside lab-epoll, lab-reuseport and nginx, on make bench's split, in a target of their
 # own so make bench keeps to its 6 minutes; throughput only (they serve none of the lab's routes).

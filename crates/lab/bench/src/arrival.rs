@@ -154,6 +154,7 @@ fn run_once(target: &Target, order: &[&str], client_cpus: &[usize], scratch: &Pa
             duration: WINDOW_S,
             warmup: last_arrival - arrival,
             flags: Vec::new(),
+            ca: None,
         };
         children.push(spawn_load(&load, server.addr(), prefix)?);
     }

@@ -49,6 +49,15 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, String> {
                 flag(before),
                 flag(run)
             );
+            // The server's CPU per request and, over TLS, per handshake (from /proc, every round).
+            for (label, key) in
+                [("server µs/req", "cpu_us_per_request"), ("server µs/hs", "cpu_us_per_handshake")]
+            {
+                if let (Some(x), Some(y)) = (before[key].as_f64(), run[key].as_f64()) {
+                    let times = if x > 0.0 { format!("{:>7.2}×", y / x) } else { format!("{:>8}", "–") };
+                    let _ = writeln!(out, "{:<24} {label:<14} {x:>14.1} {y:>14.1} {times}", "");
+                }
+            }
             // With --profile on both sides: where the time went, side by side.
             let (pa, pb) = (&before["profile"], &run["profile"]);
             for (label, key, part) in [

@@ -81,10 +81,16 @@ pub struct Cli {
     /// answer was a 2xx. It runs whatever --archs says (--archs NAME: it alone).
     #[arg(long = "server", value_name = "NAME=COMMAND", value_parser = real::parse_server)]
     servers: Vec<(String, String)>,
-    /// Workloads: keep-alive, pipelined, churn, sweep-uniform, sweep-bimodal, fairness, or the
-    /// groups throughput and sweep [default: all].
+    /// Workloads: keep-alive, pipelined, churn, sweep-uniform, sweep-bimodal, fairness,
+    /// arrival-order, or the groups throughput and sweep [default: all of these]; over TLS, only
+    /// where named: tls-keep-alive, tls-churn (every handshake full), tls-resume (resumed by
+    /// ticket), or the group tls (`make bench-tls`).
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     workloads: Vec<String>,
+    /// For the TLS workloads: where make cert's ca.pem, server.pem and server.key are, made there
+    /// (as make cert does) where any is missing.
+    #[arg(long, value_name = "DIR", default_value = "target/cert")]
+    cert_dir: PathBuf,
     /// Rounds of each throughput workload; the tables give the median and the spread.
     #[arg(long, value_name = "K", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,

@@ -44,7 +44,8 @@ pub fn network() -> &'static Network {
 
 /// A server under test, running; stopped when dropped.
 pub enum Server {
-    Lab(labkit::Running),
+    /// One of the project's, and the CA to trust where it serves HTTPS (its /stats too).
+    Lab(labkit::Running, Option<PathBuf>),
     Nginx(labkit::nginx::Running),
     Real(crate::real::Running),
 }
@@ -61,7 +62,8 @@ impl Server {
                         *addr = SocketAddr::new(ip, 0).to_string();
                     }
                 }
-                crate::cleanup::gated(|| labkit::launch(bin, &args)).map(Server::Lab)
+                crate::cleanup::gated(|| labkit::launch(bin, &args))
+                    .map(|running| Server::Lab(running, target.tls_ca.clone()))
             }
             Launch::Nginx(config) => {
                 let binary = labkit::nginx::find().ok_or("nginx is not installed")?;
@@ -78,7 +80,7 @@ impl Server {
 
     pub fn addr(&self) -> SocketAddr {
         match self {
-            Server::Lab(running) => running.addr(),
+            Server::Lab(running, _) => running.addr(),
             Server::Nginx(running) => running.addr,
             Server::Real(running) => running.addr,
         }
@@ -87,7 +89,7 @@ impl Server {
     /// The process the server was started as (its workers, if any, are below it).
     pub fn pid(&self) -> u32 {
         match self {
-            Server::Lab(running) => running.pid(),
+            Server::Lab(running, _) => running.pid(),
             Server::Nginx(running) => running.pid(),
             Server::Real(running) => running.pid(),
         }
@@ -100,13 +102,22 @@ impl Server {
 
     /// Whether it serves /stats (the project's servers; nginx, the real systems and a user's do not).
     pub fn has_stats(&self) -> bool {
-        matches!(self, Server::Lab(_))
+        matches!(self, Server::Lab(..))
     }
 
-    /// The server's /stats, on a connection of its own (the project's servers only).
+    /// The server's /stats, on a connection of its own (the project's servers only); over TLS where
+    /// it serves HTTPS, a full handshake each time (a fresh client: no ticket to resume with), so
+    /// the read after a run adds exactly one full handshake to the server's `tls` counters.
     pub fn stats(&self) -> Result<Value, String> {
         let addr = self.addr();
-        let mut client = labkit::Client::try_connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut client = match self {
+            Server::Lab(_, Some(ca)) => {
+                let config = labkit::tls::client_config(ca)?;
+                labkit::Client::connect_tls(addr, &config)
+            }
+            _ => labkit::Client::try_connect(addr),
+        }
+        .map_err(|e| format!("connect {addr}: {e}"))?;
         client.set_read_timeout(Duration::from_secs(5));
         let response = client.try_stats().map_err(|e| format!("GET /stats on {addr}: {e}"))?;
         Ok(response)
@@ -122,6 +133,8 @@ pub struct Load {
     pub duration: f64,
     pub warmup: f64,
     pub flags: Vec<String>,
+    /// Over TLS: the CA lab-load trusts (`--cacert`), and an https:// URL.
+    pub ca: Option<PathBuf>,
 }
 
 /// lab-load's results and the costs around them.
@@ -137,6 +150,31 @@ pub struct Measured {
     /// has /stats): the only /stats connections over the run, so a workload that reads the
     /// per-worker counters takes them from here rather than opening more connections of its own.
     pub stats: Option<(Value, Value)>,
+    /// The server's CPU time over the run (all its processes, from /proc), in seconds: warm-up
+    /// included, as are the requests and handshakes it is divided by.
+    pub server_cpu_s: f64,
+    /// The same by thread (`labkit::tasks` before and after), in groups: `main` (the first
+    /// process's first thread: lab-memcached's acceptor, lab-ramcloud's dispatcher, lab-epoll's
+    /// loop), `threads` (that process's others: the workers, lab-uring's rings) and `processes`
+    /// (every thread of the processes below it: lab-reuseport's and nginx's workers).
+    pub thread_cpu_s: Map<String, Value>,
+}
+
+/// The thread groups of [`Measured::thread_cpu_s`].
+pub const THREAD_GROUPS: [&str; 3] = ["main", "threads", "processes"];
+
+/// CPU clock ticks so far of each thread group of `pid`'s tree.
+fn thread_ticks(pid: u32) -> [u64; 3] {
+    let mut ticks = [0; 3];
+    for task in labkit::tasks(pid) {
+        let group = match (task.pid == pid, task.tid == pid) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, _) => 2,
+        };
+        ticks[group] += task.cpu_ticks;
+    }
+    ticks
 }
 
 impl Measured {
@@ -172,6 +210,42 @@ impl Measured {
         self.load["client_cpu"]["utilization"].as_f64().unwrap_or(0.0)
     }
 
+    /// The server's TLS handshakes over the run, `[full, resumed]`: from its /stats where it has
+    /// them (less the one full handshake of the /stats read after the run), else the ones lab-load
+    /// made (warm-up included, as the CPU time); `None` for a plaintext run.
+    pub fn handshakes(&self) -> Option<[u64; 2]> {
+        let from_load = |kind: &str| self.load["tls"][kind].as_u64();
+        let load = [from_load("full")?, from_load("resumed")?];
+        let counted = self.stats.as_ref().and_then(|(before, after)| {
+            let count = |doc: &Value, kind: &str| doc["tls"]["handshakes"][kind].as_u64();
+            let delta = |kind| Some(count(after, kind)?.saturating_sub(count(before, kind)?));
+            Some([delta("full")?.saturating_sub(1), delta("resumed")?])
+        });
+        Some(counted.unwrap_or(load))
+    }
+
+    /// Where [`Measured::handshakes`] came from.
+    pub fn handshakes_from(&self) -> &'static str {
+        let counted = self.stats.as_ref().is_some_and(|(_, after)| after["tls"]["handshakes"].is_object());
+        if counted {
+            "server /stats"
+        } else {
+            "lab-load"
+        }
+    }
+
+    /// The server's CPU per response the clients read, in µs (both over the whole run).
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        let responses = self.load["responses_total_all_loads"].as_u64().unwrap_or(self.responses_total());
+        (responses > 0).then(|| self.server_cpu_s * 1e6 / responses as f64)
+    }
+
+    /// The server's CPU per handshake (full and resumed together), in µs, over a TLS run.
+    pub fn cpu_us_per_handshake(&self) -> Option<f64> {
+        let [full, resumed] = self.handshakes()?;
+        (full + resumed > 0).then(|| self.server_cpu_s * 1e6 / (full + resumed) as f64)
+    }
+
     pub fn latency_us(&self, percentile: &str) -> f64 {
         self.load["latency_us"][percentile].as_f64().unwrap_or(f64::NAN)
     }
@@ -197,6 +271,11 @@ impl Measured {
             "client_cpu": self.client_cpu(),
             "server_cpu": self.server_cpu,
             "client_bound": self.client_bound(),
+            // Neither side at 90% of its CPUs in a closed loop: the CPUs went to other processes on
+            // the machine, and the figure is theirs rather than the server's or the client's.
+            "neither_saturated": self.client_cpu() < 0.90 && self.server_cpu < 0.90,
+            "server_cpu_s": self.server_cpu_s,
+            "cpu_us_per_request": self.cpu_us_per_request(),
             "first_errors": self.load["first_errors"],
             "responses_total": self.responses_total(),
             "server_requests": self.server_requests,
@@ -217,8 +296,12 @@ pub fn load_command(load: &Load, addr: SocketAddr, prefix: &[String]) -> Command
             command
         }
     };
+    let scheme = if load.ca.is_some() { "https" } else { "http" };
+    if let Some(ca) = &load.ca {
+        command.arg("--cacert").arg(ca);
+    }
     command
-        .arg(format!("http://{addr}{}", load.path))
+        .arg(format!("{scheme}://{addr}{}", load.path))
         .args(["-c", &load.connections.to_string()])
         .args(["-t", &load.client_cpus.len().to_string()])
         .args(["--cpus", &cpu_list(&load.client_cpus)])
@@ -354,6 +437,10 @@ pub fn merge(documents: Vec<Value>) -> Result<Value, String> {
             statuses.insert(code.clone(), json!(total));
         }
     }
+    if merged["tls"].is_object() {
+        let handshakes = |kind: &str| documents.iter().filter_map(|d| d["tls"][kind].as_u64()).sum::<u64>();
+        merged["tls"] = json!({"full": handshakes("full"), "resumed": handshakes("resumed")});
+    }
     merged["errors"] = Value::Object(errors);
     merged["first_errors"] = Value::Object(first_errors);
     merged["statuses"] = Value::Object(statuses);
@@ -405,6 +492,7 @@ pub fn run_loads(
     let clients = &network().clients;
     let stats_before = if server.has_stats() { Some(server.stats()?) } else { None };
     let cpu_before = server.cpu_time();
+    let threads_before = thread_ticks(server.pid());
     let started = Instant::now();
     let mut running: Vec<Vec<(LoadChild, Instant)>> = Vec::new();
     for load in loads {
@@ -424,8 +512,17 @@ pub fn run_loads(
         documents.push(merge(parts)?);
     }
     let wall = started.elapsed().as_secs_f64();
-    let server_cpu =
-        server.cpu_time().saturating_sub(cpu_before).as_secs_f64() / (wall * server_cpus.max(1) as f64);
+    let server_cpu_s = server.cpu_time().saturating_sub(cpu_before).as_secs_f64();
+    let server_cpu = server_cpu_s / (wall * server_cpus.max(1) as f64);
+    let threads_after = thread_ticks(server.pid());
+    // /proc counts in USER_HZ, 100 a second (as labkit::cpu_time).
+    let thread_cpu_s: Map<String, Value> = THREAD_GROUPS
+        .iter()
+        .zip(threads_before.iter().zip(&threads_after))
+        .map(|(group, (before, after))| {
+            (group.to_string(), json!(after.saturating_sub(*before) as f64 / 100.0))
+        })
+        .collect();
     let stats = match stats_before {
         None => None,
         Some(before) => Some((before, server.stats()?)),
@@ -443,7 +540,14 @@ pub fn run_loads(
             if loads.len() > 1 {
                 load["responses_total_all_loads"] = json!(all_responses);
             }
-            Measured { load, server_cpu, server_requests, stats: stats.clone() }
+            Measured {
+                load,
+                server_cpu,
+                server_requests,
+                stats: stats.clone(),
+                server_cpu_s,
+                thread_cpu_s: thread_cpu_s.clone(),
+            }
         })
         .collect())
 }
@@ -509,6 +613,7 @@ mod tests {
             duration: 1.0,
             warmup: 0.1,
             flags: vec!["--rate".into(), "900".into()],
+            ca: None,
         };
         let shares = split(&load, 2);
         assert_eq!(shares.iter().map(|s| s.connections).collect::<Vec<_>>(), [3, 2]);

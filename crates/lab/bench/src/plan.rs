@@ -28,6 +28,8 @@ pub struct Target {
     pub launch: Launch,
     /// Whether it serves /spin and /stats (the project's servers do, nginx does not).
     pub serves_lab_routes: bool,
+    /// Where it serves HTTPS (made by [`with_tls`]): the CA a client trusts, for lab-load and /stats.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Renders a CPU list the way the command lines take it: `0,1,2`.
@@ -59,6 +61,7 @@ fn lab(
         cpus: cpus.to_vec(),
         launch: Launch::Lab { bin, args },
         serves_lab_routes: true,
+        tls_ca: None,
     }
 }
 
@@ -105,8 +108,9 @@ pub fn targets(cpus: &[usize], with_nginx: bool) -> Vec<Target> {
                 family: "real-nginx",
                 workers,
                 cpus: cpus[..workers].to_vec(),
-                launch: Launch::Nginx(Config { workers, cpus: cpus[..workers].to_vec(), accept }),
+                launch: Launch::Nginx(Config { workers, cpus: cpus[..workers].to_vec(), accept, tls: None }),
                 serves_lab_routes: false,
+                tls_ca: None,
             })
         };
         nginx("real-nginx-1w", 1, Accept::Mutex);
@@ -142,18 +146,62 @@ pub const MIXES: [Mix; 2] = [
     },
 ];
 
-/// The workloads, by the names `--workloads` takes.
+/// The workloads, by the names `--workloads` takes: what runs without `--workloads`.
 pub const WORKLOADS: [&str; 7] =
     ["keep-alive", "pipelined", "churn", "sweep-uniform", "sweep-bimodal", "fairness", "arrival-order"];
 
-/// The closed-loop throughput workloads and the lab-load flags that make each.
+/// The workloads over TLS (`make bench-tls`): only where named (`--workloads tls` names all three),
+/// never in the default set, so `make bench` keeps to its minutes. Each row serves HTTPS on make
+/// cert's certificate, nginx with `ssl` on the same one.
+pub const TLS_WORKLOADS: [&str; 3] = ["tls-keep-alive", "tls-churn", "tls-resume"];
+
+/// The closed-loop throughput workloads and the lab-load flags that make each (the TLS ones also
+/// get an https:// URL and `--cacert`).
 pub fn throughput_flags(workload: &str) -> Option<&'static [&'static str]> {
     match workload {
-        "keep-alive" => Some(&[]),
+        "keep-alive" | "tls-keep-alive" => Some(&[]),
         "pipelined" => Some(&["--pipeline", "16"]),
-        "churn" => Some(&["--close"]),
+        // A connection per request; over TLS every handshake full (lab-load keeps no tickets)...
+        "churn" | "tls-churn" => Some(&["--close"]),
+        // ... or resumed by ticket after each connection's first.
+        "tls-resume" => Some(&["--close", "--tls-resume"]),
         _ => None,
     }
+}
+
+/// Connections per client CPU of tls-resume, at most: rustls's client keeps 8 TLS 1.3 tickets per
+/// server (`ClientSessionMemoryCache`, per lab-load thread), and with more connections than that in
+/// flight many find none and shake hands in full (64: about two thirds full against lab-epoll). At
+/// 8 a handshake-bound server is still kept busy, and nearly every handshake is resumed.
+pub const RESUME_CONNS_PER_CPU: usize = 8;
+
+/// Whether `workload` runs over TLS.
+pub fn is_tls(workload: &str) -> bool {
+    TLS_WORKLOADS.contains(&workload)
+}
+
+/// Whether `workload` opens a connection per request (and so gets churn's CPU split).
+pub fn is_churn(workload: &str) -> bool {
+    matches!(workload, "churn" | "tls-churn" | "tls-resume")
+}
+
+/// `target` serving HTTPS with `files` (make cert's): the project's servers with `--tls-cert` and
+/// `--tls-key`, nginx with `ssl` on the same certificate and key; `None` for a row that cannot be
+/// told to (the real systems beside nginx, a user's `--server`).
+pub fn with_tls(target: &Target, files: &lab_cert::Files) -> Option<Target> {
+    let mut tls = target.clone();
+    match &mut tls.launch {
+        Launch::Lab { args, .. } => {
+            args.extend(["--tls-cert".into(), files.cert.display().to_string()]);
+            args.extend(["--tls-key".into(), files.key.display().to_string()]);
+        }
+        Launch::Nginx(config) => {
+            config.tls = Some(labkit::nginx::Tls { cert: files.cert.clone(), key: files.key.clone() })
+        }
+        Launch::Real(_) => return None,
+    }
+    tls.tls_ca = Some(files.ca.clone());
+    Some(tls)
 }
 
 /// Expands `--workloads` names (`throughput` and `sweep` are shorthands) and checks them.
@@ -166,12 +214,14 @@ pub fn resolve_workloads(names: &[String]) -> Result<Vec<&'static str>, String> 
         let group: Vec<&'static str> = match name.as_str() {
             "throughput" => vec!["keep-alive", "pipelined", "churn"],
             "sweep" => vec!["sweep-uniform", "sweep-bimodal"],
-            other => match WORKLOADS.iter().find(|w| **w == other) {
+            "tls" => TLS_WORKLOADS.to_vec(),
+            other => match WORKLOADS.iter().chain(&TLS_WORKLOADS).find(|w| **w == other) {
                 Some(w) => vec![*w],
                 None => {
                     return Err(format!(
-                        "unknown workload {other:?}; one of {}, throughput, sweep",
-                        WORKLOADS.join(", ")
+                        "unknown workload {other:?}; one of {}, {}, throughput, sweep, tls",
+                        WORKLOADS.join(", "),
+                        TLS_WORKLOADS.join(", ")
                     ))
                 }
             },
@@ -223,6 +273,7 @@ pub fn real_targets(cpus: &[usize], archs: &[String], connections: usize, quiet:
             cpus: on.to_vec(),
             launch: Launch::Real(crate::real::Spec::System(system)),
             serves_lab_routes: false,
+            tls_ca: None,
         });
     }
     if !quiet {
@@ -248,6 +299,7 @@ pub fn user_targets(cpus: &[usize], servers: &[(String, String)]) -> Vec<Target>
             cpus: cpus.to_vec(),
             launch: Launch::Real(crate::real::Spec::User { command: command.clone() }),
             serves_lab_routes: false,
+            tls_ca: None,
         })
         .collect()
 }
@@ -312,5 +364,10 @@ mod tests {
             ["sweep-uniform", "sweep-bimodal"]
         );
         assert!(resolve_workloads(&names(&["keepalive"])).unwrap_err().contains("unknown workload"));
+        assert_eq!(
+            resolve_workloads(&names(&["keep-alive", "tls"])).unwrap(),
+            ["keep-alive", "tls-keep-alive", "tls-churn", "tls-resume"]
+        );
+        assert!(resolve_workloads(&[]).unwrap().iter().all(|w| !is_tls(w)), "TLS only where named");
     }
 }

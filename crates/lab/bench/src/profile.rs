@@ -448,7 +448,15 @@ impl Attached {
 
     /// Stops perf, draws `svg` (titled `title`) and returns the run's `profile` object, per
     /// request of the `rps` lab-load measured over the same window.
-    pub fn finish(mut self, perf: &Perf, rps: f64, title: &str, svg: &Path) -> Result<Value, String> {
+    /// With `tls`, also where the user-space time went by [`TLS_CATEGORIES`].
+    pub fn finish(
+        mut self,
+        perf: &Perf,
+        rps: f64,
+        title: &str,
+        svg: &Path,
+        tls: bool,
+    ) -> Result<Value, String> {
         if self.enabled.is_none() || self.seconds <= 0.0 {
             return Err("the window was never opened".into());
         }
@@ -469,6 +477,13 @@ impl Attached {
         let _ = fs::remove_file(&self.stat);
         let requests = rps * self.seconds;
         let mut profile = per_request(&cpu_split(&text), &stat_counts(&stat), self.switches, requests);
+        if tls {
+            // Per request; over the churn workloads a request is a handshake.
+            let split = tls_split(&text);
+            let per = |ns: &Value| json!(ns.as_f64().unwrap_or(0.0) / 1000.0 / requests.max(1.0));
+            profile["tls_cpu_us_per_request"] =
+                Value::Object(split.iter().map(|(name, ns)| (name.clone(), per(ns))).collect());
+        }
         profile["window_s"] = json!(self.seconds);
         profile["requests"] = json!(requests.round());
         profile["flamegraph"] = json!(svg.file_name().and_then(|n| n.to_str()));
@@ -532,6 +547,51 @@ pub fn cpu_split(script: &str) -> CpuSplit {
         split.samples += 1;
     }
     split
+}
+
+/// Where a TLS server's user-space time goes, by the functions on each sample's stack: the first
+/// category (in this order) with a frame whose name holds one of its words, matched lower-case.
+/// The signature comes first, since it hashes what it signs; the rest is `other` (user space) or
+/// `kernel` (the leaf frame the kernel's: system calls, TCP, softirq).
+pub const TLS_CATEGORIES: [(&str, &[&str]); 4] = [
+    // ring: EcdsaKeyPair::sign over p256_point_mul_base (ecp_nistz256 assembly); OpenSSL: ECDSA_do_sign.
+    (
+        "signature",
+        &[
+            "ecdsa::signing",
+            "ecdsasigner",
+            "ecdsa_sign",
+            "ecdsa_do_sign",
+            "ecdsa_simple_sign",
+            "p256",
+            "nistz256",
+        ],
+    ),
+    ("x25519", &["x25519", "curve25519"]),
+    ("record", &["aes_gcm", "aes_hw", "aesni", "gcm_", "ghash", "chacha", "poly1305", "aead"]),
+    ("hash", &["sha256", "sha384", "sha512", "sha2::", "digest", "hkdf", "hmac", "key_schedule"]),
+];
+
+/// The CPU time of perf script's samples (nanoseconds) by [`TLS_CATEGORIES`], `other` and
+/// `kernel`.
+pub fn tls_split(script: &str) -> Map<String, Value> {
+    let mut totals: Vec<u64> = vec![0; TLS_CATEGORIES.len() + 2];
+    for sample in script.split("\n\n") {
+        let mut lines = sample.lines().filter(|l| !l.trim().is_empty());
+        let Some(period) = lines.next().and_then(period_of) else { continue };
+        let frames: Vec<String> = lines.map(str::to_lowercase).collect();
+        let category = if frames.first().is_some_and(|leaf| leaf.contains("[kernel.kallsyms]")) {
+            TLS_CATEGORIES.len() + 1
+        } else {
+            TLS_CATEGORIES
+                .iter()
+                .position(|(_, words)| frames.iter().any(|f| words.iter().any(|w| f.contains(w))))
+                .unwrap_or(TLS_CATEGORIES.len())
+        };
+        totals[category] += period;
+    }
+    let names = TLS_CATEGORIES.iter().map(|(name, _)| *name).chain(["other", "kernel"]);
+    names.zip(totals).map(|(name, ns)| (name.to_string(), json!(ns))).collect()
 }
 
 /// `lab-epoll 18314  1612.661650:    1003009 cpu-clock:ppp:` → 1003009: the number before the event.
@@ -609,6 +669,43 @@ mod tests {
             split,
             CpuSplit { user_ns: 1_003_009, kernel_ns: 1_003_009, softirq_ns: 2_006_018, samples: 3 }
         );
+    }
+
+    #[test]
+    fn tls_samples_are_put_under_the_signature_the_key_exchange_or_the_kernel() {
+        let sample = |period: u64, frames: &[&str]| {
+            let mut text = format!("lab-epoll 1 1.0: {period} cpu-clock:ppp:\n");
+            for frame in frames {
+                text.push_str(&format!("\t    0 {frame}\n"));
+            }
+            text + "\n"
+        };
+        let script = [
+            sample(
+                10,
+                &[
+                    "ring_core_0_17_14__ecp_nistz256_point_add (lab-epoll)",
+                    "ring::ec::suite_b::ecdsa::signing::EcdsaKeyPair::sign (lab-epoll)",
+                ],
+            ),
+            sample(20, &["ring_core_0_17_14__x25519_scalar_mult_generic_masked (lab-epoll)"]),
+            sample(
+                40,
+                &[
+                    "sha256_block_data_order (lab-epoll)",
+                    "ring::ec::suite_b::ecdsa::signing::EcdsaKeyPair::sign (lab-epoll)",
+                ],
+            ),
+            sample(80, &["tcp_sendmsg ([kernel.kallsyms])", "sha256 (lab-epoll)"]),
+            sample(160, &["lab_epoll::main (lab-epoll)"]),
+        ]
+        .concat();
+        let split = tls_split(&script);
+        assert_eq!(split["signature"], 50, "the signature's hash is the signature's: {split:?}");
+        assert_eq!(split["x25519"], 20);
+        assert_eq!(split["kernel"], 80);
+        assert_eq!(split["other"], 160);
+        assert_eq!(split["hash"], 0);
     }
 
     #[test]

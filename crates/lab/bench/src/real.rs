@@ -265,17 +265,22 @@ pub fn describe(spec: &Spec, workers: usize, cpus: &[usize]) -> String {
     }
 }
 
-/// nginx's configuration (crate::nginx renders it), in the same one line.
+/// nginx's configuration (labkit::nginx renders it), in the same one line.
 pub fn describe_nginx(config: &labkit::nginx::Config) -> String {
     let accept = match config.accept {
         labkit::nginx::Accept::Mutex => "accept_mutex on",
         labkit::nginx::Accept::Exclusive => "accept_mutex off (EPOLLEXCLUSIVE)",
         labkit::nginx::Accept::Reuseport => "listen ... reuseport",
     };
+    let ssl = match config.tls {
+        Some(_) => ", listen ... ssl on make cert's certificate and key, ssl_protocols TLSv1.3 TLSv1.2, \
+                    ssl_ecdh_curve X25519:prime256v1:secp384r1, ssl_session_tickets on, ssl_session_cache none",
+        None => "",
+    };
     format!(
         "nginx: worker_processes {}, worker_cpu_affinity one CPU each of {}, {accept}, worker_connections 16384, \
          keepalive_requests 1000000000, keepalive_timeout 75s, backlog 511, `return 200 \"Hello, World!\"`, \
-         access_log off",
+         access_log off{ssl}",
         config.workers,
         cpus_text(&config.cpus)
     )

@@ -19,6 +19,12 @@ pub fn render(doc: &Value, out: &Path) -> Result<(), String> {
 
 const THROUGHPUT: [&str; 3] = ["keep-alive", "pipelined", "churn"];
 
+/// The TLS workloads, and plaintext keep-alive beside them as the reference for the record layer.
+const OVER_TLS: [&str; 4] = ["keep-alive", "tls-keep-alive", "tls-churn", "tls-resume"];
+
+/// Every closed-loop workload, plaintext and TLS: those a `--profile` table row can come from.
+const PROFILED: [&str; 6] = ["keep-alive", "pipelined", "churn", "tls-keep-alive", "tls-churn", "tls-resume"];
+
 fn throughput_cell(run: Option<&Value>, reference: Option<f64>) -> String {
     let Some(run) = run else { return "–".into() };
     if run["valid"] != true {
@@ -136,6 +142,7 @@ pub fn summary(doc: &Value) -> String {
         }
         let _ = writeln!(md, "\nChart: [throughput.svg](throughput.svg)\n");
     }
+    md.push_str(&over_tls(doc));
     md.push_str(&configurations(doc));
     md.push_str(&where_the_time_goes(doc));
 
@@ -244,7 +251,7 @@ pub fn summary(doc: &Value) -> String {
 /// how they were held and stopped, and which workloads they skipped.
 fn configurations(doc: &Value) -> String {
     let mut rows: Vec<(&str, &str)> = Vec::new();
-    for w in THROUGHPUT {
+    for w in PROFILED {
         for r in runs(doc, w) {
             let (id, configuration) = (r["server"].as_str().unwrap_or("?"), r["configuration"].as_str());
             if let Some(configuration) = configuration.filter(|_| !rows.iter().any(|(seen, _)| *seen == id)) {
@@ -291,8 +298,10 @@ fn configurations(doc: &Value) -> String {
             }
         );
     }
-    if let Some(line) = settings["skipped"].as_str() {
-        let _ = writeln!(md, "The {line}.");
+    for key in ["skipped", "skipped_tls"] {
+        if let Some(line) = settings[key].as_str() {
+            let _ = writeln!(md, "The {line}.");
+        }
     }
     md.push('\n');
     md
@@ -402,7 +411,7 @@ fn arrival_summary(doc: &Value) -> String {
 /// The `--profile` table: the server's CPU per request by where it went, and its system calls
 /// and context switches per request, each row with its flame graph.
 fn where_the_time_goes(doc: &Value) -> String {
-    let profiled: Vec<&Value> = THROUGHPUT
+    let profiled: Vec<&Value> = PROFILED
         .iter()
         .flat_map(|w| runs(doc, w))
         .filter(|r| r["profile"]["cpu_us_per_request"].is_object())
@@ -459,6 +468,188 @@ fn where_the_time_goes(doc: &Value) -> String {
     }
     if let Some(reason) = hardware {
         let _ = writeln!(md, "\nHardware counters (cycles, instructions, cache misses): {reason}.");
+    }
+    let tls: Vec<&Value> = PROFILED
+        .iter()
+        .flat_map(|w| runs(doc, w))
+        .filter(|r| r["profile"]["tls_cpu_us_per_request"].is_object())
+        .collect();
+    if !tls.is_empty() {
+        md.push_str(
+            "\nOver TLS, the same samples by what the functions on their stacks do, in µs of server CPU per \
+             request (over tls-churn and tls-resume a request is a handshake): *signature* the certificate's \
+             ECDSA P-256 signature (ring's `EcdsaKeyPair::sign` and its P-256 assembly; OpenSSL's \
+             `ECDSA_do_sign`), *x25519* the key exchange, *record* AES-GCM or ChaCha20 on the records, *hash* \
+             SHA-2, HKDF and HMAC (the key schedule, the transcript), *other* the rest of user space (rustls's \
+             and the server's own code, allocation, or a library perf could not name), *kernel* system calls \
+             and TCP.\n\n\
+             | server | workload | signature | x25519 | record | hash | other | kernel |\n\
+             |---|---|---|---|---|---|---|---|\n",
+        );
+        for run in tls {
+            let split = &run["profile"]["tls_cpu_us_per_request"];
+            let cell = |k: &str| split[k].as_f64().map_or("–".into(), |x| format!("{x:.1}"));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                run["server"].as_str().unwrap_or("?"),
+                run["workload"].as_str().unwrap_or("?"),
+                cell("signature"),
+                cell("x25519"),
+                cell("record"),
+                cell("hash"),
+                cell("other"),
+                cell("kernel"),
+            );
+        }
+    }
+    md.push('\n');
+    md
+}
+
+/// The nginx row the TLS table compares with: one worker where it ran (as lab-epoll), else the
+/// first valid nginx row of the workload.
+fn nginx_over_tls<'a>(doc: &'a Value, workload: &str) -> Option<&'a Value> {
+    let valid = || runs(doc, workload).filter(|r| r["family"] == "real-nginx" && r["valid"] == true);
+    valid().find(|r| r["server"] == "real-nginx-1w").or_else(|| valid().next())
+}
+
+/// `x` with one decimal, or `–`.
+fn us_cell(x: Option<f64>) -> String {
+    x.map_or("–".into(), |x| format!("{x:.1}"))
+}
+
+/// The TLS section: per row and workload the throughput, the server's CPU per request and per
+/// handshake, the handshakes it made, and both CPU figures against nginx with ssl; then resumed
+/// against full per row, and which thread of each design paid.
+fn over_tls(doc: &Value) -> String {
+    if !OVER_TLS[1..].iter().any(|w| runs(doc, w).next().is_some()) {
+        return String::new();
+    }
+    let mut md = String::from(
+        "## Over TLS: the server's CPU per request and per handshake
+
+",
+    );
+    if let Some(about) = doc["settings"]["tls"]["about"].as_str() {
+        let _ = writeln!(
+            md,
+            "{about}.
+"
+        );
+    }
+    md.push_str(
+        "The server's CPU is its own (utime + stime of all its processes, /proc) over the whole run, warm-up \
+         included, divided by the responses the clients read and by the handshakes it made over the same \
+         span: the project's rows count theirs in /stats (`tls.handshakes`, less the one of the /stats read \
+         after the run), nginx's are the ones lab-load made. *× nginx*: the same figure over nginx's \
+         (`real-nginx-1w` where it ran) in the same run: per handshake for the churn workloads, per \
+         request otherwise. Medians of the valid rounds. *Neither side saturated*: rounds where neither \
+         the server nor lab-load had 90% of its CPUs, so other processes had them and the req/s is \
+         theirs; the CPU per request and per handshake, the server's own, still hold.\n\n\
+         | server | workload | req/s | CPU µs/request | CPU µs/handshake | handshakes full / resumed | × nginx |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let mut servers: Vec<&str> = Vec::new();
+    for w in &OVER_TLS[1..] {
+        for r in runs(doc, w) {
+            let id = r["server"].as_str().unwrap_or("?");
+            if !servers.contains(&id) {
+                servers.push(id);
+            }
+        }
+    }
+    for id in &servers {
+        for w in OVER_TLS {
+            let Some(run) = runs(doc, w).find(|r| r["server"] == *id) else { continue };
+            let churn = w != "keep-alive" && w != "tls-keep-alive";
+            let figure =
+                |r: &Value| r[if churn { "cpu_us_per_handshake" } else { "cpu_us_per_request" }].as_f64();
+            let ratio = match (figure(run), nginx_over_tls(doc, w).and_then(figure)) {
+                (Some(a), Some(b)) if b > 0.0 && run["family"] != "real-nginx" => {
+                    format!("**{:.2}×**", a / b)
+                }
+                _ => "–".into(),
+            };
+            let rps = if run["valid"] == true {
+                let mut cell = grouped(run["rps"]["median"].as_f64().unwrap_or(0.0));
+                if run["client_bound"] == true {
+                    cell.push_str(" (client-bound)");
+                }
+                let rounds = run["rounds"].as_array().map_or(0, Vec::len);
+                let starved = run["rounds"].as_array().into_iter().flatten();
+                let starved = starved.filter(|r| r["neither_saturated"] == true).count();
+                if starved > 0 {
+                    let _ = write!(cell, " (neither side saturated in {starved} of {rounds})");
+                }
+                cell
+            } else {
+                "INVALID".into()
+            };
+            let handshakes = match (run["handshakes"]["full"].as_f64(), run["handshakes"]["resumed"].as_f64())
+            {
+                (Some(full), Some(resumed)) => format!("{} / {}", grouped(full), grouped(resumed)),
+                _ => "–".into(),
+            };
+            let _ = writeln!(
+                md,
+                "| {id} | {w} | {rps} | {} | {} | {handshakes} | {ratio} |",
+                us_cell(run["cpu_us_per_request"].as_f64()),
+                us_cell(run["cpu_us_per_handshake"].as_f64()),
+            );
+        }
+    }
+    // Resumed against full, per row.
+    let mut resumption = String::new();
+    for id in &servers {
+        let per = |w: &str| runs(doc, w).find(|r| r["server"] == *id)?["cpu_us_per_handshake"].as_f64();
+        if let (Some(full), Some(resumed)) = (per("tls-churn"), per("tls-resume")) {
+            let _ = writeln!(
+                resumption,
+                "| {id} | {full:.1} | {resumed:.1} | {:.2} | {:.1} |",
+                resumed / full,
+                full - resumed
+            );
+        }
+    }
+    if !resumption.is_empty() {
+        md.push_str(
+            "\nResumed against full, per row: CPU µs per handshake (TLS 1.3 resumption by ticket skips the \
+             certificate and its signature, not the ECDHE exchange).\n\n\
+             | server | full | resumed | resumed / full | saved µs |\n|---|---|---|---|---|\n",
+        );
+        md.push_str(&resumption);
+    }
+    // Which thread paid.
+    let mut threads = String::new();
+    for id in &servers {
+        for w in &OVER_TLS[1..] {
+            let Some(run) = runs(doc, w).find(|r| r["server"] == *id) else { continue };
+            let split = &run["thread_cpu_us_per_op"];
+            let Some(groups) = split["groups"].as_object() else { continue };
+            let cell =
+                |g: &str| groups.get(g).and_then(Value::as_f64).map_or("–".into(), |x| format!("{x:.1}"));
+            let _ = writeln!(
+                threads,
+                "| {id} | {w} | {} | {} | {} | {} |",
+                split["per"].as_str().unwrap_or("?"),
+                cell("main"),
+                cell("threads"),
+                cell("processes")
+            );
+        }
+    }
+    if !threads.is_empty() {
+        md.push_str(
+            "\nWhich thread pays: the server's CPU per operation (per handshake over the churn workloads, per \
+             request over keep-alive) by thread, from /proc/PID/task: *main* is the first process's first thread \
+             (lab-memcached's acceptor, lab-ramcloud's dispatcher, lab-epoll's loop, lab-reuseport's \
+             supervisor, nginx's master), *threads* that process's others (lab-memcached's and \
+             lab-ramcloud's workers, lab-uring's rings), *processes* every thread of the processes below it \
+             (lab-reuseport's and nginx's workers).\n\n\
+             | server | workload | per | main µs | threads µs | processes µs |\n|---|---|---|---|---|---|\n",
+        );
+        md.push_str(&threads);
     }
     md.push('\n');
     md

@@ -40,6 +40,8 @@ pub struct Bench {
     veth: Option<Veth>,
     /// Churn's own split of the CPUs, where lab-bench chose one.
     churn: Option<ChurnSplit>,
+    /// With a TLS workload chosen: make cert's certificate, key and CA (made if missing).
+    tls: Option<lab_cert::Files>,
 }
 
 /// Churn on CPUs of its own: the servers on fewer, the clients on more.
@@ -145,6 +147,12 @@ impl Bench {
         if let Some(line) = &skipped {
             eprintln!("lab-bench: {line}");
         }
+        let tls =
+            if workloads.iter().any(|w| plan::is_tls(w)) { Some(tls_files(&cli.cert_dir)?) } else { None };
+        let skipped_tls = tls.as_ref().and_then(|files| skipped_tls_line(&workloads, &targets, files));
+        if let Some(line) = &skipped_tls {
+            eprintln!("lab-bench: {line}");
+        }
         let sweep_targets: Vec<Target> = plan::targets(&sweep_server_cpus, false)
             .into_iter()
             .filter(|t| plan::selected(&cli.archs, t))
@@ -236,6 +244,13 @@ impl Bench {
                     .collect::<Vec<_>>(),
                 "user_servers": cli.servers.iter().map(|(name, command)| json!({"name": name, "command": command})).collect::<Vec<_>>(),
                 "skipped": skipped,
+                "skipped_tls": skipped_tls,
+                "tls": tls.as_ref().map(|files| json!({
+                    "cert": files.cert.display().to_string(),
+                    "key": files.key.display().to_string(),
+                    "ca": files.ca.display().to_string(),
+                    "about": TLS_ABOUT,
+                })),
                 "sweep_loads": SWEEP_LOADS,
                 "mixes": MIXES.iter().map(|m| json!({"name": m.name, "mix": m.spec, "about": m.about})).collect::<Vec<_>>(),
                 "fairness_heavy_path": fairness::heavy_path(),
@@ -271,6 +286,7 @@ impl Bench {
             perf,
             perf_cpus,
             veth,
+            tls,
             churn: churn_cpus.map(|(servers, clients)| {
                 let mut targets = plan::targets(&servers, nginx.is_some());
                 let connections = cli_conns_per_cpu * clients.len();
@@ -313,8 +329,12 @@ impl Bench {
     fn plan_progress(&mut self) {
         let per = self.run_seconds();
         let passes = if self.perf.is_some() { 2 } else { 1 };
-        let throughput =
-            passes * self.cli.rounds as usize * self.targets.len() * self.throughput_workloads().len();
+        let pairs: usize = self
+            .throughput_workloads()
+            .iter()
+            .map(|w| self.targets.iter().filter(|t| self.over(w, t).is_some()).count())
+            .sum();
+        let throughput = passes * self.cli.rounds as usize * pairs;
         let sweep = self.sweep_list().len() * self.sweep_mixes().len() * (1 + SWEEP_LOADS.len());
         let fairness = if self.workloads.contains(&"fairness") {
             arrival::with_dispatch_variants(&self.sweep_targets)
@@ -347,6 +367,17 @@ impl Bench {
             duration: self.cli.duration,
             warmup: self.cli.warmup,
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            ca: None,
+        }
+    }
+
+    /// `target` as `workload` runs it: over TLS for a TLS workload (`None` for a row that cannot
+    /// serve HTTPS, skipped), as it is otherwise.
+    fn over(&self, workload: &str, target: &Target) -> Option<Target> {
+        match (plan::is_tls(workload), &self.tls) {
+            (false, _) => Some(target.clone()),
+            (true, Some(files)) => plan::with_tls(target, files),
+            (true, None) => None,
         }
     }
 
@@ -430,21 +461,30 @@ impl Bench {
         let mut profiles: Vec<Vec<Option<Value>>> = vec![vec![None; workloads.len()]; self.targets.len()];
         for round in 1..=self.cli.rounds {
             for (t, target) in self.targets.clone().iter().enumerate() {
-                // The server every workload shares, unless each has one of its own.
-                let shared = if workloads.iter().any(|w| self.split_for(w, target).0.cpus == target.cpus) {
-                    Server::start(target, &self.scratch)
-                } else {
-                    Err("not started: every workload has a server of its own".into())
-                };
+                // The servers this target's workloads share, one per CPU set and protocol (churn
+                // may have CPUs of its own; the TLS workloads serve HTTPS), each started at its
+                // first workload and stopped when the target's round ends.
+                let mut started: Vec<(Vec<usize>, bool, Result<Server, String>)> = Vec::new();
                 for (w, workload) in workloads.iter().enumerate() {
                     let flags = plan::throughput_flags(workload).expect("a throughput workload");
-                    // Churn may have CPUs of its own, and so a server of its own.
                     let (target, clients) = self.split_for(workload, target);
-                    let own =
-                        (target.cpus != self.targets[t].cpus).then(|| Server::start(&target, &self.scratch));
-                    let server = own.as_ref().unwrap_or(&shared);
+                    let Some(target) = self.over(workload, &target) else { continue };
+                    let tls = plan::is_tls(workload);
+                    let at = match started.iter().position(|(cpus, t, _)| *cpus == target.cpus && *t == tls) {
+                        Some(at) => at,
+                        None => {
+                            started.push((target.cpus.clone(), tls, Server::start(&target, &self.scratch)));
+                            started.len() - 1
+                        }
+                    };
+                    let server = &started[at].2;
                     let target = &target;
-                    let load = self.load("/", &clients, flags);
+                    let mut load = self.load("/", &clients, flags);
+                    load.ca = target.tls_ca.clone();
+                    if *workload == "tls-resume" {
+                        let per_cpu = self.cli.conns_per_cpu.min(plan::RESUME_CONNS_PER_CPU);
+                        load.connections = per_cpu * clients.len();
+                    }
                     let passes: &[bool] = match (&self.perf, round % 2) {
                         (None, _) => &[false],
                         (Some(_), 1) => &[false, true],
@@ -494,9 +534,11 @@ impl Bench {
         for (t, target) in self.targets.clone().iter().enumerate() {
             for (w, workload) in workloads.iter().enumerate() {
                 let (target, clients) = self.split_for(workload, target);
+                let Some(target) = self.over(workload, &target) else { continue };
                 let target = &target;
                 let mut record = throughput_record(target, workload, &rounds[t][w]);
                 record["client_cpus"] = json!(clients);
+                tls_costs(&mut record, workload, &rounds[t][w]);
                 if let Some(mut profile) = profiles[t][w].take() {
                     profile["throughput"] = profile_cost(target.cpus.len(), &rounds[t][w], &profiled[t][w]);
                     record["profile"] = profile;
@@ -510,7 +552,7 @@ impl Bench {
     /// The server and the client CPUs `workload` runs `target` with: churn's own split where there
     /// is one (and the server has a row on it), else the bench's.
     fn split_for(&self, workload: &str, target: &Target) -> (Target, Vec<usize>) {
-        let churn = self.churn.as_ref().filter(|_| workload == "churn");
+        let churn = self.churn.as_ref().filter(|_| plan::is_churn(workload));
         match churn.and_then(|c| c.targets.iter().find(|t| t.id == target.id).map(|t| (t, c))) {
             Some((on_churn_cpus, churn)) => (on_churn_cpus.clone(), churn.client_cpus.clone()),
             None => (target.clone(), self.client_cpus.clone()),
@@ -563,10 +605,11 @@ impl Bench {
             "{}, {workload}: CPU of the server's process tree (perf record, DWARF stacks)",
             target.id
         );
-        let profile = attached.finish(perf, rps, &title, &svg).unwrap_or_else(|reason| {
-            failed(reason.clone());
-            json!({"error": reason})
-        });
+        let profile =
+            attached.finish(perf, rps, &title, &svg, plan::is_tls(workload)).unwrap_or_else(|reason| {
+                failed(reason.clone());
+                json!({"error": reason})
+            });
         (result, Some(profile))
     }
 
@@ -801,6 +844,95 @@ fn skipped_line(workloads: &[&str], targets: &[Target]) -> Option<String> {
             rows.join(", ")
         )
     })
+}
+
+/// How the TLS workloads are run, for results.json and summary.md.
+const TLS_ABOUT: &str = "every row serves HTTPS on make cert's certificate (ECDSA P-256) and key: the project's \
+    servers with --tls-cert/--tls-key (rustls on ring), nginx with `ssl` (OpenSSL); TLS 1.3 (lab-load offers 1.3 \
+    and 1.2; both sides choose 1.3), key exchange X25519 first, session tickets on. tls-keep-alive: \
+    a handshake per connection, then keep-alive; tls-churn: a new connection per request, every \
+    handshake full (lab-load keeps no tickets); tls-resume: the same with lab-load's --tls-resume, \
+    every handshake after each connection slot's first resumed by ticket (at most 8 connections per client CPU: \
+    rustls's client keeps 8 tickets per server)";
+
+/// Make cert's files in `dir`, made there (lab-cert's library, as `make cert`) where any is missing;
+/// absolute paths (nginx reads them from a directory of its own).
+fn tls_files(dir: &std::path::Path) -> Result<lab_cert::Files, String> {
+    let files = lab_cert::Files::in_dir(dir);
+    if ![&files.ca, &files.cert, &files.key].iter().all(|f| f.is_file()) {
+        lab_cert::make(dir).map_err(|e| format!("--cert-dir {}: {e}", dir.display()))?;
+        eprintln!("lab-bench: made a CA and a server certificate in {} (as make cert)", dir.display());
+    }
+    let dir = fs::canonicalize(dir).map_err(|e| format!("--cert-dir {}: {e}", dir.display()))?;
+    Ok(lab_cert::Files::in_dir(&dir))
+}
+
+/// The rows that cannot serve HTTPS (the real systems beside nginx, a user's `--server`), in one
+/// line, where a TLS workload is chosen and there are any.
+fn skipped_tls_line(workloads: &[&str], targets: &[Target], files: &lab_cert::Files) -> Option<String> {
+    let tls: Vec<&str> = workloads.iter().copied().filter(|w| plan::is_tls(w)).collect();
+    let rows: Vec<&str> =
+        targets.iter().filter(|t| plan::with_tls(t, files).is_none()).map(|t| t.id.as_str()).collect();
+    (!tls.is_empty() && !rows.is_empty()).then(|| {
+        format!(
+            "{} skip {}: lab-bench cannot tell them to serve HTTPS (only the project's servers and nginx)",
+            tls.join(", "),
+            rows.join(", ")
+        )
+    })
+}
+
+/// A TLS run's costs per round, and their medians over the valid rounds: the server's CPU per
+/// request and per handshake, the handshakes it made (full and resumed, and where that count is
+/// from), and its CPU by thread group per handshake (churn) or per request (keep-alive).
+fn tls_costs(record: &mut Value, workload: &str, rounds: &[Result<Measured, String>]) {
+    let valid: Vec<&Measured> =
+        rounds.iter().filter_map(|r| r.as_ref().ok()).filter(|m| problems_of(m).is_none()).collect();
+    let per_request: Vec<f64> = valid.iter().filter_map(|m| m.cpu_us_per_request()).collect();
+    record["cpu_us_per_request"] = json!(median(&per_request));
+    if !plan::is_tls(workload) {
+        return;
+    }
+    let per_handshake: Vec<f64> = valid.iter().filter_map(|m| m.cpu_us_per_handshake()).collect();
+    let churn = plan::is_churn(workload);
+    // Per handshake where every request has one; over keep-alive, a handshake per connection only.
+    record["cpu_us_per_handshake"] = json!(if churn { median(&per_handshake) } else { None });
+    let mut handshakes = Vec::new();
+    for (i, round) in rounds.iter().enumerate() {
+        if let (Ok(m), Some(doc)) = (round, record["rounds"].get_mut(i)) {
+            doc["handshakes"] = json!(m.handshakes().map(|[full, resumed]| json!({
+                "full": full, "resumed": resumed, "from": m.handshakes_from(),
+                "client": m.load["tls"],
+            })));
+            doc["cpu_us_per_handshake"] = json!(m.cpu_us_per_handshake());
+            doc["thread_cpu_s"] = json!(m.thread_cpu_s);
+        }
+    }
+    for m in &valid {
+        handshakes.extend(m.handshakes());
+    }
+    let full: Vec<f64> = handshakes.iter().map(|h| h[0] as f64).collect();
+    let resumed: Vec<f64> = handshakes.iter().map(|h| h[1] as f64).collect();
+    record["handshakes"] = json!({"full": median(&full), "resumed": median(&resumed)});
+    // Each thread group's CPU per operation: per handshake over churn, per request over keep-alive.
+    let mut threads = serde_json::Map::new();
+    for group in crate::measure::THREAD_GROUPS {
+        let per_op: Vec<f64> = valid
+            .iter()
+            .filter_map(|m| {
+                let cpu = m.thread_cpu_s.get(group)?.as_f64()?;
+                let ops = if churn {
+                    m.handshakes().map(|[f, r]| f + r)?
+                } else {
+                    m.load["responses_total"].as_u64()?
+                };
+                (ops > 0).then(|| cpu * 1e6 / ops as f64)
+            })
+            .collect();
+        threads.insert(group.into(), json!(median(&per_op)));
+    }
+    record["thread_cpu_us_per_op"] =
+        json!({"per": if churn { "handshake" } else { "request" }, "groups": threads});
 }
 
 /// A throughput workload's record: every round, and the median and spread of the valid ones only.

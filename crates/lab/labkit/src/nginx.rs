@@ -29,6 +29,15 @@ pub struct Config {
     pub workers: usize,
     pub cpus: Vec<usize>,
     pub accept: Accept,
+    /// `ssl` on the listener, with this certificate and key (lab-bench's TLS workloads).
+    pub tls: Option<Tls>,
+}
+
+/// The certificate and key nginx serves HTTPS with: make cert's, the lab servers' own.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The nginx binary: on PATH, or in /usr/sbin where Debian puts it (not on every user's PATH).
@@ -51,7 +60,11 @@ fn affinity_masks(cpus: &[usize]) -> String {
 }
 
 /// The whole configuration: `return 200 "Hello, World!"` for every path, no access log, keep-alive
-/// without a request limit, the same 511 backlog as the lab servers.
+/// without a request limit, the same 511 backlog as the lab servers. With `tls`: `ssl` on the
+/// listener with the lab servers' settings: TLS 1.3 and 1.2, X25519 first then P-256 and P-384 (as
+/// the lab servers order them), stateless session tickets on (OpenSSL sends two per full
+/// handshake, as rustls does), and nginx's default `ssl_session_cache none` (no cache of sessions
+/// on the server: tickets only, as the lab servers).
 pub fn render(config: &Config, addr: SocketAddr, dir: &Path) -> String {
     let dir = dir.display();
     let (mutex, reuseport) = match config.accept {
@@ -78,7 +91,21 @@ pub fn render(config: &Config, addr: SocketAddr, dir: &Path) -> String {
     for temp in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         let _ = writeln!(conf, "  {temp}_temp_path {dir}/{temp};");
     }
-    let _ = writeln!(conf, "  server {{\n    listen {addr} backlog=511{reuseport};");
+    let ssl = if let Some(tls) = &config.tls {
+        let _ = writeln!(
+            conf,
+            "  ssl_certificate {};\n  ssl_certificate_key {};",
+            tls.cert.display(),
+            tls.key.display()
+        );
+        let _ =
+            writeln!(conf, "  ssl_protocols TLSv1.3 TLSv1.2;\n  ssl_ecdh_curve X25519:prime256v1:secp384r1;");
+        let _ = writeln!(conf, "  ssl_session_tickets on;");
+        " ssl"
+    } else {
+        ""
+    };
+    let _ = writeln!(conf, "  server {{\n    listen {addr}{ssl} backlog=511{reuseport};");
     let _ = writeln!(conf, "    location / {{ return 200 \"Hello, World!\"; }}\n  }}\n}}");
     conf
 }
@@ -181,7 +208,7 @@ mod tests {
             println!("nginx is not installed: skipped");
             return;
         };
-        let config = |workers| Config { workers, cpus: Vec::new(), accept: Accept::Reuseport };
+        let config = |workers| Config { workers, cpus: Vec::new(), accept: Accept::Reuseport, tls: None };
         let nginx = start(&binary, &config(2), &std::env::temp_dir(), IpAddr::from([127, 0, 0, 1]))
             .unwrap_or_else(|e| panic!("{e}"));
         let workers = || crate::process_tree(nginx.pid()).len() - 1;
@@ -204,7 +231,7 @@ mod tests {
 
     #[test]
     fn configuration_names_the_accept_mode() {
-        let config = |accept| Config { workers: 2, cpus: vec![0, 1], accept };
+        let config = |accept| Config { workers: 2, cpus: vec![0, 1], accept, tls: None };
         let mutex =
             render(&config(Accept::Mutex), SocketAddr::from(([127, 0, 0, 1], 8080)), Path::new("/tmp/x"));
         assert!(mutex.contains("accept_mutex on;") && !mutex.contains("reuseport"));
@@ -215,10 +242,23 @@ mod tests {
             reuseport.contains("worker_processes 2;") && reuseport.contains("worker_cpu_affinity 01 10;")
         );
         let unpinned = render(
-            &Config { workers: 1, cpus: vec![], accept: Accept::Reuseport },
+            &Config { workers: 1, cpus: vec![], accept: Accept::Reuseport, tls: None },
             SocketAddr::from(([127, 0, 0, 1], 8080)),
             Path::new("/tmp/x"),
         );
         assert!(unpinned.contains("worker_processes 1;") && !unpinned.contains("worker_cpu_affinity"));
+        assert!(!reuseport.contains("ssl"));
+        let tls = Tls { cert: "/c/server.pem".into(), key: "/c/server.key".into() };
+        let ssl = render(
+            &Config { tls: Some(tls), ..config(Accept::Mutex) },
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Path::new("/tmp/x"),
+        );
+        assert!(ssl.contains("listen 127.0.0.1:8080 ssl backlog=511;"), "{ssl}");
+        assert!(
+            ssl.contains("ssl_certificate /c/server.pem;")
+                && ssl.contains("ssl_certificate_key /c/server.key;")
+        );
+        assert!(ssl.contains("ssl_ecdh_curve X25519:") && ssl.contains("ssl_session_tickets on;"), "{ssl}");
     }
 }

@@ -192,7 +192,7 @@ fn nginx_reloads(
          per worker) under the same load, reloaded (SIGHUP to its master, as nginx -s reload) at the same \
          moments with worker_processes 1, 2, 1, 2",
     );
-    let config = |workers| Config { workers, cpus: Vec::new(), accept: Accept::Reuseport };
+    let config = |workers| Config { workers, cpus: Vec::new(), accept: Accept::Reuseport, tls: None };
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
     let server = match nginx::start(&binary, &config(2), &std::env::temp_dir(), ip) {
         Ok(server) => server,
