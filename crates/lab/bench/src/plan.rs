@@ -169,12 +169,6 @@ pub fn throughput_flags(workload: &str) -> Option<&'static [&'static str]> {
     }
 }
 
-/// Connections per client CPU of tls-resume, at most: rustls's client keeps 8 TLS 1.3 tickets per
-/// server (`ClientSessionMemoryCache`, per lab-load thread), and with more connections than that in
-/// flight many find none and shake hands in full (64: about two thirds full against lab-epoll). At
-/// 8 a handshake-bound server is still kept busy, and nearly every handshake is resumed.
-pub const RESUME_CONNS_PER_CPU: usize = 8;
-
 /// Whether `workload` runs over TLS.
 pub fn is_tls(workload: &str) -> bool {
     TLS_WORKLOADS.contains(&workload)

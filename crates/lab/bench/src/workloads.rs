@@ -481,10 +481,6 @@ impl Bench {
                     let target = &target;
                     let mut load = self.load("/", &clients, flags);
                     load.ca = target.tls_ca.clone();
-                    if *workload == "tls-resume" {
-                        let per_cpu = self.cli.conns_per_cpu.min(plan::RESUME_CONNS_PER_CPU);
-                        load.connections = per_cpu * clients.len();
-                    }
                     let passes: &[bool] = match (&self.perf, round % 2) {
                         (None, _) => &[false],
                         (Some(_), 1) => &[false, true],
@@ -852,8 +848,7 @@ const TLS_ABOUT: &str = "every row serves HTTPS on make cert's certificate (ECDS
     and 1.2; both sides choose 1.3), key exchange X25519 first, session tickets on. tls-keep-alive: \
     a handshake per connection, then keep-alive; tls-churn: a new connection per request, every \
     handshake full (lab-load keeps no tickets); tls-resume: the same with lab-load's --tls-resume, \
-    every handshake after each connection slot's first resumed by ticket (at most 8 connections per client CPU: \
-    rustls's client keeps 8 tickets per server)";
+    every handshake after each connection slot's first resumed by ticket";
 
 /// Make cert's files in `dir`, made there (lab-cert's library, as `make cert`) where any is missing;
 /// absolute paths (nginx reads them from a directory of its own).

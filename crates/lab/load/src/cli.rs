@@ -243,9 +243,10 @@ impl Cli {
             (None, false) => return Err("https:// needs --cacert PEM (the CA to trust) or --insecure".into()),
         };
         let mut config = rustls::ClientConfig::clone(&config);
-        if !self.tls_resume {
-            config.resumption = rustls::client::Resumption::disabled();
-        }
+        config.resumption = match self.tls_resume {
+            true => rustls::client::Resumption::store(crate::tickets::Tickets::new()),
+            false => rustls::client::Resumption::disabled(),
+        };
         let host = match authority.rfind(':') {
             Some(colon) if !authority[colon..].contains(']') => &authority[..colon],
             _ => authority,

@@ -14,9 +14,10 @@
 //!
 //! The modules, in the order a request meets them: [`cli`] (the command line), [`request`] (requests
 //! built once as bytes), [`schedule`] (when open-loop requests are due), [`worker`] (a load thread's
-//! event loop), [`conn`] (one connection's bytes), [`response`] (response framing), [`stats`] (what a
-//! thread records), [`timeline`] (the same, interval by interval, with `--timeline`) and [`report`]
-//! (the summary and the JSON).
+//! event loop), [`conn`] (one connection's bytes), [`tickets`] (the TLS session tickets
+//! `--tls-resume` keeps), [`response`] (response framing), [`stats`] (what a thread records),
+//! [`timeline`] (the same, interval by interval, with `--timeline`) and [`report`] (the summary and
+//! the JSON).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -26,6 +27,7 @@ mod request;
 mod response;
 mod schedule;
 mod stats;
+mod tickets;
 mod timeline;
 mod worker;
 
