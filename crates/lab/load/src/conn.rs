@@ -2,14 +2,15 @@
 //! parser, and the bytes it still has to write. What to send and when is the worker's business.
 
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind, IoSlice, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::request::Requests;
 use crate::response::{Response, ResponseParser, Step};
 use crate::stats::{ErrorClass, Recorder};
+use sys::socket::Stream;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,35 +69,6 @@ pub struct Connection {
     tls: Option<Box<rustls::ClientConnection>>,
 }
 
-/// A socket as rustls's transport: one `read`, one vectored `send`, and whether the read filled the
-/// room it was given.
-struct Socket<'a> {
-    fd: BorrowedFd<'a>,
-    filled: bool,
-}
-
-impl Read for Socket<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = sys::socket::read(self.fd, buf)?;
-        self.filled = n == buf.len();
-        Ok(n)
-    }
-}
-
-impl Write for Socket<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::socket::write(self.fd, buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        sys::socket::write_vectored(self.fd, bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 impl Default for Connection {
     fn default() -> Self {
         Self {
@@ -144,7 +116,7 @@ impl Connection {
     pub fn handshake(&mut self, recorder: &mut Recorder) -> Result<bool, Failure> {
         let (Some(socket), Some(tls)) = (&self.socket, &mut self.tls) else { return Ok(false) };
         let fail = |e: &dyn std::fmt::Display| (ErrorClass::Connect, format!("TLS handshake: {e}"));
-        let mut transport = Socket { fd: socket.as_fd(), filled: false };
+        let mut transport = Stream::new(socket.as_fd());
         loop {
             while tls.wants_write() {
                 match tls.write_tls(&mut transport) {
@@ -186,7 +158,7 @@ impl Connection {
                 self.out.clear();
                 self.written = 0;
             }
-            let mut transport = Socket { fd: socket.as_fd(), filled: false };
+            let mut transport = Stream::new(socket.as_fd());
             while tls.wants_write() {
                 match tls.write_tls(&mut transport) {
                     Ok(n) => recorder.bytes_written += n as u64,
@@ -267,7 +239,7 @@ impl Connection {
     ) -> Result<bool, Failure> {
         loop {
             let (Some(socket), Some(tls)) = (&self.socket, &mut self.tls) else { return Ok(false) };
-            let mut transport = Socket { fd: socket.as_fd(), filled: false };
+            let mut transport = Stream::new(socket.as_fd());
             let mut eof = match tls.read_tls(&mut transport) {
                 Ok(0) => true,
                 Ok(n) => {
@@ -278,7 +250,7 @@ impl Connection {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err((ErrorClass::Reset, format!("read: {e}"))),
             };
-            let filled = transport.filled;
+            let filled = transport.filled();
             tls.process_new_packets().map_err(|e| (ErrorClass::Framing, format!("TLS: {e}")))?;
             let now = Instant::now();
             loop {

@@ -542,13 +542,7 @@ impl Conn {
                 }
                 Want::Receive if self.has(Flags::PENDING) => buffers.deliver(self, index),
                 Want::Receive if self.has(Flags::EOF) => self.session.received_eof(),
-                Want::Receive => {
-                    if !self.arm_receive(ring, token) {
-                        return Progress::Done;
-                    }
-                    self.set(Flags::RECEIVING, true);
-                    return Progress::Wait;
-                }
+                Want::Receive => return self.wait_for_input(ring, token),
                 Want::Wait => return Progress::Wait,
                 Want::Yield => return Progress::ReadyAgain,
                 want @ (Want::Finish { .. } | Want::Close | Want::Discard) => {
@@ -597,6 +591,16 @@ impl Conn {
             }
             _ => Some(Progress::Done),
         }
+    }
+
+    /// The session wants input and none is here: the receive is armed and the connection waits for
+    /// its completion (done if the ring refused it).
+    fn wait_for_input(&mut self, ring: &mut Ring, token: u64) -> Progress {
+        if !self.arm_receive(ring, token) {
+            return Progress::Done;
+        }
+        self.set(Flags::RECEIVING, true);
+        Progress::Wait
     }
 
     /// Submits the multishot receive unless one is armed; false if the ring refused it. (One being

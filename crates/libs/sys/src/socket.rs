@@ -254,6 +254,48 @@ pub fn write_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Resul
         .map_err(io::Error::from)
 }
 
+/// A socket as a byte stream for a library that does its own I/O through `Read` and `Write` (rustls's
+/// `read_tls` and `write_tls`): one `read`, one vectored `send`, and whether the last read filled
+/// the room it was given (a short read emptied the socket: edge-triggered epoll reports the next
+/// arrival).
+pub struct Stream<'a> {
+    fd: BorrowedFd<'a>,
+    filled: bool,
+}
+
+impl<'a> Stream<'a> {
+    pub fn new(fd: BorrowedFd<'a>) -> Self {
+        Stream { fd, filled: false }
+    }
+
+    /// Whether the last read filled the buffer it was given.
+    pub fn filled(&self) -> bool {
+        self.filled
+    }
+}
+
+impl io::Read for Stream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = read(self.fd, buf)?;
+        self.filled = n == buf.len();
+        Ok(n)
+    }
+}
+
+impl io::Write for Stream<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write(self.fd, buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        write_vectored(self.fd, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// `shutdown(SHUT_WR)`: sends FIN after what is queued; reading stays possible.
 pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Write)

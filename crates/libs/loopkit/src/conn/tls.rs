@@ -5,41 +5,13 @@
 //! the session before the socket is read again; a read that does not fill rustls's buffer emptied
 //! the socket. A handshake that fails sends its alert if the socket takes it, and closes.
 
-use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io;
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::{Conn, Progress};
 use crate::tls::Plain;
-
-/// The socket as rustls's transport: one `read`, one vectored `send`, and whether the read filled
-/// the room it was given.
-struct Socket<'a> {
-    fd: BorrowedFd<'a>,
-    filled: bool,
-}
-
-impl Read for Socket<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = sys::socket::read(self.fd, buf)?;
-        self.filled = n == buf.len();
-        Ok(n)
-    }
-}
-
-impl Write for Socket<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::socket::write(self.fd, buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        sys::socket::write_vectored(self.fd, bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use sys::socket::Stream;
 
 /// What [`Conn::tls_receive`] leaves the pump to do.
 pub(super) enum TlsStep {
@@ -58,7 +30,7 @@ impl Conn {
     pub(super) fn tls_flush(&mut self) -> Option<Progress> {
         let Conn { fd, tls: Some(tls), .. } = self else { return None };
         while tls.wants_write() {
-            match tls.write_tls(&mut Socket { fd: fd.as_fd(), filled: false }) {
+            match tls.write_tls(&mut Stream::new(fd.as_fd())) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Progress::Wait),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -98,14 +70,14 @@ impl Conn {
             Plain::Empty if !*readable => return TlsStep::Stop(Progress::Wait),
             Plain::Empty if *budget == 0 => return TlsStep::Stop(Progress::ReadyAgain),
             Plain::Empty => {
-                let mut socket = Socket { fd: fd.as_fd(), filled: false };
+                let mut socket = Stream::new(fd.as_fd());
                 match tls.read_tls(&mut socket, now, session) {
                     Ok(0) => session.received_eof(),
                     Ok(n) => {
                         *budget = budget.saturating_sub(n);
                         // As in `Conn::read`: a short read emptied the socket, unless the FIN is in
                         // it too.
-                        if !socket.filled && !*hung_up {
+                        if !socket.filled() && !*hung_up {
                             *readable = false;
                         }
                     }
@@ -114,7 +86,7 @@ impl Conn {
                     Err(_) => {
                         // The alert rustls queued for a bad handshake or record, if the socket
                         // takes it; then close.
-                        let _ = tls.write_tls(&mut Socket { fd: fd.as_fd(), filled: false });
+                        let _ = tls.write_tls(&mut Stream::new(fd.as_fd()));
                         return TlsStep::Stop(Progress::Done);
                     }
                 }
@@ -134,7 +106,7 @@ impl Conn {
     pub(super) fn tls_close(&mut self) {
         if let Conn { fd, tls: Some(tls), .. } = self {
             tls.close_notify();
-            let _ = tls.write_tls(&mut Socket { fd: fd.as_fd(), filled: false });
+            let _ = tls.write_tls(&mut Stream::new(fd.as_fd()));
         }
     }
 }

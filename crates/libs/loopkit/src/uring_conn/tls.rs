@@ -94,13 +94,7 @@ impl Conn {
                         }
                     }
                     Plain::Empty if self.has(Flags::EOF) => self.session.received_eof(),
-                    Plain::Empty => {
-                        if !self.arm_receive(ring, token) {
-                            return Progress::Done;
-                        }
-                        self.set(Flags::RECEIVING, true);
-                        return Progress::Wait;
-                    }
+                    Plain::Empty => return self.wait_for_input(ring, token),
                 },
                 Want::Wait => return Progress::Wait,
                 Want::Yield => return Progress::ReadyAgain,
